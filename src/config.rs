@@ -1,0 +1,176 @@
+//! What a caller asks for: how to open a model and what to generate.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::runtime::{Family, ModelParams, DEFAULT_RUNTIME};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the runtime library when no path is configured.
+pub const ENV_RUNTIME: &str = "RKL_RUNTIME";
+/// Environment variable forcing the runtime ABI ("1.2" or "1.3").
+pub const ENV_RUNTIME_ABI: &str = "RKL_RUNTIME_ABI";
+
+/// How to open a model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OpenConfig {
+    /// The `.rkllm` model file.
+    pub model_path: PathBuf,
+    /// The runtime library; else `RKL_RUNTIME`, else the loader's search for
+    /// `librkllmrt.so`.
+    pub runtime_path: Option<PathBuf>,
+    /// The runtime ABI; else `RKL_RUNTIME_ABI`, else detected. It must agree
+    /// with what the runtime shows when detection is certain.
+    pub runtime_abi: Option<Family>,
+    /// Init-time parameters (unset fields keep the runtime's defaults).
+    pub params: ModelParams,
+}
+
+impl OpenConfig {
+    /// A configuration for `model_path` with every other setting at its default.
+    pub fn new(model_path: impl Into<PathBuf>) -> OpenConfig {
+        OpenConfig { model_path: model_path.into(), ..OpenConfig::default() }
+    }
+
+    /// The runtime location after applying the environment.
+    pub(crate) fn resolved_runtime_path(&self) -> Result<String> {
+        let chosen = match &self.runtime_path {
+            Some(p) => p.clone(),
+            None => match std::env::var_os(ENV_RUNTIME) {
+                Some(v) if !v.is_empty() => PathBuf::from(v),
+                _ => PathBuf::from(DEFAULT_RUNTIME),
+            },
+        };
+        let text = chosen
+            .to_str()
+            .ok_or_else(|| Error::invalid(format!("runtime path {chosen:?} is not valid UTF-8")))?;
+        if text.is_empty() {
+            return Err(Error::invalid("runtime path is empty"));
+        }
+        cstring("runtime path", text)?;
+        Ok(text.to_string())
+    }
+
+    /// The ABI override after applying the environment.
+    pub(crate) fn resolved_abi(&self) -> Result<Option<Family>> {
+        if self.runtime_abi.is_some() {
+            return Ok(self.runtime_abi);
+        }
+        match std::env::var(ENV_RUNTIME_ABI) {
+            Ok(v) if v.trim().is_empty() || v.trim() == "auto" => Ok(None),
+            Ok(v) => v.parse().map(Some).map_err(|e| Error::invalid(format!("{ENV_RUNTIME_ABI}: {e}"))),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(Error::invalid(format!("{ENV_RUNTIME_ABI} is not UTF-8"))),
+        }
+    }
+
+    /// Checks the model path is a readable regular file, before the runtime
+    /// sees it, and returns it as a C string.
+    pub(crate) fn checked_model_path(&self) -> Result<CString> {
+        let path: &Path = &self.model_path;
+        if path.as_os_str().is_empty() {
+            return Err(Error::invalid("model path is empty"));
+        }
+        let text = path
+            .to_str()
+            .ok_or_else(|| Error::invalid(format!("model path {path:?} is not valid UTF-8")))?;
+        let c = cstring("model path", text)?;
+        let not_found = |why: String| Error::new(ErrorKind::ModelNotFound, format!("model '{text}' {why}"));
+        let meta = std::fs::metadata(path).map_err(|e| not_found(format!("cannot be opened: {e}")))?;
+        if meta.is_dir() {
+            return Err(not_found("is a directory, not a model file".into()));
+        }
+        if !meta.is_file() {
+            return Err(not_found("is not a regular file".into()));
+        }
+        std::fs::File::open(path).map_err(|e| not_found(format!("cannot be read: {e}")))?;
+        Ok(c)
+    }
+}
+
+/// Who speaks in a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// A user message (the usual case).
+    #[default]
+    User,
+    /// The result of a function call (with function tools).
+    Tool,
+}
+
+impl Role {
+    /// The runtime's name for the role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// One generation request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerateRequest {
+    /// The prompt text (with a loaded prompt cache: only the continuation).
+    pub prompt: String,
+    /// Who speaks.
+    pub role: Role,
+    /// Qwen3-style thinking mode.
+    pub enable_thinking: bool,
+    /// Keep this turn in the KV history so the next request continues the
+    /// conversation; otherwise history returns to what it was before.
+    pub keep_history: bool,
+    /// Stop after this many tokens (`None`: the model's init setting).
+    pub max_new_tokens: Option<u32>,
+    /// Name of a loaded LoRA adapter to apply.
+    pub lora: Option<String>,
+}
+
+impl GenerateRequest {
+    /// A request for `prompt` with every other setting at its default.
+    pub fn new(prompt: impl Into<String>) -> GenerateRequest {
+        GenerateRequest { prompt: prompt.into(), ..GenerateRequest::default() }
+    }
+}
+
+/// Largest prompt rkl passes on (bytes); far above any context window.
+pub const MAX_PROMPT_BYTES: usize = 16 << 20;
+
+/// `text` as a C string, or an error naming `what` and where the NUL is.
+pub fn cstring(what: &str, text: &str) -> Result<CString> {
+    CString::new(text).map_err(|e| Error::invalid(format!("{what} contains a NUL byte at offset {}", e.nul_position())))
+}
+
+/// Checks that `bytes` is UTF-8 without NUL, as every text argument must be.
+pub fn checked_text<'a>(what: &str, bytes: &'a [u8]) -> Result<&'a str> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Error::invalid(format!("{what} is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))
+    })?;
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(Error::invalid(format!("{what} contains a NUL byte at offset {at}")));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_checks_name_the_problem() {
+        assert_eq!(checked_text("prompt", "héllo".as_bytes()).unwrap(), "héllo");
+        let e = checked_text("prompt", b"ab\xffc").unwrap_err();
+        assert!(e.message().contains("not valid UTF-8") && e.message().contains("offset 2"), "{e}");
+        let e = checked_text("role", b"a\0b").unwrap_err();
+        assert!(e.message().contains("NUL byte at offset 1"), "{e}");
+    }
+
+    #[test]
+    fn model_path_checks() {
+        let e = OpenConfig::new("").checked_model_path().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        let e = OpenConfig::new("/nonexistent/model.rkllm").checked_model_path().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ModelNotFound);
+        let e = OpenConfig::new(std::env::temp_dir()).checked_model_path().unwrap_err();
+        assert!(e.message().contains("directory"), "{e}");
+    }
+}

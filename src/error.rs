@@ -1,0 +1,73 @@
+//! The one error type of the safe core: a kind (which maps to a C status) and
+//! a message that says what was found and what to do.
+
+use std::fmt;
+
+/// What went wrong, coarse enough to map one-to-one onto a C status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// An argument was out of range, empty, not UTF-8 or held a NUL byte.
+    InvalidArgument,
+    /// The model file does not exist, is not a regular file or cannot be read.
+    ModelNotFound,
+    /// The runtime library could not be loaded.
+    RuntimeNotFound,
+    /// The runtime was loaded but is a release rkl does not speak (or cannot
+    /// identify with certainty), or lacks a symbol rkl needs.
+    RuntimeUnsupported,
+    /// `rkllm_init` failed, or "succeeded" with a handle that does not work.
+    ModelLoadFailed,
+    /// A runtime call returned an error, or generation reported an error.
+    RuntimeFailed,
+    /// The model was closed.
+    Closed,
+    /// The call would deadlock: made from inside a chunk callback on the same
+    /// runtime, or from the runtime's own thread.
+    Reentrant,
+    /// The feature is not available with the loaded runtime release.
+    NotSupported,
+    /// A file operation failed.
+    Io,
+    /// A bug in rkl (a caught panic or a broken invariant).
+    Internal,
+}
+
+/// An error with its kind and a human-readable message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl Error {
+    /// Makes an error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error { kind, message: message.into() }
+    }
+
+    /// Shorthand for [`ErrorKind::InvalidArgument`].
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::InvalidArgument, message)
+    }
+
+    /// The kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

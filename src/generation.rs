@@ -1,0 +1,305 @@
+//! A generation in flight: the pull stream, its statistics and how it ended.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::ModelInner;
+use crate::runtime::{PerfStat, RunEvent, RunShared};
+use crate::utf8::Reassembler;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FinishReason {
+    /// The model finished its reply.
+    #[default]
+    End,
+    /// The token limit was reached.
+    MaxTokens,
+    /// Stopped by [`Model::abort`](crate::Model::abort), [`Stream::abort`] or closing the model.
+    Aborted,
+    /// Stopped because the chunk callback asked to stop.
+    Stopped,
+    /// The runtime reported an error.
+    Error,
+}
+
+/// Figures for one generation: the runtime's own perf counters plus what rkl
+/// measured on the caller's side.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Prefill time reported by the runtime (ms).
+    pub prefill_ms: f64,
+    /// Prompt tokens prefilled, as reported by the runtime.
+    pub prefill_tokens: u32,
+    /// Decode time reported by the runtime (ms).
+    pub decode_ms: f64,
+    /// Tokens generated, as reported by the runtime.
+    pub decode_tokens: u32,
+    /// Peak memory reported by the runtime (MiB).
+    pub memory_mb: f64,
+    /// Tokens rkl received and delivered.
+    pub tokens: u32,
+    /// Time from the request to the first text delivered (ms); 0 if none.
+    pub ttft_ms: f64,
+    /// Time the request waited for earlier calls on the runtime (ms).
+    pub queue_ms: f64,
+    /// Time from the request to its end (ms).
+    pub total_ms: f64,
+    /// Why it ended.
+    pub finish: FinishReason,
+}
+
+/// One step of a [`Stream`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// Complete UTF-8 text.
+    Text(String),
+    /// The timeout passed with no text.
+    Timeout,
+    /// The generation is over; later calls return this again.
+    Finished(Stats),
+}
+
+/// How often an abort is repeated while the run has not returned: the runtime
+/// clears its abort flag when a run starts and has been seen to stop late.
+const ABORT_REPEAT: Duration = Duration::from_millis(50);
+
+/// Who stopped the run, when rkl stopped it itself.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum StopCause {
+    None,
+    MaxTokens,
+    Callback,
+}
+
+/// A generation read by pulling: [`Stream::next_event`] or the iterator.
+/// Dropping an unfinished stream aborts its run.
+pub struct Stream {
+    model: Arc<ModelInner>,
+    shared: Arc<RunShared>,
+    events: Receiver<RunEvent>,
+    reassembler: Reassembler,
+    text: String,
+    token_limit: u32,
+    stop: StopCause,
+    started_at: Instant,
+    perf: Option<PerfStat>,
+    runtime_error: bool,
+    stats: Stats,
+    outcome: Option<Result<Stats>>,
+}
+
+impl Stream {
+    pub(crate) fn new(model: Arc<ModelInner>, shared: Arc<RunShared>, events: Receiver<RunEvent>, token_limit: u32) -> Stream {
+        Stream {
+            model,
+            shared,
+            events,
+            reassembler: Reassembler::new(),
+            text: String::new(),
+            token_limit,
+            stop: StopCause::None,
+            started_at: Instant::now(),
+            perf: None,
+            runtime_error: false,
+            stats: Stats::default(),
+            outcome: None,
+        }
+    }
+
+    /// Waits up to `timeout` (`None`: without limit) for the next text or the end.
+    /// An error is returned once; afterwards the stream reports `Finished`
+    /// with `FinishReason::Error`.
+    pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<StreamEvent> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.outcome.take() {
+                Some(Ok(stats)) => {
+                    self.outcome = Some(Ok(stats));
+                    return Ok(StreamEvent::Finished(stats));
+                }
+                Some(Err(e)) => {
+                    self.outcome = Some(Ok(self.stats));
+                    return Err(e);
+                }
+                None => {}
+            }
+            let event = match self.receive(deadline) {
+                Some(event) => event,
+                None => return Ok(StreamEvent::Timeout),
+            };
+            if let Some(text) = self.handle(event) {
+                return Ok(StreamEvent::Text(text));
+            }
+        }
+    }
+
+    /// Asks the run to stop; the stream then finishes with `Aborted`.
+    pub fn abort(&self) {
+        self.model.raw.abort_run(&self.shared);
+    }
+
+    /// The statistics, once the stream has finished.
+    pub fn stats(&self) -> Option<Stats> {
+        self.outcome.as_ref().map(|_| self.stats)
+    }
+
+    /// Whether the stream has finished.
+    pub fn is_finished(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    /// Stops the run because the chunk callback asked to.
+    pub(crate) fn stop_by_callback(&mut self) {
+        if self.stop == StopCause::None {
+            self.stop = StopCause::Callback;
+        }
+        self.abort();
+    }
+
+    /// Receives one event; `None` when the deadline passed.
+    fn receive(&mut self, deadline: Option<Instant>) -> Option<RunEvent> {
+        loop {
+            let now = Instant::now();
+            let mut wait = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+            let aborting = self.shared.abort_requested();
+            if aborting {
+                wait = wait.min(ABORT_REPEAT);
+            }
+            match self.events.recv_timeout(wait) {
+                Ok(event) => return Some(event),
+                Err(RecvTimeoutError::Timeout) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return None;
+                    }
+                    if aborting {
+                        self.abort();
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The job ended without reporting its return: treat as failed.
+                    return Some(RunEvent::Returned(i32::MIN));
+                }
+            }
+        }
+    }
+
+    /// Applies one event; returns text to hand out, if any.
+    fn handle(&mut self, event: RunEvent) -> Option<String> {
+        match event {
+            RunEvent::Started => {
+                self.stats.queue_ms = ms(self.started_at.elapsed());
+                None
+            }
+            RunEvent::Token { waiting, text } => {
+                if self.stop != StopCause::None && self.stop != StopCause::MaxTokens {
+                    return None;
+                }
+                self.stats.tokens += 1;
+                if waiting {
+                    self.reassembler.waiting(text.as_deref());
+                } else {
+                    self.reassembler.normal(text.as_deref(), &mut self.text);
+                }
+                if self.token_limit != 0 && self.stats.tokens >= self.token_limit && self.stop == StopCause::None {
+                    self.stop = StopCause::MaxTokens;
+                    if self.model.needs_limit_abort() {
+                        self.abort();
+                    }
+                }
+                if self.text.is_empty() {
+                    return None;
+                }
+                if self.stats.ttft_ms == 0.0 {
+                    self.stats.ttft_ms = ms(self.started_at.elapsed()).max(f64::MIN_POSITIVE);
+                }
+                Some(std::mem::take(&mut self.text))
+            }
+            RunEvent::Finish(perf) => {
+                self.perf = Some(perf);
+                None
+            }
+            RunEvent::Error => {
+                self.runtime_error = true;
+                None
+            }
+            RunEvent::Returned(code) => {
+                self.finish(Some(code));
+                None
+            }
+            RunEvent::Skipped => {
+                self.finish(None);
+                None
+            }
+        }
+    }
+
+    fn finish(&mut self, code: Option<i32>) {
+        let dropped = self.reassembler.finish();
+        if dropped > 0 {
+            log::debug!("dropped {dropped} bytes of an incomplete character at the end of a generation");
+        }
+        self.model.end_run(&self.shared);
+        if let Some(perf) = self.perf {
+            self.stats.prefill_ms = perf.prefill_time_ms as f64;
+            self.stats.prefill_tokens = perf.prefill_tokens.max(0) as u32;
+            self.stats.decode_ms = perf.generate_time_ms as f64;
+            self.stats.decode_tokens = perf.generate_tokens.max(0) as u32;
+            self.stats.memory_mb = perf.memory_usage_mb as f64;
+        }
+        self.stats.total_ms = ms(self.started_at.elapsed());
+        let aborted = self.shared.abort_requested();
+        let failed = self.runtime_error || matches!(code, Some(c) if c != 0);
+        self.stats.finish = if failed && !aborted {
+            FinishReason::Error
+        } else if self.stop == StopCause::MaxTokens {
+            FinishReason::MaxTokens
+        } else if self.stop == StopCause::Callback {
+            FinishReason::Stopped
+        } else if aborted {
+            FinishReason::Aborted
+        } else if self.model.hit_init_limit(self.stats.tokens) {
+            FinishReason::MaxTokens
+        } else {
+            FinishReason::End
+        };
+        self.outcome = Some(if self.stats.finish == FinishReason::Error {
+            let how = match code {
+                Some(i32::MIN) => "the runtime call ended inside rkl without returning".to_string(),
+                Some(c) if self.runtime_error => format!("the runtime reported an error (rkllm_run returned {c})"),
+                Some(c) => format!("rkllm_run returned {c}"),
+                None => "the run did not start".to_string(),
+            };
+            Err(Error::new(ErrorKind::RuntimeFailed, format!("generation failed: {how}")))
+        } else {
+            Ok(self.stats)
+        });
+    }
+}
+
+impl Iterator for Stream {
+    type Item = Result<String>;
+
+    /// Blocks for the next text; `None` at the end.
+    fn next(&mut self) -> Option<Result<String>> {
+        match self.next_event(None) {
+            Ok(StreamEvent::Text(text)) => Some(Ok(text)),
+            Ok(StreamEvent::Finished(_)) | Ok(StreamEvent::Timeout) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.outcome.is_none() {
+            self.abort();
+            self.model.end_run(&self.shared);
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,23 @@
+//! rkl: a crash-hardened way to run LLMs on Rockchip NPUs through
+//! `librkllmrt.so`.
+//!
+//! The safe Rust API is [`Model`]: open a model, [`Model::generate`] with a
+//! chunk callback or [`Model::stream`] for a pull stream, [`Model::abort`].
+//! Every call into the runtime runs on one thread per loaded runtime, in
+//! order; text is always whole UTF-8 characters. The C API lives in
+//! `src/ffi` and `include/rkl.h`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod error;
+pub mod generation;
+pub mod model;
+pub mod runtime;
+pub mod utf8;
+
+pub use config::{checked_text, GenerateRequest, OpenConfig, Role};
+pub use error::{Error, ErrorKind, Result};
+pub use generation::{FinishReason, Stats, Stream, StreamEvent};
+pub use model::Model;
+pub use runtime::{Family, ModelParams};

@@ -1,0 +1,272 @@
+//! `Model`: an open model on a loaded runtime, and everything done with it.
+
+use crate::config::{cstring, GenerateRequest, OpenConfig, MAX_PROMPT_BYTES};
+use crate::error::{Error, ErrorKind, Result};
+use crate::generation::{Stats, Stream, StreamEvent};
+use crate::runtime::{Family, RawModel, RunRequest, RunShared, Runtime};
+use crossbeam_channel::unbounded;
+use std::cell::Cell;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+thread_local! {
+    /// The runtime whose chunk callback this thread is running (0: none).
+    static IN_CALLBACK: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks this thread as inside a chunk callback of `runtime` until dropped
+/// (also when the callback panics).
+struct CallbackScope(usize);
+
+impl CallbackScope {
+    fn enter(runtime: usize) -> CallbackScope {
+        CallbackScope(IN_CALLBACK.with(|c| c.replace(runtime)))
+    }
+}
+
+impl Drop for CallbackScope {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|c| c.set(self.0));
+    }
+}
+
+pub(crate) struct ModelInner {
+    pub(crate) raw: RawModel,
+    model_path: PathBuf,
+    init_max_new_tokens: i32,
+    closed: AtomicBool,
+    inflight: Mutex<Vec<Arc<RunShared>>>,
+}
+
+impl ModelInner {
+    /// Whether a per-request token limit needs an abort to be enforced (1.2
+    /// has no per-run limit; 1.3 stops by itself).
+    pub(crate) fn needs_limit_abort(&self) -> bool {
+        self.raw.runtime().family() == Family::V1_2
+    }
+
+    /// Whether `tokens` reached the init-time limit.
+    pub(crate) fn hit_init_limit(&self, tokens: u32) -> bool {
+        self.init_max_new_tokens > 0 && tokens >= self.init_max_new_tokens as u32
+    }
+
+    /// Forgets a run that ended.
+    pub(crate) fn end_run(&self, shared: &Arc<RunShared>) {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).retain(|r| !Arc::ptr_eq(r, shared));
+    }
+
+    fn abort_all(&self) {
+        let runs = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for run in runs {
+            self.raw.abort_run(&run);
+        }
+    }
+}
+
+/// An open model. Cheap to clone (clones share the model); every method may be
+/// called from any thread. Calls on models of the same runtime run one at a
+/// time in the order they were made.
+#[derive(Clone)]
+pub struct Model {
+    inner: Arc<ModelInner>,
+}
+
+impl Model {
+    /// Loads the runtime (if needed), checks the configuration, and creates
+    /// the model. Errors say what was wrong before the runtime saw anything.
+    pub fn open(config: &OpenConfig) -> Result<Model> {
+        let model_path = config.checked_model_path()?;
+        config.params.validate()?;
+        let runtime_path = config.resolved_runtime_path()?;
+        let abi = config.resolved_abi()?;
+        let runtime = Runtime::load(&runtime_path, abi)?;
+        let raw = runtime.init(model_path, &config.params)?;
+        Ok(Model {
+            inner: Arc::new(ModelInner {
+                raw,
+                model_path: config.model_path.clone(),
+                init_max_new_tokens: config.params.max_new_tokens.unwrap_or(0),
+                closed: AtomicBool::new(false),
+                inflight: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The runtime's release family.
+    pub fn family(&self) -> Family {
+        self.inner.raw.runtime().family()
+    }
+
+    /// Where the runtime was loaded from.
+    pub fn runtime_path(&self) -> &str {
+        self.inner.raw.runtime().path()
+    }
+
+    /// The model file.
+    pub fn model_path(&self) -> &Path {
+        &self.inner.model_path
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::Closed, "the model is closed"));
+        }
+        if IN_CALLBACK.with(|c| c.get()) == self.inner.raw.runtime().id() {
+            return Err(Error::new(
+                ErrorKind::Reentrant,
+                "called from inside a chunk callback of a generation on the same runtime; \
+                 only abort is allowed there (return Break from the callback to stop)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts a generation and returns a pull stream of its text.
+    pub fn stream(&self, request: &GenerateRequest) -> Result<Stream> {
+        self.check_usable()?;
+        if request.prompt.len() > MAX_PROMPT_BYTES {
+            return Err(Error::invalid(format!(
+                "prompt is {} bytes; the limit is {MAX_PROMPT_BYTES}",
+                request.prompt.len()
+            )));
+        }
+        let limit = match request.max_new_tokens {
+            Some(0) => return Err(Error::invalid("max_new_tokens must be at least 1 when set")),
+            Some(n) if n > i32::MAX as u32 => return Err(Error::invalid("max_new_tokens is too large")),
+            Some(n) => n,
+            None => 0,
+        };
+        let run = RunRequest {
+            prompt: cstring("prompt", &request.prompt)?,
+            role: cstring("role", request.role.as_str())?,
+            enable_thinking: request.enable_thinking,
+            keep_history: request.keep_history,
+            max_new_tokens: limit as i32,
+            lora: request.lora.as_deref().map(|name| cstring("lora name", name)).transpose()?,
+            save_cache_path: None,
+        };
+        let (sender, events) = unbounded();
+        let shared = RunShared::new(sender, limit);
+        let stream = Stream::new(self.inner.clone(), shared.clone(), events, limit);
+        self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner()).push(shared.clone());
+        // Closing may have started after the check above: look again now that
+        // the run is registered, so close either sees it or refuses it here.
+        if self.inner.closed.load(Ordering::Acquire) {
+            drop(stream);
+            return Err(Error::new(ErrorKind::Closed, "the model is closed"));
+        }
+        self.inner.raw.start_run(run, shared)?;
+        Ok(stream)
+    }
+
+    /// Generates a reply, calling `on_chunk` with each piece of complete UTF-8
+    /// text on this thread. Return `ControlFlow::Break(())` to stop early.
+    /// Inside `on_chunk` only [`Model::abort`] may be called on models of the
+    /// same runtime; anything else returns [`ErrorKind::Reentrant`].
+    pub fn generate(&self, request: &GenerateRequest, mut on_chunk: impl FnMut(&str) -> ControlFlow<()>) -> Result<Stats> {
+        let mut stream = self.stream(request)?;
+        let runtime = self.inner.raw.runtime().id();
+        loop {
+            match stream.next_event(None)? {
+                StreamEvent::Text(text) => {
+                    let flow = {
+                        let _scope = CallbackScope::enter(runtime);
+                        on_chunk(&text)
+                    };
+                    if flow.is_break() {
+                        stream.stop_by_callback();
+                    }
+                }
+                StreamEvent::Finished(stats) => return Ok(stats),
+                StreamEvent::Timeout => {}
+            }
+        }
+    }
+
+    /// Stops every generation of this model that is queued or running. Returns
+    /// at once; those generations finish with `FinishReason::Aborted`. Safe
+    /// from any thread, including inside a chunk callback.
+    pub fn abort(&self) {
+        self.inner.abort_all();
+    }
+
+    /// Empties the KV history (optionally keeping the system prompt).
+    pub fn clear_history(&self, keep_system_prompt: bool) -> Result<()> {
+        self.check_usable()?;
+        self.inner.raw.clear_kv_cache(keep_system_prompt)
+    }
+
+    /// Tokens currently held in the KV cache.
+    pub fn kv_cache_tokens(&self) -> Result<u32> {
+        self.check_usable()?;
+        Ok(self.inner.raw.kv_cache_size()?.max(0) as u32)
+    }
+
+    /// Replaces the model's chat template.
+    pub fn set_chat_template(&self, system: &str, prefix: &str, postfix: &str) -> Result<()> {
+        self.check_usable()?;
+        self.inner.raw.set_chat_template(
+            cstring("system prompt", system)?,
+            cstring("prompt prefix", prefix)?,
+            cstring("prompt postfix", postfix)?,
+        )
+    }
+
+    /// Declares function tools (`tools_json`: a JSON array of tool
+    /// descriptions) and the marker the model uses for tool responses.
+    pub fn set_function_tools(&self, system: &str, tools_json: &str, tool_response: &str) -> Result<()> {
+        self.check_usable()?;
+        self.inner.raw.set_function_tools(
+            cstring("system prompt", system)?,
+            cstring("tools", tools_json)?,
+            cstring("tool response marker", tool_response)?,
+        )
+    }
+
+    /// Loads a LoRA adapter, to be selected per request by `name`.
+    pub fn load_lora(&self, path: &Path, name: &str, scale: f32) -> Result<()> {
+        self.check_usable()?;
+        if name.is_empty() {
+            return Err(Error::invalid("LoRA name is empty"));
+        }
+        if !scale.is_finite() {
+            return Err(Error::invalid(format!("LoRA scale {scale} is not finite")));
+        }
+        let text = path.to_str().ok_or_else(|| Error::invalid(format!("LoRA path {path:?} is not UTF-8")))?;
+        if !path.is_file() {
+            return Err(Error::new(ErrorKind::ModelNotFound, format!("LoRA adapter '{text}' is not a readable file")));
+        }
+        self.inner.raw.load_lora(cstring("LoRA path", text)?, cstring("LoRA name", name)?, scale)
+    }
+
+    /// Closes the model: aborts its generations, waits for calls already
+    /// queued on it, and destroys the runtime handle. Closing again is a no-op.
+    pub fn close(&self) -> Result<()> {
+        if IN_CALLBACK.with(|c| c.get()) == self.inner.raw.runtime().id() {
+            return Err(Error::new(ErrorKind::Reentrant, "cannot close a model from inside a chunk callback on its runtime"));
+        }
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.abort_all();
+        self.inner.raw.destroy()
+    }
+
+    /// Whether [`Model::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("model_path", &self.inner.model_path)
+            .field("runtime", &self.runtime_path())
+            .field("family", &self.family())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

@@ -1,0 +1,165 @@
+//! Working out which release family a loaded runtime is, before `rkllm_init`.
+//!
+//! 1.1 and 1.2.0 are told apart by missing symbols; 1.2 and 1.3 have the same
+//! symbols and are told apart by the bytes `rkllm_createDefaultParam` writes
+//! (see `shared/rkllm-abi.md`, "Probe"). Every signal must agree; otherwise
+//! the runtime is refused with a message that says what was seen.
+
+use super::family::Family;
+use super::layout_common::DefaultParamBytes;
+
+/// What the symbol table says about the release.
+pub fn family_from_symbols(has_function_tools: bool, has_kv_cache_size: bool) -> Result<(), String> {
+    if !has_function_tools {
+        return Err("the runtime has no rkllm_set_function_tools, so it is release 1.1 or older, which rkl does not support; use 1.2.1 or later".into());
+    }
+    if !has_kv_cache_size {
+        return Err("the runtime has no rkllm_get_kv_cache_size, so it is release 1.2.0, which rkl does not support (its callback and clear_kv_cache differ); use 1.2.1 or later".into());
+    }
+    Ok(())
+}
+
+/// The layout signals read from a default-param image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeSignals {
+    word_64: u64,
+    word_72: u64,
+    byte_92: u8,
+    byte_93: u8,
+    tail_nonzero: bool,
+}
+
+/// Smallest value taken as a pointer: the first page is never mapped.
+const MIN_POINTER: u64 = 4096;
+
+impl ProbeSignals {
+    /// Reads the signals out of the bytes the runtime wrote.
+    pub fn read(image: &DefaultParamBytes) -> ProbeSignals {
+        let b = &image.0;
+        let word = |at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        ProbeSignals {
+            word_64: word(64),
+            word_72: word(72),
+            byte_92: b[92],
+            byte_93: b[93],
+            tail_nonzero: b[74..178].iter().any(|&x| x != 0),
+        }
+    }
+
+    fn looks_like_1_2(&self) -> bool {
+        self.word_64 >= MIN_POINTER
+            && self.word_72 >= MIN_POINTER
+            && self.byte_92 == 1
+            && self.byte_93 == 4
+            && self.tail_nonzero
+    }
+
+    fn looks_like_1_3(&self) -> bool {
+        // In 1.3, bytes 64 and 65 are extend_param.embed_flash and
+        // enabled_cpus_num, byte 72 is n_batch and 74.. is `reserved`.
+        let embed_flash = self.word_64 & 0xff;
+        let cpus = (self.word_64 >> 8) & 0xff;
+        let n_batch = self.word_72 & 0xff;
+        embed_flash == 1
+            && cpus == 4
+            && n_batch <= 8
+            && self.byte_92 == 0
+            && self.byte_93 == 0
+            && !self.tail_nonzero
+    }
+
+    /// The family every signal agrees on, or a description of the conflict.
+    pub fn family(&self) -> Result<Family, String> {
+        match (self.looks_like_1_2(), self.looks_like_1_3()) {
+            (true, false) => Ok(Family::V1_2),
+            (false, true) => Ok(Family::V1_3),
+            _ => Err(format!(
+                "rkllm_createDefaultParam wrote a layout rkl does not recognise \
+                 (u64@64={:#x}, u64@72={:#x}, byte92={}, byte93={}, bytes 74..178 {}); \
+                 if you know the release, set RKL_RUNTIME_ABI",
+                self.word_64,
+                self.word_72,
+                self.byte_92,
+                self.byte_93,
+                if self.tail_nonzero { "not all zero" } else { "all zero" }
+            )),
+        }
+    }
+}
+
+/// Combines the probe with an explicit override. The override wins over an
+/// uncertain probe; a certain probe that contradicts it is refused, because
+/// speaking the wrong layout corrupts memory.
+pub fn decide(probe: Result<Family, String>, requested: Option<Family>) -> Result<Family, String> {
+    match (probe, requested) {
+        (Ok(found), None) => Ok(found),
+        (Err(why), None) => Err(why),
+        (Ok(found), Some(asked)) if found == asked => Ok(found),
+        (Ok(found), Some(asked)) => Err(format!(
+            "the runtime ABI was set to {asked}, but the runtime writes the {found} layout; \
+             refusing to speak the wrong layout (fix or unset RKL_RUNTIME_ABI / runtime_abi)"
+        )),
+        (Err(why), Some(asked)) => {
+            log::warn!("release detection was not certain ({why}); using the requested ABI {asked}");
+            Ok(asked)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(set: &[(usize, &[u8])]) -> DefaultParamBytes {
+        let mut img = DefaultParamBytes([0; super::super::layout_common::DEFAULT_PARAM_SLOT]);
+        for (at, bytes) in set {
+            img.0[*at..*at + bytes.len()].copy_from_slice(bytes);
+        }
+        img
+    }
+
+    fn v1_2_image() -> DefaultParamBytes {
+        let p1 = 0x7f00_1234_5678u64.to_ne_bytes();
+        let p2 = 0x7f00_1234_5690u64.to_ne_bytes();
+        let p3 = 0x7f00_1234_56a0u64.to_ne_bytes();
+        image(&[(64, &p1), (72, &p2), (80, &p3), (92, &[1, 4])])
+    }
+
+    fn v1_3_image() -> DefaultParamBytes {
+        image(&[(64, &[1, 4]), (72, &[1])])
+    }
+
+    #[test]
+    fn recognises_both_layouts() {
+        assert_eq!(ProbeSignals::read(&v1_2_image()).family(), Ok(Family::V1_2));
+        assert_eq!(ProbeSignals::read(&v1_3_image()).family(), Ok(Family::V1_3));
+    }
+
+    #[test]
+    fn refuses_mixed_or_empty_signals() {
+        assert!(ProbeSignals::read(&image(&[])).family().is_err());
+        // 1.3 head but a non-zero reserved tail.
+        let mut img = v1_3_image();
+        img.0[150] = 7;
+        assert!(ProbeSignals::read(&img).family().is_err());
+        // 1.2 pointers without the extend defaults.
+        let mut img = v1_2_image();
+        img.0[93] = 0;
+        assert!(ProbeSignals::read(&img).family().is_err());
+    }
+
+    #[test]
+    fn override_rules() {
+        assert_eq!(decide(Ok(Family::V1_3), Some(Family::V1_3)), Ok(Family::V1_3));
+        assert!(decide(Ok(Family::V1_3), Some(Family::V1_2)).unwrap_err().contains("writes the 1.3 layout"));
+        assert_eq!(decide(Err("odd".into()), Some(Family::V1_2)), Ok(Family::V1_2));
+        assert!(decide(Err("odd".into()), None).is_err());
+    }
+
+    #[test]
+    fn old_releases_refused_by_symbols() {
+        assert!(family_from_symbols(false, false).unwrap_err().contains("1.1"));
+        assert!(family_from_symbols(true, false).unwrap_err().contains("1.2.0"));
+        assert!(family_from_symbols(true, true).is_ok());
+    }
+}

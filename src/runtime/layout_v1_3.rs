@@ -1,0 +1,136 @@
+//! Struct layouts of runtime release 1.3.0.
+
+use super::layout_common::{ExtendParam, LoraParam, PromptCacheParam, ResultCallback};
+use std::ffi::{c_char, c_void};
+use std::mem::{offset_of, size_of};
+
+/// `RKLLMParam` as 1.3 lays it out (184 bytes). C `bool` fields are held as
+/// `u8` so that an unexpected byte value can never be undefined behaviour here.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Param {
+    pub model_path: *const c_char,
+    pub max_context_len: i32,
+    pub max_new_tokens: i32,
+    pub top_k: i32,
+    pub n_keep: i32,
+    pub top_p: f32,
+    pub temperature: f32,
+    pub repeat_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    pub mirostat: i32,
+    pub mirostat_tau: f32,
+    pub mirostat_eta: f32,
+    pub skip_special_token: u8,
+    pub ignore_eos_token: u8,
+    pub is_async: u8,
+    pub extend_param: ExtendParam,
+}
+
+/// `RKLLMInput` as 1.3 lays it out (160 bytes); the union is 144 bytes.
+#[repr(C)]
+pub struct Input {
+    pub role: *const c_char,
+    pub enable_thinking: u8,
+    pub input_type: i32,
+    pub payload: InputPayload,
+}
+
+/// The input union of 1.3: only the prompt member is used by rkl, the rest is
+/// padding of the size of the largest member (multimodal, 144 bytes).
+#[repr(C)]
+pub union InputPayload {
+    pub prompt: *const c_char,
+    pub raw: [u64; 18],
+}
+
+/// `RKLLMSamplingParam` (36 bytes): per-run sampling overrides.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SamplingParam {
+    pub top_k: i32,
+    pub top_p: f32,
+    pub temperature: f32,
+    pub repeat_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    pub mirostat: i32,
+    pub mirostat_tau: f32,
+    pub mirostat_eta: f32,
+}
+
+/// `RKLLMInferParam` as 1.3 lays it out (40 bytes).
+#[repr(C)]
+pub struct InferParam {
+    pub mode: i32,
+    pub lora_params: *mut LoraParam,
+    pub prompt_cache_params: *mut PromptCacheParam,
+    pub sampling_params: *mut SamplingParam,
+    pub keep_history: i32,
+    pub max_new_tokens: i32,
+}
+
+/// `RKLLMCallback` (48 bytes): the third argument of 1.3's `rkllm_init`.
+#[repr(C)]
+pub struct Callbacks {
+    pub result_callback: Option<ResultCallback>,
+    pub result_userdata: *mut c_void,
+    pub tokenizer_callback: *const c_void,
+    pub tokenizer_userdata: *mut c_void,
+    pub embed_callback: *const c_void,
+    pub embed_userdata: *mut c_void,
+}
+
+/// 1.3's `rkllm_init`: the third argument points at [`Callbacks`].
+pub type InitFn = unsafe extern "C" fn(
+    handle: *mut *mut c_void,
+    param: *mut Param,
+    callbacks: *mut Callbacks,
+) -> i32;
+
+const _: () = {
+    assert!(size_of::<Param>() == 184);
+    assert!(offset_of!(Param, model_path) == 0);
+    assert!(offset_of!(Param, max_context_len) == 8);
+    assert!(offset_of!(Param, max_new_tokens) == 12);
+    assert!(offset_of!(Param, top_k) == 16);
+    assert!(offset_of!(Param, n_keep) == 20);
+    assert!(offset_of!(Param, top_p) == 24);
+    assert!(offset_of!(Param, temperature) == 28);
+    assert!(offset_of!(Param, repeat_penalty) == 32);
+    assert!(offset_of!(Param, frequency_penalty) == 36);
+    assert!(offset_of!(Param, presence_penalty) == 40);
+    assert!(offset_of!(Param, mirostat) == 44);
+    assert!(offset_of!(Param, mirostat_tau) == 48);
+    assert!(offset_of!(Param, mirostat_eta) == 52);
+    assert!(offset_of!(Param, skip_special_token) == 56);
+    assert!(offset_of!(Param, ignore_eos_token) == 57);
+    assert!(offset_of!(Param, is_async) == 58);
+    assert!(offset_of!(Param, extend_param) == 60);
+
+    assert!(size_of::<InputPayload>() == 144);
+    assert!(size_of::<Input>() == 160);
+    assert!(offset_of!(Input, role) == 0);
+    assert!(offset_of!(Input, enable_thinking) == 8);
+    assert!(offset_of!(Input, input_type) == 12);
+    assert!(offset_of!(Input, payload) == 16);
+
+    assert!(size_of::<SamplingParam>() == 36);
+    assert!(offset_of!(SamplingParam, top_k) == 0);
+    assert!(offset_of!(SamplingParam, mirostat_eta) == 32);
+
+    assert!(size_of::<InferParam>() == 40);
+    assert!(offset_of!(InferParam, mode) == 0);
+    assert!(offset_of!(InferParam, lora_params) == 8);
+    assert!(offset_of!(InferParam, prompt_cache_params) == 16);
+    assert!(offset_of!(InferParam, sampling_params) == 24);
+    assert!(offset_of!(InferParam, keep_history) == 32);
+    assert!(offset_of!(InferParam, max_new_tokens) == 36);
+
+    assert!(size_of::<Callbacks>() == 48);
+    assert!(offset_of!(Callbacks, result_callback) == 0);
+    assert!(offset_of!(Callbacks, result_userdata) == 8);
+    assert!(offset_of!(Callbacks, tokenizer_callback) == 16);
+    assert!(offset_of!(Callbacks, embed_userdata) == 40);
+};

@@ -1,0 +1,501 @@
+//! Everything about `librkllmrt.so`: loading it, telling its release, its
+//! exact struct layouts, and the one thread that makes every call into it.
+
+mod detect;
+mod dispatch;
+mod family;
+mod layout_common;
+mod layout_v1_2;
+mod layout_v1_3;
+mod params;
+mod symbols;
+mod trampoline;
+
+pub use family::Family;
+pub use layout_common::PerfStat;
+pub use params::ModelParams;
+pub use trampoline::{RunEvent, RunShared};
+
+use crate::error::{Error, ErrorKind, Result};
+use dispatch::Dispatcher;
+use layout_common::{LlmHandle, LoraAdapter, LoraParam, PromptCacheParam};
+use libloading::os::unix::Library;
+use std::ffi::{c_void, CString};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use symbols::Api;
+
+/// The loader's name for the runtime when no path is configured.
+pub const DEFAULT_RUNTIME: &str = "librkllmrt.so";
+
+/// A loaded runtime: its functions, its release family and its dispatcher.
+/// Runtimes stay loaded for the life of the process.
+pub struct Runtime {
+    id: usize,
+    path: String,
+    family: Family,
+    api: Arc<Api>,
+    dispatcher: Dispatcher,
+    raw_library: usize,
+    _library: Library,
+}
+
+static RUNTIMES: Mutex<Vec<Arc<Runtime>>> = Mutex::new(Vec::new());
+static NEXT_RUNTIME_ID: AtomicUsize = AtomicUsize::new(1);
+
+impl Runtime {
+    /// Loads (or finds already loaded) the runtime at `path` and works out its
+    /// release. `requested` is an explicit ABI that must agree with what the
+    /// runtime shows, or stand in where detection is not certain.
+    pub fn load(path: &str, requested: Option<Family>) -> Result<Arc<Runtime>> {
+        let mut loaded = RUNTIMES.lock().unwrap_or_else(|p| p.into_inner());
+        let raw = symbols::open_library(path)?.into_raw();
+        if let Some(rt) = loaded.iter().find(|rt| rt.raw_library == raw as usize) {
+            // SAFETY: `raw` came from `into_raw` just above; rebuilding the
+            // Library and dropping it gives back the extra dlopen reference.
+            drop(unsafe { Library::from_raw(raw) });
+            if let Some(asked) = requested {
+                if asked != rt.family {
+                    return Err(Error::new(
+                        ErrorKind::RuntimeUnsupported,
+                        format!("runtime '{}' is already in use as ABI {}; it cannot also be opened as {asked}", rt.path, rt.family),
+                    ));
+                }
+            }
+            return Ok(rt.clone());
+        }
+        // SAFETY: as above; from here the Library owns the reference.
+        let library = unsafe { Library::from_raw(raw) };
+        let runtime = Runtime::start(path, library, raw as usize, requested)?;
+        loaded.push(runtime.clone());
+        Ok(runtime)
+    }
+
+    fn start(path: &str, library: Library, raw_library: usize, requested: Option<Family>) -> Result<Arc<Runtime>> {
+        let unsupported = |why: String| Error::new(ErrorKind::RuntimeUnsupported, format!("runtime '{path}': {why}"));
+        detect::family_from_symbols(
+            symbols::has_symbol(&library, symbols::FUNCTION_TOOLS),
+            symbols::has_symbol(&library, symbols::KV_CACHE_SIZE),
+        )
+        .map_err(unsupported)?;
+        let api = Arc::new(symbols::resolve(&library, path)?);
+        let id = NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed);
+        let dispatcher = Dispatcher::start(format!("rkl-runtime-{id}"))?;
+        let probe_api = api.clone();
+        // SAFETY: create_default_param is declared returning a 512-byte slot,
+        // larger than any release's RKLLMParam, so the callee cannot overrun it.
+        let image = dispatcher.call(move || unsafe { (probe_api.create_default_param)() })?;
+        let probed = detect::ProbeSignals::read(&image).family();
+        let family = detect::decide(probed, requested).map_err(unsupported)?;
+        log::info!("loaded RKLLM runtime '{path}' as ABI {family}");
+        Ok(Arc::new(Runtime {
+            id,
+            path: path.to_string(),
+            family,
+            api,
+            dispatcher,
+            raw_library,
+            _library: library,
+        }))
+    }
+
+    /// A number unique to this runtime in the process.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// The path (or name) it was loaded from.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The release family in use.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Creates a runtime handle for the model at `model_path`.
+    pub fn init(self: &Arc<Runtime>, model_path: CString, params: &ModelParams) -> Result<RawModel> {
+        let api = self.api.clone();
+        let family = self.family;
+        let params = params.clone();
+        let path_for_error = model_path.to_string_lossy().into_owned();
+        let owned = InitStorage::new(model_path);
+        let (owned, outcome) = self.dispatcher.call(move || {
+            let mut owned = owned;
+            let outcome = owned.init(&api, family, &params);
+            (owned, outcome)
+        })?;
+        let handle = match outcome {
+            Ok(handle) => handle,
+            Err(code) => {
+                return Err(Error::new(
+                    ErrorKind::ModelLoadFailed,
+                    format!("the runtime could not load model '{path_for_error}' ({code})"),
+                ))
+            }
+        };
+        Ok(RawModel {
+            runtime: self.clone(),
+            handle,
+            destroyed: AtomicBool::new(false),
+            owned: Mutex::new(Some(owned)),
+        })
+    }
+}
+
+/// A runtime handle, sendable to the dispatcher thread.
+#[derive(Clone, Copy)]
+struct HandleAddr(LlmHandle);
+
+// SAFETY: the handle is an opaque token; it is only passed to the runtime from
+// the dispatcher thread, except for rkllm_abort, which the runtime provides for
+// calling during a run from another thread.
+unsafe impl Send for HandleAddr {}
+// SAFETY: as above; sharing the token shares no memory.
+unsafe impl Sync for HandleAddr {}
+
+/// What `rkllm_init` was given and the runtime may keep pointers into: owned
+/// here, at a stable heap address, until after `rkllm_destroy`.
+struct InitStorage {
+    model_path: CString,
+    param_v1_2: Box<layout_v1_2::Param>,
+    param_v1_3: Box<layout_v1_3::Param>,
+    callbacks_v1_3: Box<layout_v1_3::Callbacks>,
+}
+
+// SAFETY: the raw pointers inside point at the runtime's static default strings
+// or at strings owned by this struct; nothing here is thread-affine.
+unsafe impl Send for InitStorage {}
+
+impl InitStorage {
+    fn new(model_path: CString) -> InitStorage {
+        // SAFETY: both Param types are plain data (integers, floats, raw
+        // pointers); all-zero is a valid value and is overwritten before use.
+        let (p12, p13) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        InitStorage {
+            model_path,
+            param_v1_2: Box::new(p12),
+            param_v1_3: Box::new(p13),
+            callbacks_v1_3: Box::new(layout_v1_3::Callbacks {
+                result_callback: Some(trampoline::result_callback),
+                result_userdata: ptr::null_mut(),
+                tokenizer_callback: ptr::null(),
+                tokenizer_userdata: ptr::null_mut(),
+                embed_callback: ptr::null(),
+                embed_userdata: ptr::null_mut(),
+            }),
+        }
+    }
+
+    /// Runs on the dispatcher: default params, overrides, `rkllm_init`, and a
+    /// cheap first call, because init has returned 0 after failing inside.
+    fn init(&mut self, api: &Api, family: Family, params: &ModelParams) -> std::result::Result<HandleAddr, String> {
+        // SAFETY: the slot is larger than any RKLLMParam (see detect.rs).
+        let image = unsafe { (api.create_default_param)() };
+        let mut handle: LlmHandle = ptr::null_mut();
+        let code = match family {
+            Family::V1_2 => {
+                // SAFETY: the image is 8-aligned and at least 208 bytes; the
+                // 1.2 runtime wrote a 1.2 Param there (bools held as u8).
+                *self.param_v1_2 = unsafe { ptr::read(image.0.as_ptr() as *const layout_v1_2::Param) };
+                let p = &mut *self.param_v1_2;
+                apply_params!(&mut *p, params);
+                p.model_path = self.model_path.as_ptr();
+                // SAFETY: 1.2's init takes the param and the callback itself;
+                // the param is owned by self until after rkllm_destroy.
+                unsafe { (api.init_v1_2)(&mut handle, p, trampoline::result_callback) }
+            }
+            Family::V1_3 => {
+                // SAFETY: as above for the 1.3 layout (184 bytes).
+                *self.param_v1_3 = unsafe { ptr::read(image.0.as_ptr() as *const layout_v1_3::Param) };
+                let p = &mut *self.param_v1_3;
+                apply_params!(&mut *p, params);
+                p.model_path = self.model_path.as_ptr();
+                // SAFETY: 1.3's init takes a pointer to the callback struct,
+                // owned by self until after rkllm_destroy.
+                unsafe { (api.init_v1_3)(&mut handle, p, &mut *self.callbacks_v1_3) }
+            }
+        };
+        if code != 0 {
+            return Err(format!("rkllm_init returned {code}"));
+        }
+        if handle.is_null() {
+            return Err("rkllm_init returned 0 but no handle".into());
+        }
+        let mut sizes = [0i32; 16];
+        // SAFETY: the handle was just created; `sizes` has room for n_batch
+        // (at most 8) entries.
+        let probe = unsafe { (api.get_kv_cache_size)(handle, sizes.as_mut_ptr()) };
+        if probe != 0 {
+            // SAFETY: the handle is live and destroyed exactly once, here.
+            unsafe { (api.destroy)(handle) };
+            return Err(format!("rkllm_init reported success but the handle does not work (rkllm_get_kv_cache_size returned {probe})"));
+        }
+        Ok(HandleAddr(handle))
+    }
+}
+
+/// Copies the set fields of `ModelParams` into either release's `RKLLMParam`.
+macro_rules! apply_params {
+    ($p:expr, $params:expr) => {{
+        let p = $p;
+        let m = $params;
+        if let Some(v) = m.max_context_len { p.max_context_len = v; }
+        if let Some(v) = m.max_new_tokens { p.max_new_tokens = v; }
+        if let Some(v) = m.top_k { p.top_k = v; }
+        if let Some(v) = m.n_keep { p.n_keep = v; }
+        if let Some(v) = m.top_p { p.top_p = v; }
+        if let Some(v) = m.temperature { p.temperature = v; }
+        if let Some(v) = m.repeat_penalty { p.repeat_penalty = v; }
+        if let Some(v) = m.frequency_penalty { p.frequency_penalty = v; }
+        if let Some(v) = m.presence_penalty { p.presence_penalty = v; }
+        if let Some(v) = m.mirostat { p.mirostat = v; }
+        if let Some(v) = m.mirostat_tau { p.mirostat_tau = v; }
+        if let Some(v) = m.mirostat_eta { p.mirostat_eta = v; }
+        if let Some(v) = m.skip_special_token { p.skip_special_token = v as u8; }
+        if let Some(v) = m.embed_flash { p.extend_param.embed_flash = v as i8; }
+        if let Some(v) = m.enabled_cpus_num { p.extend_param.enabled_cpus_num = v; }
+        if let Some(v) = m.enabled_cpus_mask { p.extend_param.enabled_cpus_mask = v; }
+        if let Some(v) = m.base_domain_id { p.extend_param.base_domain_id = v; }
+        // rkl never uses asynchronous mode: rkllm_run must block.
+        p.is_async = 0;
+    }};
+}
+use apply_params;
+
+/// One request to `rkllm_run`, with every string it needs owned.
+pub struct RunRequest {
+    /// The prompt text.
+    pub prompt: CString,
+    /// "user" or "tool".
+    pub role: CString,
+    /// Qwen3 thinking mode.
+    pub enable_thinking: bool,
+    /// Keep this turn in the KV history.
+    pub keep_history: bool,
+    /// Per-run token limit (1.3 passes it on; 0 = the init value).
+    pub max_new_tokens: i32,
+    /// A loaded LoRA adapter to apply.
+    pub lora: Option<CString>,
+    /// Save the prompt's KV cache to this path during the run.
+    pub save_cache_path: Option<CString>,
+}
+
+/// A live runtime handle with its owned init strings.
+pub struct RawModel {
+    runtime: Arc<Runtime>,
+    handle: HandleAddr,
+    destroyed: AtomicBool,
+    owned: Mutex<Option<InitStorage>>,
+}
+
+impl RawModel {
+    /// The runtime this handle belongs to.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    fn check_live(&self) -> Result<()> {
+        if self.destroyed.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::Closed, "the model is closed"));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with the API and handle on the dispatcher and waits.
+    fn call<R: Send + 'static>(&self, f: impl FnOnce(&Api, LlmHandle) -> R + Send + 'static) -> Result<R> {
+        self.check_live()?;
+        let api = self.runtime.api.clone();
+        let handle = self.handle;
+        self.runtime.dispatcher.call(move || {
+            let h = handle;
+            f(&api, h.0)
+        })
+    }
+
+    /// Runs a status-returning runtime function and maps non-zero to an error.
+    fn call_status(&self, what: &'static str, f: impl FnOnce(&Api, LlmHandle) -> i32 + Send + 'static) -> Result<()> {
+        match self.call(f)? {
+            0 => Ok(()),
+            code => Err(Error::new(ErrorKind::RuntimeFailed, format!("{what} returned {code}"))),
+        }
+    }
+
+    /// Queues a run; its events arrive on the channel inside `shared`.
+    pub fn start_run(&self, request: RunRequest, shared: Arc<RunShared>) -> Result<()> {
+        self.check_live()?;
+        let api = self.runtime.api.clone();
+        let handle = self.handle;
+        let family = self.runtime.family;
+        self.runtime.dispatcher.submit(move || {
+            let h = handle;
+            shared.send(RunEvent::Started);
+            let outcome = shared.execute(|| execute_run(&api, family, h.0, &request, shared.userdata()));
+            // `request` (prompt, role, cache path...) is dropped only after
+            // rkllm_run returned, and so after its last callback.
+            drop(request);
+            shared.send(match outcome {
+                Some(code) => RunEvent::Returned(code),
+                None => RunEvent::Skipped,
+            });
+        })
+    }
+
+    /// Stops `shared`'s run if it is inside the runtime; bypasses the queue.
+    pub fn abort_run(&self, shared: &RunShared) {
+        let api = &self.runtime.api;
+        let handle = self.handle;
+        shared.request_abort(|| {
+            // SAFETY: called only while the run is inside rkllm_run on this
+            // handle (RunShared holds its lock), so the handle is live.
+            let code = unsafe { (api.abort)(handle.0) };
+            if code != 0 {
+                log::warn!("rkllm_abort returned {code}");
+            }
+        });
+    }
+
+    /// `rkllm_clear_kv_cache(handle, keep_system_prompt, NULL, NULL)`.
+    pub fn clear_kv_cache(&self, keep_system_prompt: bool) -> Result<()> {
+        // SAFETY: live handle on the dispatcher; NULL ranges mean "everything".
+        self.call_status("rkllm_clear_kv_cache", move |api, h| unsafe {
+            (api.clear_kv_cache)(h, keep_system_prompt as i32, ptr::null_mut(), ptr::null_mut())
+        })
+    }
+
+    /// Tokens currently in the KV cache (first batch slot).
+    pub fn kv_cache_size(&self) -> Result<i32> {
+        let (code, size) = self.call(|api, h| {
+            let mut sizes = [0i32; 16];
+            // SAFETY: live handle; room for the at most 8 batch slots.
+            let code = unsafe { (api.get_kv_cache_size)(h, sizes.as_mut_ptr()) };
+            (code, sizes[0])
+        })?;
+        match code {
+            0 => Ok(size),
+            code => Err(Error::new(ErrorKind::RuntimeFailed, format!("rkllm_get_kv_cache_size returned {code}"))),
+        }
+    }
+
+    /// `rkllm_set_chat_template`; the runtime copies the strings.
+    pub fn set_chat_template(&self, system: CString, prefix: CString, postfix: CString) -> Result<()> {
+        // SAFETY: live handle; the strings are owned by the closure for the call.
+        self.call_status("rkllm_set_chat_template", move |api, h| unsafe {
+            (api.set_chat_template)(h, system.as_ptr(), prefix.as_ptr(), postfix.as_ptr())
+        })
+    }
+
+    /// `rkllm_set_function_tools`.
+    pub fn set_function_tools(&self, system: CString, tools: CString, tool_response: CString) -> Result<()> {
+        // SAFETY: live handle; the strings are owned by the closure for the call.
+        self.call_status("rkllm_set_function_tools", move |api, h| unsafe {
+            (api.set_function_tools)(h, system.as_ptr(), tools.as_ptr(), tool_response.as_ptr())
+        })
+    }
+
+    /// `rkllm_load_lora`.
+    pub fn load_lora(&self, path: CString, name: CString, scale: f32) -> Result<()> {
+        self.call_status("rkllm_load_lora", move |api, h| {
+            let mut adapter = LoraAdapter { lora_adapter_path: path.as_ptr(), lora_adapter_name: name.as_ptr(), scale };
+            // SAFETY: live handle; the adapter and its strings outlive the call.
+            unsafe { (api.load_lora)(h, &mut adapter) }
+        })
+    }
+
+    /// `rkllm_load_prompt_cache`.
+    pub fn load_prompt_cache(&self, path: CString) -> Result<()> {
+        // SAFETY: live handle; the path is owned by the closure for the call.
+        self.call_status("rkllm_load_prompt_cache", move |api, h| unsafe { (api.load_prompt_cache)(h, path.as_ptr()) })
+    }
+
+    /// `rkllm_release_prompt_cache`.
+    pub fn release_prompt_cache(&self) -> Result<()> {
+        // SAFETY: live handle on the dispatcher.
+        self.call_status("rkllm_release_prompt_cache", |api, h| unsafe { (api.release_prompt_cache)(h) })
+    }
+
+    /// Destroys the handle once; later calls are no-ops. Waits for every
+    /// queued call on the handle to finish first (the queue is FIFO).
+    pub fn destroy(&self) -> Result<()> {
+        if self.destroyed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let api = self.runtime.api.clone();
+        let handle = self.handle;
+        let result = self.runtime.dispatcher.call(move || {
+            let h = handle;
+            // SAFETY: the flag above makes this the only destroy of a live handle.
+            let code = unsafe { (api.destroy)(h.0) };
+            // The init strings may be referenced by the runtime until now.
+            drop(owned);
+            code
+        });
+        match result {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(Error::new(ErrorKind::RuntimeFailed, format!("rkllm_destroy returned {code}"))),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for RawModel {
+    fn drop(&mut self) {
+        if let Err(e) = self.destroy() {
+            log::warn!("closing a model failed: {e}");
+        }
+    }
+}
+
+/// Builds the release's input structs on this stack frame and calls `rkllm_run`.
+fn execute_run(api: &Api, family: Family, handle: LlmHandle, req: &RunRequest, userdata: *mut c_void) -> i32 {
+    let mut cache = req.save_cache_path.as_ref().map(|path| PromptCacheParam {
+        save_prompt_cache: 1,
+        prompt_cache_path: path.as_ptr(),
+    });
+    let cache_ptr = cache.as_mut().map_or(ptr::null_mut(), |c| c as *mut PromptCacheParam);
+    let mut lora = req.lora.as_ref().map(|name| LoraParam { lora_adapter_name: name.as_ptr() });
+    let lora_ptr = lora.as_mut().map_or(ptr::null_mut(), |l| l as *mut LoraParam);
+    match family {
+        Family::V1_2 => {
+            let mut input = layout_v1_2::Input {
+                role: req.role.as_ptr(),
+                enable_thinking: req.enable_thinking as u8,
+                input_type: 0,
+                payload: layout_v1_2::InputPayload { raw: [0; 6] },
+            };
+            input.payload.prompt = req.prompt.as_ptr();
+            let mut infer = layout_v1_2::InferParam {
+                mode: 0,
+                lora_params: lora_ptr,
+                prompt_cache_params: cache_ptr,
+                keep_history: req.keep_history as i32,
+            };
+            // SAFETY: the structs are 1.2 layouts matching the detected
+            // release; they and every string they point to live on this
+            // frame or in `req` until rkllm_run has returned.
+            unsafe { (api.run)(handle, &mut input as *mut _ as *mut c_void, &mut infer as *mut _ as *mut c_void, userdata) }
+        }
+        Family::V1_3 => {
+            let mut input = layout_v1_3::Input {
+                role: req.role.as_ptr(),
+                enable_thinking: req.enable_thinking as u8,
+                input_type: 0,
+                payload: layout_v1_3::InputPayload { raw: [0; 18] },
+            };
+            input.payload.prompt = req.prompt.as_ptr();
+            let mut infer = layout_v1_3::InferParam {
+                mode: 0,
+                lora_params: lora_ptr,
+                prompt_cache_params: cache_ptr,
+                sampling_params: ptr::null_mut(),
+                keep_history: req.keep_history as i32,
+                max_new_tokens: req.max_new_tokens,
+            };
+            // SAFETY: as above, with the 1.3 layouts.
+            unsafe { (api.run)(handle, &mut input as *mut _ as *mut c_void, &mut infer as *mut _ as *mut c_void, userdata) }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Model parameters a caller may change from the runtime's defaults.
+
+use crate::error::{Error, Result};
+
+/// Init-time parameters. `None` keeps the runtime's own default (rkl always
+/// starts from `rkllm_createDefaultParam()` and changes only what is set).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelParams {
+    /// Context window in tokens (runtime default 512).
+    pub max_context_len: Option<i32>,
+    /// Tokens to generate per request; <= 0 means until the end or the context
+    /// is full (runtime default -1).
+    pub max_new_tokens: Option<i32>,
+    /// Top-k sampling; 0 disables it (default 40).
+    pub top_k: Option<i32>,
+    /// Tokens kept at the start when the context shifts; -1 = runtime choice.
+    pub n_keep: Option<i32>,
+    /// Nucleus sampling mass, 0..=1 (default 0.9).
+    pub top_p: Option<f32>,
+    /// Sampling temperature, >= 0 (default 0.8).
+    pub temperature: Option<f32>,
+    /// Repetition penalty, >= 0 (default 1.1).
+    pub repeat_penalty: Option<f32>,
+    /// Frequency penalty (default 0).
+    pub frequency_penalty: Option<f32>,
+    /// Presence penalty (default 0).
+    pub presence_penalty: Option<f32>,
+    /// Mirostat mode: 0 off, 1 or 2 (default 0).
+    pub mirostat: Option<i32>,
+    /// Mirostat target entropy, > 0 (default 5.0).
+    pub mirostat_tau: Option<f32>,
+    /// Mirostat learning rate, > 0 (default 0.1).
+    pub mirostat_eta: Option<f32>,
+    /// Leave special tokens out of the text (default true).
+    pub skip_special_token: Option<bool>,
+    /// Read word embeddings from flash instead of memory (default true).
+    pub embed_flash: Option<bool>,
+    /// CPU cores the runtime may use, 1..=8 (default 4).
+    pub enabled_cpus_num: Option<i8>,
+    /// Bit mask of those cores (default: the runtime's choice).
+    pub enabled_cpus_mask: Option<u32>,
+    /// NPU domain id (default 0).
+    pub base_domain_id: Option<i32>,
+}
+
+fn check(ok: bool, what: &str, value: impl std::fmt::Display, range: &str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("{what} = {value} is out of range (expected {range})")))
+    }
+}
+
+fn check_f32(value: Option<f32>, what: &str, ok: impl Fn(f32) -> bool, range: &str) -> Result<()> {
+    match value {
+        Some(v) => check(v.is_finite() && ok(v), what, v, range),
+        None => Ok(()),
+    }
+}
+
+fn check_i32(value: Option<i32>, what: &str, ok: impl Fn(i32) -> bool, range: &str) -> Result<()> {
+    match value {
+        Some(v) => check(ok(v), what, v, range),
+        None => Ok(()),
+    }
+}
+
+/// Largest context rkl passes on; far above any model the NPU can hold.
+pub const MAX_CONTEXT: i32 = 1 << 20;
+
+impl ModelParams {
+    /// Refuses values the runtime would misbehave on, before it sees them.
+    pub fn validate(&self) -> Result<()> {
+        check_i32(self.max_context_len, "max_context_len", |v| (1..=MAX_CONTEXT).contains(&v), "1..=1048576")?;
+        check_i32(self.max_new_tokens, "max_new_tokens", |v| v >= -1, ">= -1")?;
+        check_i32(self.top_k, "top_k", |v| v >= 0, ">= 0")?;
+        check_i32(self.n_keep, "n_keep", |v| v >= -1, ">= -1")?;
+        check_f32(self.top_p, "top_p", |v| (0.0..=1.0).contains(&v), "0..=1")?;
+        check_f32(self.temperature, "temperature", |v| v >= 0.0, ">= 0")?;
+        check_f32(self.repeat_penalty, "repeat_penalty", |v| v >= 0.0, ">= 0")?;
+        check_f32(self.frequency_penalty, "frequency_penalty", |v| v.abs() <= 100.0, "-100..=100")?;
+        check_f32(self.presence_penalty, "presence_penalty", |v| v.abs() <= 100.0, "-100..=100")?;
+        check_i32(self.mirostat, "mirostat", |v| (0..=2).contains(&v), "0, 1 or 2")?;
+        check_f32(self.mirostat_tau, "mirostat_tau", |v| v > 0.0, "> 0")?;
+        check_f32(self.mirostat_eta, "mirostat_eta", |v| v > 0.0, "> 0")?;
+        if let Some(n) = self.enabled_cpus_num {
+            check((1..=8).contains(&n), "enabled_cpus_num", n, "1..=8")?;
+        }
+        check_i32(self.base_domain_id, "base_domain_id", |v| v >= 0, ">= 0")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert!(ModelParams::default().validate().is_ok());
+        let cases = [
+            ModelParams { top_p: Some(1.5), ..Default::default() },
+            ModelParams { temperature: Some(f32::NAN), ..Default::default() },
+            ModelParams { top_k: Some(-1), ..Default::default() },
+            ModelParams { max_context_len: Some(0), ..Default::default() },
+            ModelParams { mirostat: Some(3), ..Default::default() },
+            ModelParams { enabled_cpus_num: Some(9), ..Default::default() },
+        ];
+        for bad in cases {
+            let err = bad.validate().unwrap_err();
+            assert!(err.message().contains("out of range"), "{err}");
+        }
+    }
+}

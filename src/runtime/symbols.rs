@@ -1,0 +1,143 @@
+//! Loading `librkllmrt.so` and resolving the functions rkl calls.
+
+use super::layout_common::{CreateDefaultParamFn, LlmHandle, LoraAdapter};
+use super::{layout_v1_2, layout_v1_3};
+use crate::error::{Error, ErrorKind, Result};
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+use std::ffi::{c_char, c_void};
+
+pub type HandleFn = unsafe extern "C" fn(LlmHandle) -> i32;
+pub type RunFn = unsafe extern "C" fn(LlmHandle, *mut c_void, *mut c_void, *mut c_void) -> i32;
+pub type PathFn = unsafe extern "C" fn(LlmHandle, *const c_char) -> i32;
+pub type ClearKvFn = unsafe extern "C" fn(LlmHandle, i32, *mut i32, *mut i32) -> i32;
+pub type KvSizeFn = unsafe extern "C" fn(LlmHandle, *mut i32) -> i32;
+pub type LoraFn = unsafe extern "C" fn(LlmHandle, *mut LoraAdapter) -> i32;
+pub type ThreeStringsFn =
+    unsafe extern "C" fn(LlmHandle, *const c_char, *const c_char, *const c_char) -> i32;
+
+/// Every runtime function rkl uses, resolved once per loaded runtime.
+pub struct Api {
+    pub create_default_param: CreateDefaultParamFn,
+    pub init_v1_2: layout_v1_2::InitFn,
+    pub init_v1_3: layout_v1_3::InitFn,
+    pub run: RunFn,
+    pub abort: HandleFn,
+    pub destroy: HandleFn,
+    pub load_prompt_cache: PathFn,
+    pub release_prompt_cache: HandleFn,
+    pub clear_kv_cache: ClearKvFn,
+    pub get_kv_cache_size: KvSizeFn,
+    pub load_lora: LoraFn,
+    pub set_chat_template: ThreeStringsFn,
+    pub set_function_tools: ThreeStringsFn,
+}
+
+/// Symbols whose absence identifies an older release rather than a damaged file.
+pub const FUNCTION_TOOLS: &str = "rkllm_set_function_tools";
+/// Added in 1.2.1.
+pub const KV_CACHE_SIZE: &str = "rkllm_get_kv_cache_size";
+
+/// Opens the runtime at `path` (a file path, or a bare name for the loader's
+/// search). Symbols are bound now, so a broken library fails here.
+pub fn open_library(path: &str) -> Result<Library> {
+    // SAFETY: loading a shared library runs its initialisers; that is the
+    // whole point of a runtime path and the caller chose it.
+    unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| {
+        Error::new(ErrorKind::RuntimeNotFound, format!("cannot load the RKLLM runtime '{path}': {e}"))
+    })
+}
+
+/// Whether `lib` exports `name`.
+pub fn has_symbol(lib: &Library, name: &str) -> bool {
+    // SAFETY: the symbol is only looked up, never called or read through.
+    unsafe { lib.get::<*const c_void>(name.as_bytes()) }.is_ok()
+}
+
+struct Resolver<'a> {
+    lib: &'a Library,
+    missing: Vec<&'static str>,
+}
+
+impl Resolver<'_> {
+    /// Resolves `name` as a function of type `T`, recording it when absent.
+    ///
+    /// # Safety
+    /// `T` must be the function's real signature in the releases rkl supports.
+    unsafe fn get<T: Copy>(&mut self, name: &'static str) -> Option<T> {
+        // SAFETY: the caller guarantees `T` is the function's signature.
+        match unsafe { self.lib.get::<T>(name.as_bytes()) } {
+            Ok(sym) => Some(*sym),
+            Err(_) => {
+                self.missing.push(name);
+                None
+            }
+        }
+    }
+}
+
+/// Resolves every function rkl needs; the error names all that are missing.
+pub fn resolve(lib: &Library, path: &str) -> Result<Api> {
+    let mut r = Resolver { lib, missing: Vec::new() };
+    // SAFETY: each type below is the signature the ABI tables give for the
+    // name, with release-dependent struct pointers typed as void pointers (or,
+    // for rkllm_init, resolved once per release and called only for the
+    // detected one). The library stays loaded for the life of the process.
+    let api = unsafe {
+        (
+            r.get("rkllm_createDefaultParam"),
+            r.get("rkllm_init"),
+            r.get("rkllm_init"),
+            r.get("rkllm_run"),
+            r.get("rkllm_abort"),
+            r.get("rkllm_destroy"),
+            r.get("rkllm_load_prompt_cache"),
+            r.get("rkllm_release_prompt_cache"),
+            r.get("rkllm_clear_kv_cache"),
+            r.get(KV_CACHE_SIZE),
+            r.get("rkllm_load_lora"),
+            r.get("rkllm_set_chat_template"),
+            r.get(FUNCTION_TOOLS),
+        )
+    };
+    match api {
+        (
+            Some(create_default_param),
+            Some(init_v1_2),
+            Some(init_v1_3),
+            Some(run),
+            Some(abort),
+            Some(destroy),
+            Some(load_prompt_cache),
+            Some(release_prompt_cache),
+            Some(clear_kv_cache),
+            Some(get_kv_cache_size),
+            Some(load_lora),
+            Some(set_chat_template),
+            Some(set_function_tools),
+        ) => Ok(Api {
+            create_default_param,
+            init_v1_2,
+            init_v1_3,
+            run,
+            abort,
+            destroy,
+            load_prompt_cache,
+            release_prompt_cache,
+            clear_kv_cache,
+            get_kv_cache_size,
+            load_lora,
+            set_chat_template,
+            set_function_tools,
+        }),
+        _ => {
+            r.missing.dedup();
+            Err(Error::new(
+                ErrorKind::RuntimeUnsupported,
+                format!(
+                    "'{path}' is not a usable RKLLM runtime: missing symbol(s) {}",
+                    r.missing.join(", ")
+                ),
+            ))
+        }
+    }
+}

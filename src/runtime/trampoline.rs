@@ -1,0 +1,161 @@
+//! The result callback rkl gives the runtime, and the table of runs in flight.
+//!
+//! The runtime gets a run *id* as userdata, never a pointer: a callback that
+//! arrives late, twice, or from a run rkl does not know finds no entry and is
+//! ignored instead of touching freed memory.
+
+use super::layout_common::{call_state, PerfStat, RkllmResult};
+use crossbeam_channel::Sender;
+use std::ffi::{c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What a run reports back to the thread that consumes it, in order.
+#[derive(Debug)]
+pub enum RunEvent {
+    /// The dispatcher started the run (its queue wait ended).
+    Started,
+    /// A NORMAL or WAITING callback; `text` is `None` when the runtime gave NULL.
+    Token { waiting: bool, text: Option<Vec<u8>> },
+    /// The FINISH callback with the runtime's own figures.
+    Finish(PerfStat),
+    /// An ERROR callback.
+    Error,
+    /// `rkllm_run` returned this code. Always the last event of a run.
+    Returned(i32),
+    /// The run was aborted before it started; nothing reached the runtime.
+    Skipped,
+}
+
+/// State one run shares between the dispatcher, the callback and the consumer.
+pub struct RunShared {
+    id: usize,
+    events: Sender<RunEvent>,
+    abort_requested: AtomicBool,
+    /// True while `rkllm_run` is executing; `rkllm_abort` is only ever called
+    /// while holding this lock with the value true, so the handle cannot be
+    /// destroyed under an abort.
+    running: Mutex<bool>,
+    /// Tokens after this many are dropped (0: no limit).
+    token_limit: u32,
+    tokens: AtomicU32,
+}
+
+static NEXT_RUN_ID: AtomicUsize = AtomicUsize::new(1);
+static ACTIVE: Mutex<Vec<Arc<RunShared>>> = Mutex::new(Vec::new());
+
+fn active() -> MutexGuard<'static, Vec<Arc<RunShared>>> {
+    // The table holds no invariant a panic could break half-way.
+    ACTIVE.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl RunShared {
+    /// A new run whose events go to `events`.
+    pub fn new(events: Sender<RunEvent>, token_limit: u32) -> Arc<RunShared> {
+        Arc::new(RunShared {
+            id: NEXT_RUN_ID.fetch_add(1, Ordering::Relaxed),
+            events,
+            abort_requested: AtomicBool::new(false),
+            running: Mutex::new(false),
+            token_limit,
+            tokens: AtomicU32::new(0),
+        })
+    }
+
+    /// The value handed to the runtime as userdata.
+    pub fn userdata(&self) -> *mut c_void {
+        self.id as *mut c_void
+    }
+
+    /// Sends an event to the consumer; a consumer that went away is fine.
+    pub fn send(&self, event: RunEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Whether an abort was asked for.
+    pub fn abort_requested(&self) -> bool {
+        self.abort_requested.load(Ordering::Acquire)
+    }
+
+    /// Asks the run to stop. `call_abort` is invoked (to call `rkllm_abort`)
+    /// only while the run is inside `rkllm_run`.
+    pub fn request_abort(&self, call_abort: impl FnOnce()) {
+        self.abort_requested.store(true, Ordering::Release);
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if *running {
+            call_abort();
+        }
+    }
+
+    /// Runs `run` (the `rkllm_run` call) with this run registered for
+    /// callbacks, unless an abort came first. Returns `None` when skipped.
+    pub fn execute(self: &Arc<RunShared>, run: impl FnOnce() -> i32) -> Option<i32> {
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if self.abort_requested() {
+                return None;
+            }
+            *running = true;
+        }
+        active().push(self.clone());
+        let code = run();
+        active().retain(|r| r.id != self.id);
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        Some(code)
+    }
+
+    fn on_callback(&self, result: *const RkllmResult, state: i32) {
+        match state {
+            call_state::NORMAL | call_state::WAITING => {
+                if self.abort_requested() {
+                    return;
+                }
+                let seen = self.tokens.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.token_limit != 0 && seen > self.token_limit {
+                    return;
+                }
+                let text = if result.is_null() {
+                    None
+                } else {
+                    // SAFETY: the runtime passes a valid RkllmResult for the
+                    // duration of the callback; a non-NULL text is a
+                    // NUL-terminated string valid for the same time. The bytes
+                    // are copied before returning.
+                    unsafe {
+                        let text = (*result).text;
+                        (!text.is_null()).then(|| CStr::from_ptr(text).to_bytes().to_vec())
+                    }
+                };
+                self.send(RunEvent::Token { waiting: state == call_state::WAITING, text });
+            }
+            call_state::FINISH => {
+                let perf = if result.is_null() {
+                    PerfStat::default()
+                } else {
+                    // SAFETY: as above, `result` is valid during the callback;
+                    // PerfStat is plain data and is copied out.
+                    unsafe { (*result).perf }
+                };
+                self.send(RunEvent::Finish(perf));
+            }
+            call_state::ERROR => self.send(RunEvent::Error),
+            other => log::warn!("ignored a runtime callback with unknown state {other}"),
+        }
+    }
+}
+
+/// The result callback registered with the runtime for every handle.
+pub unsafe extern "C" fn result_callback(result: *mut RkllmResult, userdata: *mut c_void, state: i32) -> i32 {
+    // Unwinding into the runtime's C frames would be undefined behaviour.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let id = userdata as usize;
+        let table = active();
+        if let Some(run) = table.iter().find(|r| r.id == id) {
+            run.on_callback(result, state);
+        } else {
+            log::debug!("ignored a runtime callback for unknown run {id:#x} (state {state})");
+        }
+    }));
+    0
+}

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod error;
+pub mod ffi;
 pub mod generation;
 pub mod model;
 pub mod runtime;

@@ -1,0 +1,53 @@
+# rkl — build, test, demo and install.
+#
+#   make demo     build everything and run the C example against the simulator
+#   make check    all tests (Rust in both runtime ABIs, C under sanitizers and valgrind)
+#   make bench    benchmarks (release build)
+#   make install  PREFIX=/usr/local DESTDIR=
+
+CARGO   ?= cargo
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+PCDIR   ?= $(LIBDIR)/pkgconfig
+
+TARGET      := $(CURDIR)/target
+# A private install used by the demo and the C tests, exactly as a user's.
+STAGE       := $(CURDIR)/build/stage
+SIM_LIB     := $(TARGET)/debug/librkllmrt.so
+SIM_VARIANTS := family-1-1 family-1-2-0 missing-abort
+
+export RKLLM_SIM_TIME_SCALE ?= 0
+
+.PHONY: all build build-release sim-variants tools test-rust check demo bench install clean
+
+all: build
+
+tools:
+	@scripts/ensure-tools.sh
+
+build:
+	$(CARGO) build --workspace
+
+build-release:
+	$(CARGO) build --workspace --release
+
+sim-variants:
+	@for v in $(SIM_VARIANTS); do \
+	  $(CARGO) build -q -p rkllm-sim --features $$v --target-dir $(TARGET)/sim-$$v || exit 1; \
+	done
+
+# The Rust suite runs once per runtime ABI the simulator imitates.
+test-rust: build sim-variants
+	RKLLM_SIM_ABI=1.2 $(CARGO) test --workspace
+	RKLLM_SIM_ABI=1.3 $(CARGO) test --workspace
+
+include mk/*.mk
+
+check: tools test-rust $(CHECK_EXTRA)
+	@echo "make check: all passed"
+
+clean:
+	$(CARGO) clean
+	rm -rf build

@@ -1,0 +1,2 @@
+//! The C API (`include/rkl.h`): the only place with `extern "C"` exports and
+//! raw pointers from callers.

@@ -16,7 +16,7 @@ TARGET      := $(CURDIR)/target
 # A private install used by the demo and the C tests, exactly as a user's.
 STAGE       := $(CURDIR)/build/stage
 SIM_LIB     := $(TARGET)/debug/librkllmrt.so
-SIM_VARIANTS := family-1-1 family-1-2-0 missing-abort
+SIM_VARIANTS := default family-1-1 family-1-2-0 missing-abort
 
 export RKLLM_SIM_TIME_SCALE ?= 0
 
@@ -35,10 +35,12 @@ build-release:
 
 sim-variants:
 	@for v in $(SIM_VARIANTS); do \
-	  $(CARGO) build -q -p rkllm-sim --features $$v --target-dir $(TARGET)/sim-$$v || exit 1; \
+	  f="--features $$v"; [ $$v = default ] && f=""; \
+	  $(CARGO) build -q -p rkllm-sim $$f --target-dir $(TARGET)/sim-$$v || exit 1; \
 	done
 
-# The Rust suite runs once per runtime ABI the simulator imitates.
+# The Rust suite runs once per runtime ABI the simulator imitates; the tests
+# use the simulator builds in target/sim-*.
 test-rust: build sim-variants
 	RKLLM_SIM_ABI=1.2 $(CARGO) test --workspace
 	RKLLM_SIM_ABI=1.3 $(CARGO) test --workspace

@@ -35,6 +35,8 @@ pub struct Runtime {
     id: usize,
     path: String,
     family: Family,
+    /// What the default-param probe said, kept to judge later overrides.
+    probe: std::result::Result<Family, String>,
     api: Arc<Api>,
     dispatcher: Dispatcher,
     raw_library: usize,
@@ -55,13 +57,13 @@ impl Runtime {
             // SAFETY: `raw` came from `into_raw` just above; rebuilding the
             // Library and dropping it gives back the extra dlopen reference.
             drop(unsafe { Library::from_raw(raw) });
-            if let Some(asked) = requested {
-                if asked != rt.family {
-                    return Err(Error::new(
-                        ErrorKind::RuntimeUnsupported,
-                        format!("runtime '{}' is already in use as ABI {}; it cannot also be opened as {asked}", rt.path, rt.family),
-                    ));
-                }
+            let family = detect::decide(rt.probe.clone(), requested)
+                .map_err(|why| Error::new(ErrorKind::RuntimeUnsupported, format!("runtime '{path}': {why}")))?;
+            if family != rt.family {
+                return Err(Error::new(
+                    ErrorKind::RuntimeUnsupported,
+                    format!("runtime '{}' is already in use as ABI {}; it cannot also be opened as {family}", rt.path, rt.family),
+                ));
             }
             return Ok(rt.clone());
         }
@@ -74,6 +76,11 @@ impl Runtime {
 
     fn start(path: &str, library: Library, raw_library: usize, requested: Option<Family>) -> Result<Arc<Runtime>> {
         let unsupported = |why: String| Error::new(ErrorKind::RuntimeUnsupported, format!("runtime '{path}': {why}"));
+        // A library without even the core entry points is not a runtime of an
+        // older release; say which symbols are missing.
+        if !symbols::has_symbol(&library, "rkllm_init") || !symbols::has_symbol(&library, "rkllm_run") {
+            return Err(symbols::resolve(&library, path).err().expect("core symbols are missing"));
+        }
         detect::family_from_symbols(
             symbols::has_symbol(&library, symbols::FUNCTION_TOOLS),
             symbols::has_symbol(&library, symbols::KV_CACHE_SIZE),
@@ -87,12 +94,13 @@ impl Runtime {
         // larger than any release's RKLLMParam, so the callee cannot overrun it.
         let image = dispatcher.call(move || unsafe { (probe_api.create_default_param)() })?;
         let probed = detect::ProbeSignals::read(&image).family();
-        let family = detect::decide(probed, requested).map_err(unsupported)?;
+        let family = detect::decide(probed.clone(), requested).map_err(unsupported)?;
         log::info!("loaded RKLLM runtime '{path}' as ABI {family}");
         Ok(Arc::new(Runtime {
             id,
             path: path.to_string(),
             family,
+            probe: probed,
             api,
             dispatcher,
             raw_library,

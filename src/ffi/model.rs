@@ -1,0 +1,340 @@
+//! Opening and closing models: `rkl_open_params`, `rkl_open`, `rkl_close`,
+//! `rkl_model_info`.
+
+use super::args::{self, Versioned};
+use super::error::{FfiError, FfiResult};
+use super::handles::{model_pointer, model_value, rkl_model, MODELS};
+use super::status::rkl_status;
+use crate::error::ErrorKind;
+use crate::{Family, Model, ModelParams, OpenConfig};
+use std::ffi::{c_char, CStr, CString};
+use std::path::PathBuf;
+use std::ptr;
+use std::sync::Arc;
+
+/// "Not set" for the integer fields of ::rkl_open_params: the runtime's own
+/// default is used. (Float fields use NaN for the same purpose.)
+pub const RKL_UNSET: i32 = i32::MIN;
+
+/// How to open a model. Fill with rkl_open_params_init(), then set
+/// `model_path` and whatever else should differ from the defaults.
+///
+/// Tuning fields left "unset" keep the runtime's own default; rkl starts from
+/// the runtime's default parameters and changes only what is set. Integer
+/// fields are unset when they hold ::RKL_UNSET, float fields when they hold
+/// NaN (rkl_open_params_init() writes these). Set values are range-checked
+/// before the runtime sees them.
+///
+/// Compatibility: `struct_size` tells rkl which version of the struct the
+/// caller has. Fields are only ever added at the end; a field added in a
+/// later version treats 0 as "default", so callers built against an older
+/// header keep working with a newer library.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rkl_open_params {
+    /// Size of the struct as the caller knows it; written by
+    /// rkl_open_params_init().
+    pub struct_size: usize,
+    /// The model file (`.rkllm`). Required. UTF-8, read only during rkl_open().
+    pub model_path: *const c_char,
+    /// The runtime library, or NULL: then the `RKL_RUNTIME` environment
+    /// variable, else the dynamic loader's search for `librkllmrt.so`.
+    pub runtime_path: *const c_char,
+    /// The runtime ABI ("1.2", "1.3", or a release such as "1.2.3"), or NULL
+    /// or "auto": then `RKL_RUNTIME_ABI`, else detected. An explicit ABI must
+    /// agree with what detection finds when detection is certain.
+    pub runtime_abi: *const c_char,
+    /// Context window in tokens, 1..=1048576 (runtime default 512).
+    pub max_context_len: i32,
+    /// Tokens to generate per request, -1 = until the end (runtime default -1).
+    pub max_new_tokens: i32,
+    /// Top-k sampling, >= 0; 0 disables it (default 40).
+    pub top_k: i32,
+    /// Tokens kept when the context shifts, >= -1 (default -1: runtime's choice).
+    pub n_keep: i32,
+    /// Nucleus sampling mass, 0..=1 (default 0.9).
+    pub top_p: f32,
+    /// Sampling temperature, >= 0 (default 0.8).
+    pub temperature: f32,
+    /// Repetition penalty, >= 0 (default 1.1).
+    pub repeat_penalty: f32,
+    /// Frequency penalty, -100..=100 (default 0).
+    pub frequency_penalty: f32,
+    /// Presence penalty, -100..=100 (default 0).
+    pub presence_penalty: f32,
+    /// Mirostat mode: 0 off, 1 or 2 (default 0).
+    pub mirostat: i32,
+    /// Mirostat target entropy, > 0 (default 5.0).
+    pub mirostat_tau: f32,
+    /// Mirostat learning rate, > 0 (default 0.1).
+    pub mirostat_eta: f32,
+    /// 1: leave special tokens out of the text; 0: keep them (default 1).
+    pub skip_special_token: i32,
+    /// 1: read word embeddings from flash; 0: from memory (default 1).
+    pub embed_flash: i32,
+    /// CPU cores the runtime may use, 1..=8 (default 4).
+    pub enabled_cpus_num: i32,
+    /// Bit mask of those cores; 0 = unset (the runtime's choice).
+    pub enabled_cpus_mask: u32,
+    /// NPU domain id, >= 0 (default 0).
+    pub base_domain_id: i32,
+}
+
+// SAFETY: repr(C), starts with usize; pointers, integers and floats are
+// valid for any bit pattern.
+unsafe impl Versioned for rkl_open_params {
+    const NAME: &'static str = "rkl_open_params";
+    // The first version is the current one; freeze this as a number when a
+    // field is added.
+    const V1_SIZE: usize = std::mem::size_of::<rkl_open_params>();
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<rkl_open_params>() == 104);
+
+impl rkl_open_params {
+    fn defaults() -> rkl_open_params {
+        rkl_open_params {
+            struct_size: std::mem::size_of::<rkl_open_params>(),
+            model_path: ptr::null(),
+            runtime_path: ptr::null(),
+            runtime_abi: ptr::null(),
+            max_context_len: RKL_UNSET,
+            max_new_tokens: RKL_UNSET,
+            top_k: RKL_UNSET,
+            n_keep: RKL_UNSET,
+            top_p: f32::NAN,
+            temperature: f32::NAN,
+            repeat_penalty: f32::NAN,
+            frequency_penalty: f32::NAN,
+            presence_penalty: f32::NAN,
+            mirostat: RKL_UNSET,
+            mirostat_tau: f32::NAN,
+            mirostat_eta: f32::NAN,
+            skip_special_token: RKL_UNSET,
+            embed_flash: RKL_UNSET,
+            enabled_cpus_num: RKL_UNSET,
+            enabled_cpus_mask: 0,
+            base_domain_id: RKL_UNSET,
+        }
+    }
+
+    fn model_params(&self) -> FfiResult<ModelParams> {
+        let int = |v: i32| (v != RKL_UNSET).then_some(v);
+        let float = |v: f32| (!v.is_nan()).then_some(v);
+        let flag = |v: i32, what: &str| match v {
+            RKL_UNSET => Ok(None),
+            0 => Ok(Some(false)),
+            1 => Ok(Some(true)),
+            other => Err(FfiError::invalid(format!("{what} = {other}: expected 0, 1 or RKL_UNSET"))),
+        };
+        let cpus = match self.enabled_cpus_num {
+            RKL_UNSET => None,
+            n if (1..=8).contains(&n) => Some(n as i8),
+            n => return Err(FfiError::invalid(format!("enabled_cpus_num = {n} is out of range (expected 1..=8)"))),
+        };
+        Ok(ModelParams {
+            max_context_len: int(self.max_context_len),
+            max_new_tokens: int(self.max_new_tokens),
+            top_k: int(self.top_k),
+            n_keep: int(self.n_keep),
+            top_p: float(self.top_p),
+            temperature: float(self.temperature),
+            repeat_penalty: float(self.repeat_penalty),
+            frequency_penalty: float(self.frequency_penalty),
+            presence_penalty: float(self.presence_penalty),
+            mirostat: int(self.mirostat),
+            mirostat_tau: float(self.mirostat_tau),
+            mirostat_eta: float(self.mirostat_eta),
+            skip_special_token: flag(self.skip_special_token, "skip_special_token")?,
+            embed_flash: flag(self.embed_flash, "embed_flash")?,
+            enabled_cpus_num: cpus,
+            enabled_cpus_mask: (self.enabled_cpus_mask != 0).then_some(self.enabled_cpus_mask),
+            base_domain_id: int(self.base_domain_id),
+        })
+    }
+}
+
+/// What the registry keeps for an open model: the model and the strings
+/// rkl_model_info() hands out (owned here, so they live until rkl_close()).
+pub struct ModelEntry {
+    /// The model.
+    pub model: Model,
+    model_path: CString,
+    runtime_path: CString,
+    runtime_version: CString,
+}
+
+/// Looks up a model handle.
+pub fn model_entry(model: *const rkl_model) -> FfiResult<Arc<ModelEntry>> {
+    MODELS.get(model_value(model))
+}
+
+/// Fills `params` with the defaults: every tuning field unset, every pointer
+/// NULL, `struct_size` = `struct_size`.
+///
+/// @param params       caller memory of `struct_size` bytes, written during
+///                     the call only.
+/// @param struct_size  `sizeof(rkl_open_params)` as the caller compiled it.
+///                     Bytes past what this library knows are zeroed.
+/// @return ::RKL_OK; ::RKL_NULL_ARGUMENT; ::RKL_INVALID_ARGUMENT when
+///         `struct_size` is smaller than the first version of the struct.
+///
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_open_params_init(params: *mut rkl_open_params, struct_size: usize) -> rkl_status {
+    ffi_fn!({
+        // SAFETY: the caller promises `struct_size` writable bytes at `params`.
+        unsafe { args::init_struct(params, struct_size, &rkl_open_params::defaults(), "params") }
+    })
+}
+
+/// Loads the runtime (once per process and library path), checks the
+/// parameters and opens the model.
+///
+/// Everything that can be checked before the runtime sees it is checked
+/// first (model file readable, parameters in range, runtime release
+/// identified with certainty), and a failure names what was wrong.
+///
+/// @param params  the settings; read only during the call (rkl copies every
+///                string it keeps).
+/// @param out     receives the new handle, only on success. The handle is
+///                valid until rkl_close(); it is a token, not an address.
+/// @return ::RKL_OK; ::RKL_NULL_ARGUMENT; ::RKL_INVALID_ARGUMENT;
+///         ::RKL_MODEL_NOT_FOUND; ::RKL_RUNTIME_NOT_FOUND;
+///         ::RKL_RUNTIME_UNSUPPORTED; ::RKL_MODEL_LOAD_FAILED.
+///
+/// Thread-safe: models may be opened from several threads at once.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_open(params: *const rkl_open_params, out: *mut *mut rkl_model) -> rkl_status {
+    ffi_fn!({
+        args::require(out, "out")?;
+        // SAFETY: the caller promises a readable struct of `struct_size` bytes.
+        let p = unsafe { args::read_struct(params, "params")? };
+        // SAFETY: the strings in `p` are NUL-terminated and valid for the call.
+        let model_path = unsafe { args::text(p.model_path, "params->model_path")? };
+        // SAFETY: as above.
+        let runtime_path = unsafe { args::optional_text(p.runtime_path, "params->runtime_path")? };
+        // SAFETY: as above.
+        let runtime_abi = unsafe { args::optional_text(p.runtime_abi, "params->runtime_abi")? };
+        let runtime_abi = match runtime_abi.map(str::trim) {
+            None | Some("") | Some("auto") => None,
+            Some(abi) => Some(abi.parse::<Family>().map_err(|e| FfiError::invalid(format!("params->runtime_abi: {e}")))?),
+        };
+        let config = OpenConfig {
+            model_path: PathBuf::from(model_path),
+            runtime_path: runtime_path.map(PathBuf::from),
+            runtime_abi,
+            params: p.model_params()?,
+        };
+        let model = Model::open(&config)?;
+        let entry = ModelEntry {
+            model_path: CString::new(model_path).unwrap_or_default(),
+            runtime_path: CString::new(model.runtime_path()).unwrap_or_default(),
+            // The core does not capture the runtime's version line yet.
+            runtime_version: CString::default(),
+            model,
+        };
+        let value = MODELS.insert(entry)?;
+        // SAFETY: `out` was checked non-NULL; the caller promises it writable.
+        unsafe { args::put(out, model_pointer(value)) };
+        Ok(())
+    })
+}
+
+/// Closes a model: aborts its generations (they end with
+/// ::RKL_FINISH_ABORTED), waits for calls already queued on it, and frees
+/// the runtime's handle. The handle is invalid afterwards; strings from
+/// rkl_model_info() are freed. Streams opened on the model stay valid
+/// handles (they report the abort) until rkl_stream_close().
+///
+/// @param model  a handle from rkl_open(), or NULL (then nothing happens).
+/// @return ::RKL_OK, also for NULL and for a handle that was already closed
+///         (closing twice is harmless); ::RKL_BAD_HANDLE for a value that was
+///         never a model handle; ::RKL_REENTRANT when called from inside a
+///         token callback on a model of the same runtime (the model stays
+///         open); ::RKL_RUNTIME_FAILED when the runtime's destroy failed (the
+///         model is closed all the same).
+///
+/// Thread-safe: may be called while other threads generate on the model;
+/// their rkl_generate() returns with ::RKL_FINISH_ABORTED, and their later
+/// calls get ::RKL_BAD_HANDLE.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_close(model: *mut rkl_model) -> rkl_status {
+    ffi_fn!({
+        let value = model_value(model);
+        let Some(entry) = MODELS.get_for_close(value)? else { return Ok(()) };
+        let result = entry.model.close();
+        if let Err(e) = &result {
+            if e.kind() == ErrorKind::Reentrant {
+                return Err(e.clone().into());
+            }
+        }
+        MODELS.remove(value)?;
+        Ok(result?)
+    })
+}
+
+/// Facts about an open model, from rkl_model_info().
+///
+/// An output struct: set `struct_size = sizeof(rkl_model_details)` first. The
+/// strings are owned by the model: valid until rkl_close() on it, never NULL
+/// (empty when unknown), UTF-8 and NUL-terminated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rkl_model_details {
+    /// Set by the caller to `sizeof(rkl_model_details)`.
+    pub struct_size: usize,
+    /// The model file, as given to rkl_open().
+    pub model_path: *const c_char,
+    /// Where the runtime was loaded from (the path or loader name used).
+    pub runtime_path: *const c_char,
+    /// The runtime release family in use: "1.2" or "1.3".
+    pub family: *const c_char,
+    /// The runtime's version string as it printed it (e.g. "1.2.3"); empty
+    /// when unknown.
+    pub runtime_version: *const c_char,
+}
+
+// SAFETY: repr(C), starts with usize; only pointers follow.
+unsafe impl Versioned for rkl_model_details {
+    const NAME: &'static str = "rkl_model_details";
+    // The first version is the current one; freeze this as a number when a
+    // field is added.
+    const V1_SIZE: usize = std::mem::size_of::<rkl_model_details>();
+}
+
+fn family_text(family: Family) -> &'static CStr {
+    match family {
+        Family::V1_2 => c"1.2",
+        Family::V1_3 => c"1.3",
+    }
+}
+
+/// Describes an open model.
+///
+/// @param model  a handle from rkl_open().
+/// @param out    caller struct with `struct_size` set; filled only on
+///               success. Its strings stay valid until rkl_close(model).
+/// @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
+///         ::RKL_INVALID_ARGUMENT for a bad `struct_size`.
+///
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_model_info(model: *const rkl_model, out: *mut rkl_model_details) -> rkl_status {
+    ffi_fn!({
+        let entry = model_entry(model)?;
+        // SAFETY: the caller promises a struct of `struct_size` bytes at `out`.
+        unsafe { args::check_out_struct(out, "out")? };
+        let info = rkl_model_details {
+            struct_size: std::mem::size_of::<rkl_model_details>(),
+            model_path: entry.model_path.as_ptr(),
+            runtime_path: entry.runtime_path.as_ptr(),
+            family: family_text(entry.model.family()).as_ptr(),
+            runtime_version: entry.runtime_version.as_ptr(),
+        };
+        // SAFETY: checked above; the strings live in `entry`, which the
+        // registry keeps until rkl_close.
+        unsafe { args::write_struct(out, &info, "out") }
+    })
+}

@@ -1,0 +1,91 @@
+//! `rkl_stats`: figures of one generation and why it ended.
+
+use super::args::Versioned;
+use crate::generation::{FinishReason, Stats};
+
+/// Why a generation ended.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum rkl_finish_reason {
+    /// The model finished its reply.
+    RKL_FINISH_END = 0,
+    /// The token limit (`max_new_tokens`) was reached.
+    RKL_FINISH_MAX_TOKENS = 1,
+    /// Stopped by rkl_abort(), rkl_stream_abort(), rkl_stream_close() or
+    /// rkl_close().
+    RKL_FINISH_ABORTED = 2,
+    /// The token callback returned non-zero.
+    RKL_FINISH_STOPPED = 3,
+    /// The runtime reported an error.
+    RKL_FINISH_ERROR = 4,
+}
+
+/// Figures for one generation: the runtime's own counters plus what rkl
+/// measured on the caller's side.
+///
+/// An output struct: set `struct_size = sizeof(rkl_stats)` before passing it
+/// (C99: `rkl_stats st = { .struct_size = sizeof st };`). rkl writes it only
+/// on success, never past `struct_size`, and leaves `struct_size` as it was.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct rkl_stats {
+    /// Set by the caller to `sizeof(rkl_stats)`.
+    pub struct_size: usize,
+    /// Why the generation ended.
+    pub finish: rkl_finish_reason,
+    /// Tokens rkl received from the runtime (including those that carried
+    /// only part of a character).
+    pub tokens: u32,
+    /// Prompt tokens prefilled, as the runtime reported (0 if it did not).
+    pub prefill_tokens: u32,
+    /// Tokens generated, as the runtime reported (0 if it did not).
+    pub decode_tokens: u32,
+    /// Time from the request to the first text delivered, in ms (0: no text).
+    pub ttft_ms: f64,
+    /// Time the request waited behind earlier calls on the same runtime, in ms.
+    pub queue_ms: f64,
+    /// Time from the request to its end, in ms.
+    pub total_ms: f64,
+    /// Prefill time reported by the runtime, in ms.
+    pub prefill_ms: f64,
+    /// Decode time reported by the runtime, in ms.
+    pub decode_ms: f64,
+    /// Peak memory reported by the runtime, in MiB.
+    pub memory_mb: f64,
+}
+
+// SAFETY: repr(C), starts with usize, every field is valid for any bit
+// pattern except `finish`, which rkl only writes and never reads from C.
+unsafe impl Versioned for rkl_stats {
+    const NAME: &'static str = "rkl_stats";
+    // The first version is the current one; freeze this as a number when a
+    // field is added.
+    const V1_SIZE: usize = std::mem::size_of::<rkl_stats>();
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<rkl_stats>() == 72);
+
+impl From<&Stats> for rkl_stats {
+    fn from(s: &Stats) -> rkl_stats {
+        rkl_stats {
+            struct_size: std::mem::size_of::<rkl_stats>(),
+            finish: match s.finish {
+                FinishReason::End => rkl_finish_reason::RKL_FINISH_END,
+                FinishReason::MaxTokens => rkl_finish_reason::RKL_FINISH_MAX_TOKENS,
+                FinishReason::Aborted => rkl_finish_reason::RKL_FINISH_ABORTED,
+                FinishReason::Stopped => rkl_finish_reason::RKL_FINISH_STOPPED,
+                FinishReason::Error => rkl_finish_reason::RKL_FINISH_ERROR,
+            },
+            tokens: s.tokens,
+            prefill_tokens: s.prefill_tokens,
+            decode_tokens: s.decode_tokens,
+            ttft_ms: s.ttft_ms,
+            queue_ms: s.queue_ms,
+            total_ms: s.total_ms,
+            prefill_ms: s.prefill_ms,
+            decode_ms: s.decode_ms,
+            memory_mb: s.memory_mb,
+        }
+    }
+}

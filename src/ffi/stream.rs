@@ -1,0 +1,221 @@
+//! A pull stream, for callers that cannot take callbacks from C:
+//! `rkl_stream_open`, `rkl_stream_next`, `rkl_stream_stats`,
+//! `rkl_stream_abort`, `rkl_stream_close`.
+
+use super::args;
+use super::error::FfiError;
+use super::generate::{read_request, rkl_generate_params};
+use super::handles::{rkl_model, rkl_stream, stream_pointer, stream_value, STREAMS};
+use super::model::model_entry;
+use super::stats::rkl_stats;
+use super::status::{rkl_status, RKL_BAD_HANDLE, RKL_IN_PROGRESS, RKL_TIMEOUT};
+use crate::{Stream, StreamEvent};
+use std::ffi::c_char;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long one wait holds the stream's lock, so that rkl_stream_close()
+/// from another thread gets in promptly.
+const SLICE: Duration = Duration::from_millis(20);
+
+/// What the registry keeps for an open stream.
+pub struct StreamEntry {
+    closed: AtomicBool,
+    state: Mutex<StreamState>,
+}
+
+struct StreamState {
+    /// `None` once closed (dropping the stream aborts an unfinished run).
+    stream: Option<Stream>,
+    /// The last text handed out, NUL-terminated; valid until the next call.
+    text: Vec<u8>,
+}
+
+impl StreamEntry {
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn closed_while_waiting() -> FfiError {
+    FfiError::new(RKL_BAD_HANDLE, "the stream was closed by another thread")
+}
+
+/// Starts a generation and returns a stream to pull its text from.
+///
+/// @param model   a handle from rkl_open().
+/// @param params  the request; read only during the call (rkl copies it).
+/// @param out     receives the stream handle, only on success; valid until
+///                rkl_stream_close(), also after the model is closed.
+/// @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
+///         ::RKL_INVALID_ARGUMENT; ::RKL_CLOSED; ::RKL_REENTRANT.
+///
+/// Thread-safe. The generation queues behind other calls on the runtime and
+/// runs while the caller pulls; an unread stream buffers its text.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_stream_open(
+    model: *mut rkl_model,
+    params: *const rkl_generate_params,
+    out: *mut *mut rkl_stream,
+) -> rkl_status {
+    ffi_fn!({
+        let entry = model_entry(model)?;
+        args::require(out, "out")?;
+        // SAFETY: the caller promises a readable params struct.
+        let request = unsafe { read_request(params)? };
+        let stream = entry.model.stream(&request)?;
+        let value = STREAMS.insert(StreamEntry {
+            closed: AtomicBool::new(false),
+            state: Mutex::new(StreamState { stream: Some(stream), text: Vec::new() }),
+        })?;
+        // SAFETY: `out` was checked non-NULL; the caller promises it writable.
+        unsafe { args::put(out, stream_pointer(value)) };
+        Ok(())
+    })
+}
+
+/// Waits for the next piece of text.
+///
+/// @param stream      a handle from rkl_stream_open().
+/// @param timeout_ms  how long to wait: negative = without limit, 0 = only
+///                    look.
+/// @param text        receives the text (complete UTF-8 characters,
+///                    NUL-terminated), or NULL when the generation is over.
+///                    The text is owned by the stream and valid until the
+///                    next rkl_stream_next() or rkl_stream_close() on it.
+/// @param len         receives the length of the text in bytes (0 at the end).
+/// @return ::RKL_OK with text, or with `*text == NULL` at the end (again on
+///         every later call; then rkl_stream_stats() has the figures);
+///         ::RKL_TIMEOUT when nothing arrived in time (outputs untouched; call
+///         again); ::RKL_RUNTIME_FAILED once when the generation failed (the
+///         stream then reports the end); ::RKL_BAD_HANDLE (also when another
+///         thread closed the stream while this call waited);
+///         ::RKL_NULL_ARGUMENT.
+///
+/// Thread-safe; calls on one stream are served one at a time.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_stream_next(
+    stream: *mut rkl_stream,
+    timeout_ms: i32,
+    text: *mut *const c_char,
+    len: *mut usize,
+) -> rkl_status {
+    ffi_fn!({
+        let entry = STREAMS.get(stream_value(stream))?;
+        args::require(text, "text")?;
+        args::require(len, "len")?;
+        let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        loop {
+            if entry.closed.load(Ordering::Acquire) {
+                return Err(closed_while_waiting());
+            }
+            let mut state = entry.lock();
+            let state = &mut *state;
+            let Some(live) = state.stream.as_mut() else { return Err(closed_while_waiting()) };
+            let wait = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+                None => SLICE,
+            };
+            match live.next_event(Some(wait))? {
+                StreamEvent::Text(chunk) => {
+                    state.text.clear();
+                    state.text.extend_from_slice(chunk.as_bytes());
+                    state.text.push(0);
+                    // SAFETY: both were checked non-NULL; the text lives in
+                    // the entry until the next call on the stream.
+                    unsafe {
+                        args::put(text, state.text.as_ptr().cast::<c_char>());
+                        args::put(len, chunk.len());
+                    }
+                    return Ok(());
+                }
+                StreamEvent::Finished(_) => {
+                    // SAFETY: as above.
+                    unsafe {
+                        args::put(text, std::ptr::null());
+                        args::put(len, 0);
+                    }
+                    return Ok(());
+                }
+                StreamEvent::Timeout => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(FfiError::new(RKL_TIMEOUT, format!("no text within {timeout_ms} ms")));
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The figures of a finished stream.
+///
+/// @param stream  a handle from rkl_stream_open().
+/// @param out     caller stats with `struct_size` set; filled only on success.
+/// @return ::RKL_OK; ::RKL_IN_PROGRESS while the stream has not reported its
+///         end through rkl_stream_next(); ::RKL_BAD_HANDLE;
+///         ::RKL_NULL_ARGUMENT; ::RKL_INVALID_ARGUMENT for a bad `struct_size`.
+///
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_stream_stats(stream: *mut rkl_stream, out: *mut rkl_stats) -> rkl_status {
+    ffi_fn!({
+        let entry = STREAMS.get(stream_value(stream))?;
+        // SAFETY: the caller promises a struct of `struct_size` bytes.
+        unsafe { args::check_out_struct(out, "out")? };
+        let state = entry.lock();
+        let Some(live) = state.stream.as_ref() else { return Err(closed_while_waiting()) };
+        let Some(stats) = live.stats() else {
+            return Err(FfiError::new(RKL_IN_PROGRESS, "the stream has not finished; read it to the end first"));
+        };
+        // SAFETY: checked above.
+        unsafe { args::write_struct(out, &rkl_stats::from(&stats), "out") }
+    })
+}
+
+/// Asks the stream's generation to stop; it then ends with
+/// ::RKL_FINISH_ABORTED. The stream stays open: read it to its end or close it.
+///
+/// @param stream  a handle from rkl_stream_open().
+/// @return ::RKL_OK (also when the stream already finished); ::RKL_BAD_HANDLE.
+///
+/// Thread-safe; may briefly wait for an rkl_stream_next() running on another
+/// thread.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_stream_abort(stream: *mut rkl_stream) -> rkl_status {
+    ffi_fn!({
+        let entry = STREAMS.get(stream_value(stream))?;
+        let state = entry.lock();
+        if let Some(live) = state.stream.as_ref() {
+            live.abort();
+        }
+        Ok(())
+    })
+}
+
+/// Closes a stream. An unfinished generation is aborted. Text handed out by
+/// rkl_stream_next() is freed.
+///
+/// @param stream  a handle from rkl_stream_open(), or NULL (nothing happens).
+/// @return ::RKL_OK, also for NULL and for a stream already closed (closing
+///         twice is harmless); ::RKL_BAD_HANDLE for a value that was never a
+///         stream handle.
+///
+/// Thread-safe: an rkl_stream_next() waiting on another thread returns
+/// ::RKL_BAD_HANDLE promptly.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_stream_close(stream: *mut rkl_stream) -> rkl_status {
+    ffi_fn!({
+        let value = stream_value(stream);
+        let Some(entry) = STREAMS.remove(value)? else { return Ok(()) };
+        close_entry(&entry);
+        Ok(())
+    })
+}
+
+fn close_entry(entry: &Arc<StreamEntry>) {
+    entry.closed.store(true, Ordering::Release);
+    let taken = entry.lock().stream.take();
+    // Dropped outside the lock: aborts the run if it has not finished.
+    drop(taken);
+}

@@ -236,6 +236,7 @@ pub unsafe extern "C" fn rkl_open(params: *const rkl_open_params, out: *mut *mut
             model,
         };
         let value = MODELS.insert(entry)?;
+        log::debug!("rkl_open: opened '{model_path}' as model handle {value:#x}");
         // SAFETY: `out` was checked non-NULL; the caller promises it writable.
         unsafe { args::put(out, model_pointer(value)) };
         Ok(())
@@ -271,6 +272,7 @@ pub unsafe extern "C" fn rkl_close(model: *mut rkl_model) -> rkl_status {
             }
         }
         MODELS.remove(value)?;
+        log::debug!("rkl_close: closed model handle {value:#x}");
         Ok(result?)
     })
 }

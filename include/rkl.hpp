@@ -1,0 +1,327 @@
+/**
+ * @file rkl.hpp
+ * @brief Header-only C++17 wrapper of rkl.h: RAII handles, exceptions,
+ *        lambda callbacks.
+ *
+ * @code
+ * rkl::Model model("qwen3-0.6b.rkllm");
+ * rkl::Stats stats = model.generate("Hello!", [](std::string_view text) {
+ *     std::cout << text << std::flush;
+ * });
+ * @endcode
+ *
+ * Every failing call throws rkl::Error, which carries the ::rkl_status and
+ * the library's message. Objects are move-only; destroying a Model closes
+ * it, destroying a Stream closes (and so aborts) it. Thread-safety is that of
+ * the C API: a Model may be used from several threads at once.
+ */
+#ifndef RKL_HPP
+#define RKL_HPP
+
+#include "rkl.h"
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <iterator>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace rkl {
+
+/** A failed rkl call: its status and the library's message. */
+class Error : public std::runtime_error {
+public:
+    Error(rkl_status status, const std::string &message)
+        : std::runtime_error(message.empty() ? std::string(rkl_status_str(status)) : message), status_(status) {}
+
+    /** The ::rkl_status of the failed call. */
+    rkl_status status() const noexcept { return status_; }
+
+private:
+    rkl_status status_;
+};
+
+namespace detail {
+
+/** The calling thread's last error message. */
+inline std::string last_message() {
+    std::size_t n = rkl_last_error_message(nullptr, 0);
+    std::string text(n, '\0');
+    if (n > 0) rkl_last_error_message(text.data(), n + 1);
+    return text;
+}
+
+/** Throws rkl::Error unless `status` is RKL_OK. */
+inline void check(rkl_status status) {
+    if (status != RKL_OK) throw Error(status, last_message());
+}
+
+}  // namespace detail
+
+/** Figures of one generation (rkl_stats). */
+using Stats = rkl_stats;
+
+/** rkl_open_params filled with the defaults by its constructor. */
+struct OpenParams : rkl_open_params {
+    explicit OpenParams(const char *model = nullptr) : rkl_open_params() {
+        detail::check(rkl_open_params_init(this, sizeof(rkl_open_params)));
+        model_path = model;
+    }
+};
+
+/** rkl_generate_params filled with the defaults by its constructor. */
+struct GenerateParams : rkl_generate_params {
+    explicit GenerateParams(const char *text = nullptr) : rkl_generate_params() {
+        detail::check(rkl_generate_params_init(this, sizeof(rkl_generate_params)));
+        prompt = text;
+    }
+};
+
+/** What rkl_model_info() tells, copied. */
+struct ModelInfo {
+    std::string model_path;
+    std::string runtime_path;
+    std::string family;
+    std::string runtime_version;
+};
+
+inline Stats empty_stats() {
+    Stats stats{};
+    stats.struct_size = sizeof(Stats);
+    return stats;
+}
+
+/** A pull stream (rkl_stream). Closing it aborts an unfinished generation. */
+class Stream {
+public:
+    /** What poll() found. */
+    enum class Poll { Text, Timeout, End };
+
+    explicit Stream(rkl_stream *handle) noexcept : handle_(handle) {}
+    Stream(Stream &&other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+    Stream &operator=(Stream &&other) noexcept {
+        if (this != &other) {
+            reset();
+            handle_ = std::exchange(other.handle_, nullptr);
+        }
+        return *this;
+    }
+    Stream(const Stream &) = delete;
+    Stream &operator=(const Stream &) = delete;
+    ~Stream() { reset(); }
+
+    /** Waits for the next text; std::nullopt at the end. The view is valid
+     *  until the next call on this stream. */
+    std::optional<std::string_view> next() {
+        std::string_view text;
+        if (poll(text, std::chrono::milliseconds(-1)) == Poll::Text) return text;
+        return std::nullopt;
+    }
+
+    /** Waits up to `timeout` (negative: without limit) for the next text. */
+    Poll poll(std::string_view &text, std::chrono::milliseconds timeout) {
+        const char *data = nullptr;
+        std::size_t len = 0;
+        auto ms = timeout.count();
+        std::int32_t limit = ms < 0 ? -1 : (ms > INT32_MAX ? INT32_MAX : static_cast<std::int32_t>(ms));
+        rkl_status status = rkl_stream_next(handle_, limit, &data, &len);
+        if (status == RKL_TIMEOUT) return Poll::Timeout;
+        detail::check(status);
+        if (data == nullptr) return Poll::End;
+        text = std::string_view(data, len);
+        return Poll::Text;
+    }
+
+    /** The figures, once the stream reported its end. */
+    Stats stats() const {
+        Stats stats = empty_stats();
+        detail::check(rkl_stream_stats(handle_, &stats));
+        return stats;
+    }
+
+    /** Asks the generation to stop; the stream then ends. */
+    void abort() { detail::check(rkl_stream_abort(handle_)); }
+
+    /** The C handle (still owned by this object). */
+    rkl_stream *get() const noexcept { return handle_; }
+
+    /** Input iterator over the texts: `for (std::string_view t : stream)`. */
+    class iterator {
+    public:
+        using iterator_category = std::input_iterator_tag;
+        using value_type = std::string_view;
+        using difference_type = std::ptrdiff_t;
+        using pointer = const std::string_view *;
+        using reference = const std::string_view &;
+
+        iterator() = default;
+        explicit iterator(Stream *stream) : stream_(stream) { ++*this; }
+        reference operator*() const { return text_; }
+        pointer operator->() const { return &text_; }
+        iterator &operator++() {
+            auto text = stream_->next();
+            if (text) {
+                text_ = *text;
+            } else {
+                stream_ = nullptr;
+            }
+            return *this;
+        }
+        bool operator==(const iterator &other) const { return stream_ == other.stream_; }
+        bool operator!=(const iterator &other) const { return stream_ != other.stream_; }
+
+    private:
+        Stream *stream_ = nullptr;
+        std::string_view text_;
+    };
+
+    iterator begin() { return iterator(this); }
+    iterator end() { return iterator(); }
+
+private:
+    void reset() noexcept {
+        if (handle_) rkl_stream_close(handle_);
+        handle_ = nullptr;
+    }
+
+    rkl_stream *handle_;
+};
+
+/** An open model (rkl_model). */
+class Model {
+public:
+    /** Opens with `params` (see OpenParams). */
+    explicit Model(const rkl_open_params &params) : handle_(nullptr) {
+        detail::check(rkl_open(&params, &handle_));
+    }
+    /** Opens `model_path` with default settings. */
+    explicit Model(const std::string &model_path) : Model(OpenParams(model_path.c_str())) {}
+
+    Model(Model &&other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+    Model &operator=(Model &&other) noexcept {
+        if (this != &other) {
+            reset();
+            handle_ = std::exchange(other.handle_, nullptr);
+        }
+        return *this;
+    }
+    Model(const Model &) = delete;
+    Model &operator=(const Model &) = delete;
+    ~Model() { reset(); }
+
+    /** Closes now (the destructor does it otherwise). */
+    void close() {
+        rkl_model *handle = std::exchange(handle_, nullptr);
+        detail::check(rkl_close(handle));
+    }
+
+    /** Generates, calling `on_text(std::string_view)` with each piece of
+     *  text on this thread. `on_text` may return void, or bool (false stops
+     *  the generation). An exception thrown by `on_text` stops the
+     *  generation and is rethrown here. */
+    template <class F>
+    Stats generate(const rkl_generate_params &params, F &&on_text) {
+        Callback<std::decay_t<F>> callback{std::forward<F>(on_text), nullptr};
+        Stats stats = empty_stats();
+        rkl_status status = rkl_generate(handle_, &params, &Callback<std::decay_t<F>>::call, &callback, &stats);
+        if (callback.error) std::rethrow_exception(callback.error);
+        detail::check(status);
+        return stats;
+    }
+
+    /** Generates a reply to `prompt` with default settings. */
+    template <class F>
+    Stats generate(const std::string &prompt, F &&on_text) {
+        return generate(GenerateParams(prompt.c_str()), std::forward<F>(on_text));
+    }
+
+    /** Generates and returns the whole reply. */
+    std::string complete(const std::string &prompt, Stats *stats = nullptr) {
+        std::string out;
+        Stats s = generate(prompt, [&out](std::string_view text) { out.append(text); });
+        if (stats) *stats = s;
+        return out;
+    }
+
+    /** Starts a generation to pull from. */
+    Stream stream(const rkl_generate_params &params) {
+        rkl_stream *handle = nullptr;
+        detail::check(rkl_stream_open(handle_, &params, &handle));
+        return Stream(handle);
+    }
+    Stream stream(const std::string &prompt) { return stream(GenerateParams(prompt.c_str())); }
+
+    /** Stops every running or queued generation of this model; safe from
+     *  any thread and from inside a callback. */
+    void abort() { detail::check(rkl_abort(handle_)); }
+
+    void clear_history(bool keep_system_prompt = false) {
+        detail::check(rkl_clear_history(handle_, keep_system_prompt ? 1 : 0));
+    }
+    std::uint32_t kv_cache_tokens() {
+        std::uint32_t tokens = 0;
+        detail::check(rkl_kv_cache_tokens(handle_, &tokens));
+        return tokens;
+    }
+    void set_chat_template(const std::string &system, const std::string &prefix, const std::string &postfix) {
+        detail::check(rkl_set_chat_template(handle_, system.c_str(), prefix.c_str(), postfix.c_str()));
+    }
+    void set_function_tools(const std::string &system, const std::string &tools_json, const std::string &tool_response) {
+        detail::check(rkl_set_function_tools(handle_, system.c_str(), tools_json.c_str(), tool_response.c_str()));
+    }
+    void load_lora(const std::string &path, const std::string &name, float scale = 1.0f) {
+        detail::check(rkl_load_lora(handle_, path.c_str(), name.c_str(), scale));
+    }
+
+    ModelInfo info() const {
+        rkl_model_details details{};
+        details.struct_size = sizeof details;
+        detail::check(rkl_model_info(handle_, &details));
+        return ModelInfo{details.model_path, details.runtime_path, details.family, details.runtime_version};
+    }
+
+    /** The C handle (still owned by this object). */
+    rkl_model *get() const noexcept { return handle_; }
+
+private:
+    template <class F>
+    struct Callback {
+        F fn;
+        std::exception_ptr error;
+
+        static int call(const char *text, std::size_t len, void *userdata) noexcept {
+            auto *self = static_cast<Callback *>(userdata);
+            try {
+                std::string_view piece(text, len);
+                if constexpr (std::is_void_v<std::invoke_result_t<F &, std::string_view>>) {
+                    self->fn(piece);
+                    return 0;
+                } else {
+                    return static_cast<bool>(self->fn(piece)) ? 0 : 1;
+                }
+            } catch (...) {
+                self->error = std::current_exception();
+                return 1;
+            }
+        }
+    };
+
+    void reset() noexcept {
+        if (handle_) rkl_close(handle_);
+        handle_ = nullptr;
+    }
+
+    rkl_model *handle_;
+};
+
+/** The loaded librkl's version ("MAJOR.MINOR.PATCH"). */
+inline std::string version() { return rkl_version(); }
+
+}  // namespace rkl
+
+#endif  // RKL_HPP

@@ -1,0 +1,31 @@
+/* Compiled, not run: rkl.h alone must compile warning-free as C99 and as
+ * C++11 (-Wall -Wextra -Werror -pedantic), and its types must have the
+ * sizes the library was built with. */
+#include <rkl.h>
+
+#ifdef __cplusplus
+#define RKL_STATIC_ASSERT(cond, msg) static_assert(cond, #msg)
+#else
+#define RKL_STATIC_ASSERT(cond, msg) typedef char rkl_static_assert_##msg[(cond) ? 1 : -1]
+#endif
+
+RKL_STATIC_ASSERT(sizeof(rkl_status) == 4, status_is_32_bits);
+RKL_STATIC_ASSERT(sizeof(rkl_finish_reason) == 4, finish_is_32_bits);
+#if UINTPTR_MAX == 0xffffffffffffffffu
+RKL_STATIC_ASSERT(sizeof(rkl_open_params) == 104, open_params_size);
+RKL_STATIC_ASSERT(sizeof(rkl_generate_params) == 40, generate_params_size);
+RKL_STATIC_ASSERT(sizeof(rkl_stats) == 72, stats_size);
+RKL_STATIC_ASSERT(sizeof(rkl_model_details) == 40, details_size);
+#endif
+
+int rkl_header_only_probe(void);
+
+int rkl_header_only_probe(void) {
+    rkl_open_params p;
+    rkl_generate_params g;
+    rkl_model *m = 0;
+    rkl_status st = rkl_open_params_init(&p, sizeof p);
+    (void)rkl_generate_params_init(&g, sizeof g);
+    (void)m;
+    return (int)st + RKL_VERSION_MAJOR + RKL_UNSET / RKL_UNSET;
+}

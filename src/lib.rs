@@ -22,3 +22,11 @@ pub use error::{Error, ErrorKind, Result};
 pub use generation::{FinishReason, Stats, Stream, StreamEvent};
 pub use model::Model;
 pub use runtime::{Family, ModelParams};
+
+/// Compile-time proof that the handles may cross threads as documented.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    const fn sendable<T: Send>() {}
+    shareable::<Model>();
+    sendable::<Stream>();
+};

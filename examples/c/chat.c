@@ -70,6 +70,7 @@ int main(int argc, char **argv) {
         line[strcspn(line, "\n")] = '\0';
         if (line[0] != '\0') ask(model, line);
     }
+    if (isatty(STDIN_FILENO)) putchar('\n');
     rkl_close(model);
     return 0;
 }

@@ -144,7 +144,8 @@ fn templates_tools_role_thinking_and_lora_reach_the_runtime() {
 fn a_request_token_limit_stops_on_whole_characters() {
     let model = open("limit", &[&format!("reply = {RICH_REPLY}")]);
     let full = reply("p");
-    for n in 1..40u32 {
+    let total = model.generate(&GenerateRequest::new("p"), |_| ControlFlow::Continue(())).unwrap().tokens;
+    for n in 1..total {
         let mut req = GenerateRequest::new("p");
         req.max_new_tokens = Some(n);
         let mut text = String::new();
@@ -153,6 +154,10 @@ fn a_request_token_limit_stops_on_whole_characters() {
         assert_eq!(stats.tokens, n);
         assert!(full.starts_with(&text), "n = {n}: {text:?} is not a prefix of the reply");
     }
+    let mut req = GenerateRequest::new("p");
+    req.max_new_tokens = Some(total + 1);
+    let stats = model.generate(&req, |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!((stats.finish, stats.tokens), (FinishReason::End, total), "a limit above the reply is not hit");
 }
 
 #[test]

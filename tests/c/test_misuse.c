@@ -29,11 +29,9 @@ static void test_null_arguments(void) {
     rkl_open_params p;
     rkl_model *m = NULL;
     rkl_generate_params g = params_for("x");
-    rkl_model_details info;
     rkl_stream *s = NULL;
     const char *text;
     size_t len;
-    uint32_t n;
 
     CHECK_ST(rkl_open_params_init(NULL, sizeof p), RKL_NULL_ARGUMENT);
     CHECK_ST(rkl_generate_params_init(NULL, sizeof g), RKL_NULL_ARGUMENT);
@@ -70,10 +68,6 @@ static void test_null_arguments(void) {
     CHECK_ST(rkl_stream_next(s, -1, &text, NULL), RKL_NULL_ARGUMENT);
     CHECK_ST(rkl_stream_stats(s, NULL), RKL_NULL_ARGUMENT);
     CHECK_ST(rkl_stream_close(s), RKL_OK);
-
-    info.struct_size = sizeof info;
-    n = 0;
-    (void)n;
     CHECK_ST(rkl_close(m), RKL_OK);
 }
 
@@ -231,7 +225,6 @@ static void test_bad_values(void) {
     rkl_open_params p;
     rkl_generate_params g;
     rkl_model *m = NULL;
-    char buf[64];
 
     rkl_open_params_init(&p, sizeof p);
     p.model_path = fast_model();
@@ -269,12 +262,10 @@ static void test_bad_values(void) {
     g.max_new_tokens = 0x80000000u;
     CHECK_ST(rkl_generate(m, &g, NULL, NULL, NULL), RKL_INVALID_ARGUMENT);
     g.max_new_tokens = 0;
-    g.lora = "";
     CHECK_ST(rkl_load_lora(m, fast_model(), "", 1.0f), RKL_INVALID_ARGUMENT);
     CHECK_ST(rkl_load_lora(m, fast_model(), "n", NAN), RKL_INVALID_ARGUMENT);
     CHECK_ST(rkl_load_lora(m, "/nonexistent/adapter.bin", "n", 1.0f), RKL_MODEL_NOT_FOUND);
     CHECK_ST(rkl_set_log_callback(NULL, 99, NULL), RKL_OK); /* removing ignores the level */
-    snprintf(buf, sizeof buf, "%s", "x");
     CHECK_ST(rkl_close(m), RKL_OK);
 }
 
@@ -290,6 +281,59 @@ static void test_bad_log_level(void) {
     CHECK_ST(rkl_set_log_callback(log_nothing, -1, NULL), RKL_INVALID_ARGUMENT);
     CHECK_ST(rkl_set_log_callback(log_nothing, RKL_LOG_OFF, NULL), RKL_OK);
     CHECK_ST(rkl_set_log_callback(NULL, 0, NULL), RKL_OK);
+}
+
+typedef struct {
+    int calls;
+    rkl_status nested;
+} log_reentry;
+
+static void log_and_reenter(rkl_log_level level, const char *target, const char *message, void *userdata) {
+    log_reentry *r = (log_reentry *)userdata;
+    (void)level;
+    (void)target;
+    (void)message;
+    if (r->calls++ == 0) r->nested = rkl_set_log_callback(NULL, 0, NULL);
+}
+
+/* Changing the log callback from inside it is refused, not a deadlock. */
+static void test_log_callback_reentry(void) {
+    log_reentry r = {0, RKL_OK};
+    rkl_model *m;
+    CHECK_ST(rkl_set_log_callback(log_and_reenter, RKL_LOG_DEBUG, &r), RKL_OK);
+    m = h_open(fast_model()); /* logs "opened ..." at debug level */
+    CHECK_ST(rkl_set_log_callback(NULL, 0, NULL), RKL_OK);
+    CHECK(r.calls >= 1);
+    CHECK(r.nested == RKL_REENTRANT);
+    CHECK_ST(rkl_close(m), RKL_OK);
+}
+
+/* The runtime failing mid-generation: a status for rkl_generate; for a
+ * stream, the error once and then the end with RKL_FINISH_ERROR. */
+static void test_runtime_error_midway(void) {
+    rkl_model *m = h_open(h_model("faulty", REPLY "fault = error@token:3\n"));
+    rkl_generate_params g = params_for("fail");
+    rkl_stats st = {0};
+    rkl_stream *s = NULL;
+    const char *text;
+    size_t len;
+    int guard = 0;
+    rkl_status r;
+    st.struct_size = sizeof st;
+    st.tokens = 4242;
+    CHECK_ST(rkl_generate(m, &g, NULL, NULL, &st), RKL_RUNTIME_FAILED);
+    CHECK_MSG("generation failed");
+    CHECK(st.tokens == 4242); /* not written on failure */
+    CHECK_ST(rkl_stream_open(m, &g, &s), RKL_OK);
+    while ((r = rkl_stream_next(s, -1, &text, &len)) == RKL_OK && text && guard++ < 1000) {
+    }
+    CHECK_ST(r, RKL_RUNTIME_FAILED);
+    CHECK_ST(rkl_stream_next(s, -1, &text, &len), RKL_OK);
+    CHECK(text == NULL);
+    CHECK_ST(rkl_stream_stats(s, &st), RKL_OK);
+    CHECK(st.finish == RKL_FINISH_ERROR);
+    CHECK_ST(rkl_stream_close(s), RKL_OK);
+    CHECK_ST(rkl_close(m), RKL_OK);
 }
 
 static void test_not_utf8(void) {
@@ -644,6 +688,8 @@ int main(void) {
     RUN(test_struct_size);
     RUN(test_bad_values);
     RUN(test_bad_log_level);
+    RUN(test_log_callback_reentry);
+    RUN(test_runtime_error_midway);
     RUN(test_not_utf8);
     RUN(test_open_failures);
     RUN(test_callback_stops);

@@ -1,0 +1,96 @@
+//! Virtual time turned into real sleeping, and the per-handle abort flag.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The longest single sleep, so that an abort is noticed promptly.
+const SLICE: Duration = Duration::from_millis(5);
+
+/// Microseconds since the first use of this clock in the process.
+fn now_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// A handle's abort request. Lock-free, so `rkllm_abort` never waits for a
+/// run (which may be inside a callback).
+#[derive(Debug, Default)]
+pub struct AbortFlag {
+    requested: AtomicBool,
+    /// When it was requested (see [`now_us`]).
+    requested_at_us: AtomicU64,
+}
+
+impl AbortFlag {
+    #[cfg_attr(feature = "missing-abort", allow(dead_code))]
+    pub fn request(&self) {
+        self.requested_at_us.store(now_us(), Ordering::SeqCst);
+        self.requested.store(true, Ordering::SeqCst);
+    }
+
+    pub fn clear(&self) {
+        self.requested.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether a run must stop now; with `delay_ms` (slow_abort_ms) a request
+    /// takes effect only that long after it was made.
+    pub fn in_effect(&self, delay_ms: u64) -> bool {
+        if !self.requested.load(Ordering::SeqCst) {
+            return false;
+        }
+        delay_ms == 0 || now_us() >= self.requested_at_us.load(Ordering::SeqCst) + delay_ms * 1000
+    }
+}
+
+/// Sleeps `virtual_us * scale` microseconds of real time in short slices.
+/// Returns false (early) when `abort` takes effect.
+pub fn sleep_virtual(virtual_us: u64, scale: f64, abort: &AbortFlag, slow_abort_ms: u64) -> bool {
+    if scale == 0.0 || virtual_us == 0 {
+        return true;
+    }
+    let real = Duration::from_secs_f64((virtual_us as f64 * scale / 1e6).min(1e9));
+    let deadline = Instant::now() + real;
+    loop {
+        if abort.in_effect(slow_abort_ms) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::sleep((deadline - now).min(SLICE));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abort_interrupts_a_long_sleep() {
+        let flag = std::sync::Arc::new(AbortFlag::default());
+        let f = flag.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            f.request();
+        });
+        let start = Instant::now();
+        assert!(!sleep_virtual(60_000_000, 1.0, &flag, 0));
+        assert!(start.elapsed() < Duration::from_secs(2));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_slow_abort_waits_and_a_zero_scale_never_sleeps() {
+        let flag = AbortFlag::default();
+        flag.request();
+        assert!(!flag.in_effect(10_000));
+        assert!(flag.in_effect(0));
+        flag.clear();
+        assert!(!flag.in_effect(0));
+        let start = Instant::now();
+        assert!(sleep_virtual(u64::MAX, 0.0, &flag, 0));
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+}

@@ -135,6 +135,35 @@ enum rkl_status
      * A bug in rkl (an internal panic was caught). The message says where.
      */
     RKL_PANIC = 15,
+    /**
+     * No prompt cache (manifest) at the given path.
+     */
+    RKL_CACHE_NOT_FOUND = 16,
+    /**
+     * The prompt-cache manifest is unreadable or malformed.
+     */
+    RKL_CACHE_INVALID = 17,
+    /**
+     * The prompt-cache manifest has a format version this library does not know.
+     */
+    RKL_CACHE_VERSION = 18,
+    /**
+     * The prompt-cache payload is missing or not the recorded size.
+     */
+    RKL_CACHE_TRUNCATED = 19,
+    /**
+     * The prompt-cache payload does not match its checksum.
+     */
+    RKL_CACHE_CORRUPT = 20,
+    /**
+     * The prompt cache belongs to another model or runtime release, or the
+     * prompt does not continue the loaded cache's prompt.
+     */
+    RKL_CACHE_MISMATCH = 21,
+    /**
+     * The operation was aborted before it completed.
+     */
+    RKL_ABORTED = 22,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -30,6 +30,21 @@ pub enum ErrorKind {
     Io,
     /// A bug in rkl (a caught panic or a broken invariant).
     Internal,
+    /// No prompt cache at the given path.
+    CacheNotFound,
+    /// The prompt-cache manifest is unreadable or malformed.
+    CacheInvalid,
+    /// The prompt-cache manifest has a format version this rkl does not know.
+    CacheVersion,
+    /// The prompt-cache payload is missing or not the recorded size.
+    CacheTruncated,
+    /// The prompt-cache payload does not match its checksum.
+    CacheCorrupt,
+    /// The prompt cache belongs to another model or runtime release, or the
+    /// prompt does not continue the loaded cache's prompt.
+    CacheMismatch,
+    /// The operation was aborted before it completed.
+    Aborted,
 }
 
 /// An error with its kind and a human-readable message.

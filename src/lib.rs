@@ -9,6 +9,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod ffi;
@@ -17,6 +18,7 @@ pub mod model;
 pub mod runtime;
 pub mod utf8;
 
+pub use cache::{CacheInfo, Verdict};
 pub use config::{checked_text, GenerateRequest, OpenConfig, Role};
 pub use error::{Error, ErrorKind, Result};
 pub use generation::{FinishReason, Stats, Stream, StreamEvent};

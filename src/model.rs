@@ -1,6 +1,9 @@
 //! `Model`: an open model on a loaded runtime, and everything done with it.
 
+use crate::cache::{model_identity, ModelIdentity};
+use crate::cache::ops::strip_cached_prefix;
 use crate::config::{cstring, GenerateRequest, OpenConfig, MAX_PROMPT_BYTES};
+use std::ffi::CString;
 use crate::error::{Error, ErrorKind, Result};
 use crate::generation::{Stats, Stream, StreamEvent};
 use crate::runtime::{Family, RawModel, RunRequest, RunShared, Runtime};
@@ -35,9 +38,24 @@ impl Drop for CallbackScope {
 pub(crate) struct ModelInner {
     pub(crate) raw: RawModel,
     model_path: PathBuf,
+    identity: ModelIdentity,
     init_max_new_tokens: i32,
+    max_context_len: Option<i32>,
+    chat_template: Mutex<Option<[String; 3]>>,
+    loaded_prompt: Mutex<Option<LoadedPrompt>>,
     closed: AtomicBool,
     inflight: Mutex<Vec<Arc<RunShared>>>,
+}
+
+/// The prompt of the loaded prompt cache, by hash and length.
+#[derive(Clone, Debug)]
+pub(crate) struct LoadedPrompt {
+    pub(crate) hash: String,
+    pub(crate) bytes: usize,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ModelInner {
@@ -55,6 +73,31 @@ impl ModelInner {
     /// Forgets a run that ended.
     pub(crate) fn end_run(&self, shared: &Arc<RunShared>) {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner()).retain(|r| !Arc::ptr_eq(r, shared));
+    }
+
+    /// The model file's identity, taken at open.
+    pub(crate) fn identity(&self) -> &ModelIdentity {
+        &self.identity
+    }
+
+    /// The chat template last set, if any.
+    pub(crate) fn chat_template(&self) -> Option<[String; 3]> {
+        locked(&self.chat_template).clone()
+    }
+
+    /// The context window set at open, if any.
+    pub(crate) fn max_context_len(&self) -> Option<i32> {
+        self.max_context_len
+    }
+
+    /// The loaded prompt cache's prompt, if any.
+    pub(crate) fn loaded_prompt(&self) -> Option<LoadedPrompt> {
+        locked(&self.loaded_prompt).clone()
+    }
+
+    /// Records the loaded prompt cache's prompt.
+    pub(crate) fn set_loaded_prompt(&self, prompt: Option<LoadedPrompt>) {
+        *locked(&self.loaded_prompt) = prompt;
     }
 
     fn abort_all(&self) {
@@ -81,13 +124,18 @@ impl Model {
         config.params.validate()?;
         let runtime_path = config.resolved_runtime_path()?;
         let abi = config.resolved_abi()?;
+        let identity = model_identity(&config.model_path)?;
         let runtime = Runtime::load(&runtime_path, abi)?;
         let raw = runtime.init(model_path, &config.params)?;
         Ok(Model {
             inner: Arc::new(ModelInner {
                 raw,
                 model_path: config.model_path.clone(),
+                identity,
                 init_max_new_tokens: config.params.max_new_tokens.unwrap_or(0),
+                max_context_len: config.params.max_context_len,
+                chat_template: Mutex::new(None),
+                loaded_prompt: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 inflight: Mutex::new(Vec::new()),
             }),
@@ -109,7 +157,11 @@ impl Model {
         &self.inner.model_path
     }
 
-    fn check_usable(&self) -> Result<()> {
+    pub(crate) fn inner(&self) -> &ModelInner {
+        &self.inner
+    }
+
+    pub(crate) fn check_usable(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Closed, "the model is closed"));
         }
@@ -123,8 +175,14 @@ impl Model {
         Ok(())
     }
 
-    /// Starts a generation and returns a pull stream of its text.
+    /// Starts a generation and returns a pull stream of its text. With a
+    /// prompt cache loaded, give the full prompt (see [`Model::cache_load`]).
     pub fn stream(&self, request: &GenerateRequest) -> Result<Stream> {
+        self.start_stream(request, None)
+    }
+
+    /// Starts a run, optionally saving its prompt cache to `save_to`.
+    pub(crate) fn start_stream(&self, request: &GenerateRequest, save_to: Option<CString>) -> Result<Stream> {
         self.check_usable()?;
         if request.prompt.len() > MAX_PROMPT_BYTES {
             return Err(Error::invalid(format!(
@@ -138,14 +196,18 @@ impl Model {
             Some(n) => n,
             None => 0,
         };
+        let prompt = match self.inner.loaded_prompt() {
+            Some(loaded) => strip_cached_prefix(&request.prompt, &loaded)?,
+            None => request.prompt.as_str(),
+        };
         let run = RunRequest {
-            prompt: cstring("prompt", &request.prompt)?,
+            prompt: cstring("prompt", prompt)?,
             role: cstring("role", request.role.as_str())?,
             enable_thinking: request.enable_thinking,
             keep_history: request.keep_history,
             max_new_tokens: limit as i32,
             lora: request.lora.as_deref().map(|name| cstring("lora name", name)).transpose()?,
-            save_cache_path: None,
+            save_cache_path: save_to,
         };
         let (sender, events) = unbounded();
         let shared = RunShared::new(sender, limit);
@@ -195,7 +257,10 @@ impl Model {
     /// Empties the KV history (optionally keeping the system prompt).
     pub fn clear_history(&self, keep_system_prompt: bool) -> Result<()> {
         self.check_usable()?;
-        self.inner.raw.clear_kv_cache(keep_system_prompt)
+        self.inner.raw.clear_kv_cache(keep_system_prompt)?;
+        // The runtime's clear also drops a loaded prompt cache's prefix.
+        self.inner.set_loaded_prompt(None);
+        Ok(())
     }
 
     /// Tokens currently held in the KV cache.
@@ -211,7 +276,9 @@ impl Model {
             cstring("system prompt", system)?,
             cstring("prompt prefix", prefix)?,
             cstring("prompt postfix", postfix)?,
-        )
+        )?;
+        *locked(&self.inner.chat_template) = Some([system.to_string(), prefix.to_string(), postfix.to_string()]);
+        Ok(())
     }
 
     /// Declares function tools (`tools_json`: a JSON array of tool

@@ -49,6 +49,21 @@ pub enum rkl_status {
     RKL_IN_PROGRESS = 14,
     /// A bug in rkl (an internal panic was caught). The message says where.
     RKL_PANIC = 15,
+    /// No prompt cache (manifest) at the given path.
+    RKL_CACHE_NOT_FOUND = 16,
+    /// The prompt-cache manifest is unreadable or malformed.
+    RKL_CACHE_INVALID = 17,
+    /// The prompt-cache manifest has a format version this library does not know.
+    RKL_CACHE_VERSION = 18,
+    /// The prompt-cache payload is missing or not the recorded size.
+    RKL_CACHE_TRUNCATED = 19,
+    /// The prompt-cache payload does not match its checksum.
+    RKL_CACHE_CORRUPT = 20,
+    /// The prompt cache belongs to another model or runtime release, or the
+    /// prompt does not continue the loaded cache's prompt.
+    RKL_CACHE_MISMATCH = 21,
+    /// The operation was aborted before it completed.
+    RKL_ABORTED = 22,
 }
 
 pub use rkl_status::*;
@@ -68,6 +83,13 @@ impl rkl_status {
             ErrorKind::NotSupported => RKL_NOT_SUPPORTED,
             ErrorKind::Io => RKL_IO,
             ErrorKind::Internal => RKL_PANIC,
+            ErrorKind::CacheNotFound => RKL_CACHE_NOT_FOUND,
+            ErrorKind::CacheInvalid => RKL_CACHE_INVALID,
+            ErrorKind::CacheVersion => RKL_CACHE_VERSION,
+            ErrorKind::CacheTruncated => RKL_CACHE_TRUNCATED,
+            ErrorKind::CacheCorrupt => RKL_CACHE_CORRUPT,
+            ErrorKind::CacheMismatch => RKL_CACHE_MISMATCH,
+            ErrorKind::Aborted => RKL_ABORTED,
         }
     }
 
@@ -90,6 +112,13 @@ impl rkl_status {
             13 => c"timed out",
             14 => c"still in progress",
             15 => c"internal error (caught panic)",
+            16 => c"no prompt cache at that path",
+            17 => c"prompt cache manifest invalid",
+            18 => c"prompt cache format version unknown",
+            19 => c"prompt cache payload missing or truncated",
+            20 => c"prompt cache payload corrupt",
+            21 => c"prompt cache does not fit this model, runtime or prompt",
+            22 => c"aborted",
             _ => c"unknown status",
         }
     }
@@ -113,12 +142,12 @@ mod tests {
     #[test]
     fn every_status_has_its_own_text() {
         let mut seen = std::collections::HashSet::new();
-        for code in 0..=15 {
+        for code in 0..=22 {
             let text = rkl_status::describe(code).to_str().unwrap();
             assert_ne!(text, "unknown status", "{code}");
             assert!(seen.insert(text), "{code}");
         }
-        assert_eq!(rkl_status::describe(16).to_str().unwrap(), "unknown status");
+        assert_eq!(rkl_status::describe(23).to_str().unwrap(), "unknown status");
         assert_eq!(rkl_status::describe(-1).to_str().unwrap(), "unknown status");
     }
 }

@@ -1,0 +1,88 @@
+//! Validating a cache on disk, in a fixed order with a distinct error kind
+//! for each failure, before the runtime ever sees the payload.
+
+use crate::cache::identity::file_checksum;
+use crate::cache::manifest::Manifest;
+use crate::cache::verified::{is_verified, remember, FileStamp};
+use crate::error::{Error, ErrorKind, Result};
+use std::path::{Path, PathBuf};
+
+/// A cache whose files passed every check that needs no model.
+pub struct CheckedCache {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// The payload beside it.
+    pub payload_path: PathBuf,
+}
+
+/// Checks, in order: manifest present and parseable, format version known,
+/// payload present with the recorded size, payload checksum (skipped when
+/// this exact file was verified before in this process).
+pub fn check_files(manifest_path: &Path) -> Result<CheckedCache> {
+    let manifest = Manifest::read(manifest_path)?;
+    let dir = match manifest_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let payload_path = dir.join(&manifest.payload.file);
+    let shown = payload_path.display();
+    let meta = std::fs::metadata(&payload_path).map_err(|e| {
+        Error::new(ErrorKind::CacheTruncated, format!("prompt cache payload '{shown}' is missing ({e})"))
+    })?;
+    if !meta.is_file() || meta.len() != manifest.payload.size {
+        return Err(Error::new(
+            ErrorKind::CacheTruncated,
+            format!("prompt cache payload '{shown}' has {} bytes; the manifest records {}", meta.len(), manifest.payload.size),
+        ));
+    }
+    let stamp = FileStamp::new(&meta, &manifest.payload.checksum);
+    if !is_verified(&stamp) {
+        let (checksum, _) = file_checksum(&payload_path)?;
+        if checksum != manifest.payload.checksum {
+            return Err(Error::new(
+                ErrorKind::CacheCorrupt,
+                format!("prompt cache payload '{shown}' is damaged: its checksum does not match the manifest"),
+            ));
+        }
+        // Stamp from metadata read before hashing: a write during the hash
+        // changes ctime and so can never be remembered as verified.
+        remember(stamp);
+    }
+    Ok(CheckedCache { manifest, payload_path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::identity::FILES_HASHED;
+    use crate::cache::manifest::{tests::sample, Manifest};
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn an_unchanged_payload_is_hashed_once_and_a_rewritten_one_again() {
+        let dir = std::env::temp_dir().join(format!("rkl-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let payload = dir.join("p.kv");
+        std::fs::write(&payload, b"kv state").unwrap();
+        let (checksum, size) = file_checksum(&payload).unwrap();
+        let mut m: Manifest = sample();
+        m.payload.file = "p.kv".into();
+        m.payload.size = size;
+        m.payload.checksum = checksum;
+        let manifest = dir.join("c.json");
+        std::fs::write(&manifest, m.to_json()).unwrap();
+
+        let before = FILES_HASHED.load(Ordering::Relaxed);
+        check_files(&manifest).unwrap();
+        check_files(&manifest).unwrap();
+        check_files(&manifest).unwrap();
+        assert_eq!(FILES_HASHED.load(Ordering::Relaxed) - before, 1, "verified once, remembered after");
+
+        // Same size, same content length, flipped byte: must be hashed again
+        // and refused.
+        std::fs::write(&payload, b"kv stat!").unwrap();
+        let err = check_files(&manifest).err().expect("a flipped byte is refused");
+        assert_eq!(err.kind(), ErrorKind::CacheCorrupt);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

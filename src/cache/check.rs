@@ -1,7 +1,9 @@
 //! Validating a cache on disk, in a fixed order with a distinct error kind
 //! for each failure, before the runtime ever sees the payload.
 
-use crate::cache::identity::file_checksum;
+use crate::cache::identity::checksum_open_file;
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use crate::cache::manifest::Manifest;
 use crate::cache::verified::{is_verified, remember, FileStamp};
 use crate::error::{Error, ErrorKind, Result};
@@ -13,22 +15,55 @@ pub struct CheckedCache {
     pub manifest: Manifest,
     /// The payload beside it.
     pub payload_path: PathBuf,
+    /// The payload, open: what was checked is what the runtime will read
+    /// (through `/proc/self/fd`), even if a concurrent save replaces the
+    /// file at `payload_path`.
+    pub payload: File,
 }
+
+impl CheckedCache {
+    /// A path through which the runtime reads exactly the checked file.
+    pub fn runtime_path(&self) -> String {
+        format!("/proc/self/fd/{}", self.payload.as_raw_fd())
+    }
+}
+
+/// How often a manifest is read again when a concurrent save replaced its
+/// payload between reading the manifest and opening the payload.
+const ATTEMPTS: usize = 3;
 
 /// Checks, in order: manifest present and parseable, format version known,
 /// payload present with the recorded size, payload checksum (skipped when
 /// this exact file was verified before in this process).
 pub fn check_files(manifest_path: &Path) -> Result<CheckedCache> {
-    let manifest = Manifest::read(manifest_path)?;
+    let mut attempt = 1;
+    loop {
+        let manifest = Manifest::read(manifest_path)?;
+        let tried = manifest.payload.file.clone();
+        match check_payload(manifest_path, manifest) {
+            Err(e) if e.kind() == ErrorKind::CacheTruncated && attempt < ATTEMPTS && payload_renamed(manifest_path, &tried) => {
+                attempt += 1
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether the manifest now names another payload than `tried`.
+fn payload_renamed(manifest_path: &Path, tried: &str) -> bool {
+    Manifest::read(manifest_path).is_ok_and(|m| m.payload.file != tried)
+}
+
+fn check_payload(manifest_path: &Path, manifest: Manifest) -> Result<CheckedCache> {
     let dir = match manifest_path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let payload_path = dir.join(&manifest.payload.file);
     let shown = payload_path.display();
-    let meta = std::fs::metadata(&payload_path).map_err(|e| {
-        Error::new(ErrorKind::CacheTruncated, format!("prompt cache payload '{shown}' is missing ({e})"))
-    })?;
+    let missing = |e: std::io::Error| Error::new(ErrorKind::CacheTruncated, format!("prompt cache payload '{shown}' is missing ({e})"));
+    let mut payload = File::open(&payload_path).map_err(missing)?;
+    let meta = payload.metadata().map_err(missing)?;
     if !meta.is_file() || meta.len() != manifest.payload.size {
         return Err(Error::new(
             ErrorKind::CacheTruncated,
@@ -37,7 +72,7 @@ pub fn check_files(manifest_path: &Path) -> Result<CheckedCache> {
     }
     let stamp = FileStamp::new(&meta, &manifest.payload.checksum);
     if !is_verified(&stamp) {
-        let (checksum, _) = file_checksum(&payload_path)?;
+        let (checksum, _) = checksum_open_file(&mut payload, &payload_path)?;
         if checksum != manifest.payload.checksum {
             return Err(Error::new(
                 ErrorKind::CacheCorrupt,
@@ -48,13 +83,14 @@ pub fn check_files(manifest_path: &Path) -> Result<CheckedCache> {
         // changes ctime and so can never be remembered as verified.
         remember(stamp);
     }
-    Ok(CheckedCache { manifest, payload_path })
+    Ok(CheckedCache { manifest, payload_path, payload })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cache::identity::FILES_HASHED;
+    use crate::cache::identity::file_checksum;
     use crate::cache::manifest::{tests::sample, Manifest};
     use std::sync::atomic::Ordering;
 

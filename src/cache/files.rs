@@ -1,7 +1,7 @@
 //! Cache file names and the durable, atomic steps of saving.
 //!
 //! A cache is a manifest at the path the caller chose plus a payload beside
-//! it named after its checksum (`<name>.<checksum16>.kv`). The manifest's
+//! it under a name unique to that save (`<name>.<16 hex>.kv`). The manifest's
 //! rename is the one commit point: before it, the previous cache (manifest and
 //! payload) is untouched; after it, the new one is whole. Temporary files
 //! start with `.` and end in `.tmp`, and are left only by a crash.
@@ -69,9 +69,13 @@ impl CachePath {
         self.dir.join(format!(".{}.{}-{n}.{kind}{TEMP_SUFFIX}", self.name, std::process::id()))
     }
 
-    /// The payload's final name for a checksum.
+    /// A payload name no other save will ever use, so that removing the
+    /// payload of a replaced manifest can never remove a concurrent save's.
     pub fn payload_name(&self, checksum: &str) -> String {
-        format!("{}.{}{PAYLOAD_SUFFIX}", self.name, &checksum[..16.min(checksum.len())])
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let unique = format!("{}:{}:{nanos}:{checksum}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        format!("{}.{:016x}{PAYLOAD_SUFFIX}", self.name, xxhash_rust::xxh3::xxh3_64(unique.as_bytes()))
     }
 }
 

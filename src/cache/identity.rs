@@ -64,13 +64,19 @@ pub static FILES_HASHED: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomi
 
 /// Checksum and size of a whole file.
 pub fn file_checksum(path: &Path) -> Result<(String, u64)> {
-    FILES_HASHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut file = File::open(path).map_err(|e| io_error("prompt cache payload", path, e))?;
+    checksum_open_file(&mut file, path)
+}
+
+/// Checksum and size of an open file, read from its start.
+pub fn checksum_open_file(file: &mut File, shown: &Path) -> Result<(String, u64)> {
+    FILES_HASHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    file.seek(SeekFrom::Start(0)).map_err(|e| io_error("prompt cache payload", shown, e))?;
     let mut hasher = Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(|e| io_error("prompt cache payload", path, e))?;
+        let n = file.read(&mut buf).map_err(|e| io_error("prompt cache payload", shown, e))?;
         if n == 0 {
             break;
         }

@@ -40,10 +40,11 @@ pub enum Verdict {
 
 impl CacheInfo {
     fn from_checked(path: &Path, checked: CheckedCache, verdict: Verdict) -> CacheInfo {
+        let CheckedCache { manifest, payload_path, .. } = checked;
         CacheInfo {
             path: path.to_path_buf(),
-            payload_path: Some(checked.payload_path),
-            manifest: Some(checked.manifest),
+            payload_path: Some(payload_path),
+            manifest: Some(manifest),
             verdict,
             save_stats: None,
         }
@@ -136,9 +137,8 @@ impl Model {
         let payload_name = target.payload_name(&checksum);
         let payload_path = target.dir.join(&payload_name);
         let previous = Manifest::read(&target.manifest).ok();
-        let shares_previous_payload = previous.as_ref().is_some_and(|m| m.payload.file == payload_name);
         files::rename(&temp_payload, &payload_path)?;
-        temp_guard.0 = (!shares_previous_payload).then(|| payload_path.clone());
+        temp_guard.0 = Some(payload_path.clone());
 
         let manifest = self.manifest_for(request, PayloadRecord { file: payload_name.clone(), size, checksum: checksum.clone() });
         let temp_manifest = target.temp("json");
@@ -186,11 +186,9 @@ impl Model {
         if !differences.is_empty() {
             return Err(Error::new(ErrorKind::CacheMismatch, format!("prompt cache '{}' does not fit: {}", path.display(), differences.join("; "))));
         }
-        let payload_text = checked
-            .payload_path
-            .to_str()
-            .ok_or_else(|| Error::invalid(format!("cache path '{}' is not UTF-8", path.display())))?;
-        self.inner().raw.load_prompt_cache(cstring("cache path", payload_text)?)?;
+        // The runtime reads the very file that was checked, through its
+        // descriptor, which stays open until the call returns.
+        self.inner().raw.load_prompt_cache(cstring("cache path", &checked.runtime_path())?)?;
         self.inner().set_loaded_prompt(Some(LoadedPrompt { hash: m.prompt.hash.clone(), bytes: m.prompt.bytes as usize }));
         Ok(CacheInfo::from_checked(path, checked, Verdict::Valid))
     }

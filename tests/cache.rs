@@ -1,0 +1,229 @@
+//! Prompt caches through the safe core: save, inspect, load, the prefix
+//! rule, and every way a cache on disk can be wrong.
+
+mod common;
+
+use common::*;
+use rkl::cache::{scan, Found, Manifest};
+use rkl::{ErrorKind, GenerateRequest, Model, Verdict};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+const SYSTEM: &str = "You are a careful assistant for a Rockchip board. Answer briefly, in the user's language. ";
+const KV_BYTES: u64 = 64;
+
+fn cache_model(tag: &str) -> (Model, PathBuf) {
+    let path = model_file(tag, &["reply = answer to {prompt}", &format!("kv_bytes_per_token = {KV_BYTES}")]);
+    (Model::open(&config(&path)).unwrap(), path)
+}
+
+fn saved(model: &Model, dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    model.cache_save(&GenerateRequest::new(SYSTEM), &path).unwrap();
+    path
+}
+
+fn text_and_stats(model: &Model, prompt: &str) -> rkl::Result<(String, rkl::Stats)> {
+    let mut text = String::new();
+    let stats = model.generate(&GenerateRequest::new(prompt), |c| {
+        text.push_str(c);
+        ControlFlow::Continue(())
+    })?;
+    Ok((text, stats))
+}
+
+fn kind(r: rkl::Result<rkl::CacheInfo>) -> ErrorKind {
+    r.expect_err("the load must fail").kind()
+}
+
+#[test]
+fn save_inspect_load_and_continue() {
+    let (model, model_path) = cache_model("cache-basic");
+    let dir = temp_dir("cache-basic");
+    let path = dir.join("system prompt ✓.rklcache");
+    let info = model.cache_save(&GenerateRequest::new(SYSTEM), &path).unwrap();
+    let m = info.manifest.clone().unwrap();
+    let prompt_tokens = prompt_tokens(&default_prefill(SYSTEM)) as u64;
+    assert_eq!(m.payload.size, 16 + prompt_tokens * KV_BYTES, "the runtime's payload, whole");
+    assert_eq!(m.runtime_family, sim_abi().name());
+    assert_eq!(m.prompt.bytes, SYSTEM.len() as u64);
+    assert_eq!(m.model.path, model_path.to_str().unwrap());
+    assert_eq!(info.verdict, Verdict::Valid);
+    assert!(info.save_stats.unwrap().tokens <= 1, "saving stops after the first token");
+
+    let inspected = rkl::cache::inspect(&path);
+    assert_eq!(inspected.verdict, Verdict::Valid);
+    assert_eq!(inspected.manifest.as_ref(), Some(&m));
+    let listed = scan(&dir).unwrap();
+    assert_eq!(listed.len(), 1, "only the cache, no leftovers: {listed:?}");
+
+    let question = "What is the NPU's peak?";
+    let (_, cold) = text_and_stats(&model, &format!("{SYSTEM}{question}")).unwrap();
+    model.cache_load(&path).unwrap();
+    let (text, warm) = text_and_stats(&model, &format!("{SYSTEM}{question}")).unwrap();
+    assert_eq!(text, format!("answer to {question}"), "only the continuation reached the runtime");
+    assert!(warm.prefill_tokens < cold.prefill_tokens / 2, "cold {cold:?} warm {warm:?}");
+
+    // The wrong prompt shapes are errors, not a silent double prefix.
+    assert_eq!(text_and_stats(&model, question).unwrap_err().kind(), ErrorKind::CacheMismatch);
+    assert_eq!(text_and_stats(&model, SYSTEM).unwrap_err().kind(), ErrorKind::CacheMismatch);
+    assert_eq!(text_and_stats(&model, "Something else entirely").unwrap_err().kind(), ErrorKind::CacheMismatch);
+    let err = model.cache_save(&GenerateRequest::new("x"), &dir.join("other")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "no saving on top of a loaded cache");
+
+    model.cache_release().unwrap();
+    let (text, _) = text_and_stats(&model, question).unwrap();
+    assert_eq!(text, format!("answer to {question}"));
+}
+
+#[test]
+fn every_damage_has_its_own_error() {
+    let (model, _) = cache_model("cache-damage");
+    let dir = temp_dir("cache-damage");
+    let good = saved(&model, &dir, "good.rklcache");
+    let manifest = Manifest::read(&good).unwrap();
+    let payload = dir.join(&manifest.payload.file);
+
+    assert_eq!(kind(model.cache_load(&dir.join("absent.rklcache"))), ErrorKind::CacheNotFound);
+
+    let garbage = dir.join("garbage.rklcache");
+    std::fs::write(&garbage, b"{ this is not json").unwrap();
+    assert_eq!(kind(model.cache_load(&garbage)), ErrorKind::CacheInvalid);
+
+    let future = dir.join("future.rklcache");
+    let text = String::from_utf8(manifest.to_json()).unwrap().replacen("\"rkl_prompt_cache\": 1", "\"rkl_prompt_cache\": 2", 1);
+    std::fs::write(&future, text).unwrap();
+    assert_eq!(kind(model.cache_load(&future)), ErrorKind::CacheVersion);
+
+    // Damage copies, so each case sees exactly one problem.
+    let damaged = |name: &str, edit: &dyn Fn(&mut Vec<u8>)| -> PathBuf {
+        let mut bytes = std::fs::read(&payload).unwrap();
+        edit(&mut bytes);
+        let file = format!("{name}.kv");
+        std::fs::write(dir.join(&file), bytes).unwrap();
+        let mut m = manifest.clone();
+        m.payload.file = file;
+        let path = dir.join(format!("{name}.rklcache"));
+        std::fs::write(&path, m.to_json()).unwrap();
+        path
+    };
+    let truncated = damaged("truncated", &|b| b.truncate(b.len() - 1));
+    assert_eq!(kind(model.cache_load(&truncated)), ErrorKind::CacheTruncated);
+    let flipped = damaged("flipped", &|b| b[20] ^= 0x01);
+    let err = model.cache_load(&flipped).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CacheCorrupt);
+    assert!(err.message().contains("flipped.kv"), "{err}");
+
+    let missing = damaged("missing", &|_| {});
+    std::fs::remove_file(dir.join("missing.kv")).unwrap();
+    assert_eq!(kind(model.cache_load(&missing)), ErrorKind::CacheTruncated);
+
+    let edit_manifest = |name: &str, edit: &dyn Fn(&mut Manifest)| -> PathBuf {
+        let mut m = manifest.clone();
+        edit(&mut m);
+        let path = dir.join(format!("{name}.rklcache"));
+        std::fs::write(&path, m.to_json()).unwrap();
+        path
+    };
+    let other_family = edit_manifest("family", &|m| m.runtime_family = if m.runtime_family == "1.2" { "1.3".into() } else { "1.2".into() });
+    let err = model.cache_load(&other_family).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CacheMismatch);
+    assert!(err.message().contains("runtime ABI"), "{err}");
+    let escaping = edit_manifest("escape", &|m| m.payload.file = "../../etc/passwd".into());
+    assert_eq!(kind(model.cache_load(&escaping)), ErrorKind::CacheInvalid);
+
+    // A cache of another model.
+    let (other, _) = cache_model("cache-other-model");
+    let other_dir = temp_dir("cache-other");
+    std::fs::write(other_dir.join("x"), b"").unwrap();
+    let foreign = {
+        let path = model_file("cache-foreign", &["reply = foreign", "name = another"]);
+        let m = Model::open(&config(&path)).unwrap();
+        saved(&m, &other_dir, "foreign.rklcache")
+    };
+    let err = other.cache_load(&foreign).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CacheMismatch);
+    assert!(err.message().contains("model"), "{err}");
+
+    // None of that disturbed the good cache or the model.
+    model.cache_load(&good).unwrap();
+    assert!(text_and_stats(&model, &format!("{SYSTEM}ok")).is_ok());
+
+    // The directory listing tells each apart.
+    let verdicts: Vec<_> = scan(&dir)
+        .unwrap()
+        .into_iter()
+        .filter_map(|f| match f {
+            Found::Cache(info) => Some((info.path.file_name().unwrap().to_string_lossy().into_owned(), info.verdict)),
+            _ => None,
+        })
+        .collect();
+    assert!(verdicts.iter().any(|(n, v)| n == "good.rklcache" && *v == Verdict::Valid), "{verdicts:?}");
+    assert!(verdicts.iter().any(|(n, v)| n == "flipped.rklcache" && matches!(v, Verdict::Invalid(e) if e.kind() == ErrorKind::CacheCorrupt)));
+}
+
+#[test]
+fn saving_replaces_the_old_cache_whole_and_cleans_up() {
+    let (model, _) = cache_model("cache-replace");
+    let dir = temp_dir("cache-replace");
+    let path = dir.join("c.rklcache");
+    model.cache_save(&GenerateRequest::new("first prompt"), &path).unwrap();
+    let first = Manifest::read(&path).unwrap();
+    model.cache_save(&GenerateRequest::new("a second, longer prompt"), &path).unwrap();
+    let second = Manifest::read(&path).unwrap();
+    assert_ne!(first.payload.file, second.payload.file);
+    assert!(!dir.join(&first.payload.file).exists(), "the replaced payload is removed");
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "manifest and payload only: {names:?}");
+}
+
+#[test]
+fn bad_places_to_save_are_clear_errors_and_damage_nothing() {
+    let (model, _) = cache_model("cache-places");
+    let dir = temp_dir("cache-places");
+    let err = model.cache_save(&GenerateRequest::new("p"), &dir.join("no/such/dir/c.rklcache")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(err.message().contains("does not exist"), "{err}");
+
+    // procfs refuses new files even to root: a read-only place.
+    let err = model.cache_save(&GenerateRequest::new("p"), Path::new("/proc/rkl-test.rklcache")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+
+    let long = dir.join(format!("{}.rklcache", "é".repeat(110)));
+    let err = model.cache_save(&GenerateRequest::new("p"), &long).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.message().contains("file name"), "{err}");
+
+    let fine = dir.join(format!("{} name with spaces.rklcache", "ü".repeat(90)));
+    model.cache_save(&GenerateRequest::new("p"), &fine).unwrap();
+    assert_eq!(rkl::cache::inspect(&fine).verdict, Verdict::Valid);
+    assert_eq!(model.cache_save(&GenerateRequest::new(""), &fine).unwrap_err().kind(), ErrorKind::InvalidArgument);
+}
+
+#[test]
+fn two_threads_saving_to_one_path_leave_one_whole_cache() {
+    let (model, _) = cache_model("cache-race");
+    let dir = temp_dir("cache-race");
+    let path = dir.join("shared.rklcache");
+    for round in 0..5 {
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let (model, path) = (model.clone(), path.clone());
+                std::thread::spawn(move || {
+                    let prompt = format!("thread {t} round {round} {}", "x".repeat(t * 40));
+                    model.cache_save(&GenerateRequest::new(prompt), &path).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(rkl::cache::inspect(&path).verdict, Verdict::Valid, "round {round}");
+        model.cache_load(&path).unwrap();
+        model.cache_release().unwrap();
+    }
+    let leftovers: Vec<_> = scan(&dir).unwrap().into_iter().filter(|f| !matches!(f, Found::Cache(_))).collect();
+    // A thread's payload can be replaced before its manifest lands; such a
+    // payload is reported as an orphan, never as a broken cache.
+    assert!(leftovers.iter().all(|f| matches!(f, Found::Orphan(_))), "{leftovers:?}");
+}

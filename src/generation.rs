@@ -73,6 +73,20 @@ enum StopCause {
     Callback,
 }
 
+/// Aborts one stream from any thread; see [`Stream::aborter`].
+#[derive(Clone)]
+pub struct StreamAborter {
+    model: Arc<ModelInner>,
+    shared: Arc<RunShared>,
+}
+
+impl StreamAborter {
+    /// Asks the stream's run to stop; harmless once it has finished.
+    pub fn abort(&self) {
+        self.model.raw.abort_run(&self.shared);
+    }
+}
+
 /// A generation read by pulling: [`Stream::next_event`] or the iterator.
 /// Dropping an unfinished stream aborts its run.
 pub struct Stream {
@@ -138,6 +152,12 @@ impl Stream {
     /// Asks the run to stop; the stream then finishes with `Aborted`.
     pub fn abort(&self) {
         self.model.raw.abort_run(&self.shared);
+    }
+
+    /// A handle that aborts this stream from any thread, also while another
+    /// thread waits in [`Stream::next_event`].
+    pub fn aborter(&self) -> StreamAborter {
+        StreamAborter { model: self.model.clone(), shared: self.shared.clone() }
     }
 
     /// The statistics, once the stream has finished.

@@ -21,7 +21,7 @@ pub mod utf8;
 pub use cache::{CacheInfo, Verdict};
 pub use config::{checked_text, GenerateRequest, OpenConfig, Role};
 pub use error::{Error, ErrorKind, Result};
-pub use generation::{FinishReason, Stats, Stream, StreamEvent};
+pub use generation::{FinishReason, Stats, Stream, StreamAborter, StreamEvent};
 pub use model::Model;
 pub use runtime::{Family, ModelParams};
 
@@ -31,4 +31,5 @@ const _: () = {
     const fn sendable<T: Send>() {}
     shareable::<Model>();
     sendable::<Stream>();
+    shareable::<StreamAborter>();
 };

@@ -131,3 +131,22 @@ fn dropping_a_stream_mid_way_aborts_it() {
     assert!(dropped.elapsed() < Duration::from_secs(1), "{:?}", dropped.elapsed());
     assert_eq!(stats.tokens, 1);
 }
+
+#[test]
+fn a_stream_aborter_works_from_another_thread_while_the_owner_waits() {
+    let model = slow_model("abort-aborter");
+    let mut stream = model.stream(&GenerateRequest::new("go")).unwrap();
+    let aborter = stream.aborter();
+    let stopper = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        aborter.abort();
+        aborter
+    });
+    let stats = loop {
+        if let StreamEvent::Finished(s) = stream.next_event(Some(Duration::from_secs(10))).unwrap() {
+            break s;
+        }
+    };
+    assert_eq!(stats.finish, FinishReason::Aborted);
+    stopper.join().unwrap().abort(); // after the end: harmless
+}

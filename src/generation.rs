@@ -270,8 +270,11 @@ impl Stream {
         }
         self.stats.total_ms = ms(self.started_at.elapsed());
         let aborted = self.shared.abort_requested();
-        let failed = self.runtime_error || matches!(code, Some(c) if c != 0);
-        self.stats.finish = if failed && !aborted {
+        // An ERROR callback always counts (a save can fail after rkl asked
+        // the run to stop); a non-zero return after an abort may just be how
+        // the runtime reports the abort.
+        let failed = self.runtime_error || (!aborted && matches!(code, Some(c) if c != 0));
+        self.stats.finish = if failed {
             FinishReason::Error
         } else if self.stop == StopCause::MaxTokens {
             FinishReason::MaxTokens

@@ -38,6 +38,8 @@ fn spawn_saver(shell_prefix: &str, model: &Path, cache: &Path, prompt: &str, tim
         .env(CHILD, format!("{}\n{}\n{prompt}\n{times}", model.display(), cache.display()))
         .env("RKLLM_SIM_TIME_SCALE", time_scale)
         .env("RKL_RUNTIME", sim_library(""))
+        // The child's own test summary would read like ours; keep it out.
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap()
 }

@@ -39,7 +39,10 @@ fn spawn_saver(shell_prefix: &str, model: &Path, cache: &Path, prompt: &str, tim
         .env("RKLLM_SIM_TIME_SCALE", time_scale)
         .env("RKL_RUNTIME", sim_library(""))
         // The child's own test summary would read like ours; keep it out.
+        // Its stderr goes to a pipe: under a file-size limit, writing to an
+        // inherited log file would fail and abort the child.
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
 }
@@ -111,9 +114,11 @@ fn a_save_that_runs_out_of_space_fails_cleanly() {
     let old = std::fs::read(&cache).unwrap();
 
     // Files may grow to 8 KiB in the child; writes beyond fail as on a full disk.
-    let mut child = spawn_saver("trap '' XFSZ; ulimit -f 8;", &model_path, &cache, &"x".repeat(200), 1, "0");
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(3), "the save must fail with an error, not crash: {status:?}");
+    let child = spawn_saver("trap '' XFSZ; ulimit -f 8;", &model_path, &cache, &"x".repeat(200), 1, "0");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "the save must fail with an error, not crash: {out:?}");
+    assert!(stderr.contains("child save failed"), "{stderr}");
     assert_eq!(std::fs::read(&cache).unwrap(), old);
     assert_valid_and_loadable(&model, &cache);
     assert_eq!(scan(&dir).unwrap().len(), 1, "no temporary left behind by a failed save");
@@ -140,8 +145,9 @@ fn two_processes_saving_to_one_path_leave_one_whole_cache() {
         }
         assert!(started.elapsed() < Duration::from_secs(60));
     }
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     assert_valid_and_loadable(&model, &cache);
     eprintln!("{loads} loads raced with the saves");

@@ -253,6 +253,42 @@ typedef int32_t rkl_finish_reason;
 #endif // __cplusplus
 
 /**
+ * What rkl_cache_inspect() concluded about a cache (also set by
+ * rkl_cache_save() and rkl_cache_load(), always to ::RKL_VERDICT_VALID).
+ */
+enum rkl_cache_verdict
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The files are whole, the checksum matches, and the model file the
+     * manifest names is unchanged: rkl_cache_load() with that model would
+     * accept it (unless the runtime release differs).
+     */
+    RKL_VERDICT_VALID = 0,
+    /**
+     * The files are whole, but the model file the manifest names changed or
+     * is gone (`verdict_status` ::RKL_CACHE_MISMATCH; `verdict_message` says
+     * which). Loading it into the changed model is refused.
+     */
+    RKL_VERDICT_STALE = 1,
+    /**
+     * Unusable: `verdict_status` is the status rkl_cache_load() would
+     * return for it (::RKL_CACHE_TRUNCATED, ::RKL_CACHE_CORRUPT, ...) and
+     * `verdict_message` says why.
+     */
+    RKL_VERDICT_INVALID = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum rkl_cache_verdict rkl_cache_verdict;
+#else
+typedef int32_t rkl_cache_verdict;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Who speaks in a request.
  */
 enum rkl_role
@@ -560,6 +596,158 @@ typedef struct rkl_stats {
      */
     double memory_mb;
 } rkl_stats;
+
+/**
+ * Everything a prompt cache's manifest records, plus a verdict. Filled by
+ * rkl_cache_save(), rkl_cache_load() and rkl_cache_inspect().
+ *
+ * An output struct: set `struct_size = sizeof(rkl_cache_info)` before
+ * passing it (C99: `rkl_cache_info info = { .struct_size = sizeof info };`).
+ * rkl writes it only on success, never past `struct_size`, and leaves
+ * `struct_size` as it was.
+ *
+ * **Ownership.** The strings and `save_stats` belong to rkl: they stay
+ * valid, unchanged, until rkl_cache_info_free() on this struct (also after
+ * the model is closed) and no longer. Every filled struct must be passed to
+ * rkl_cache_info_free() once; rkl does not free what a struct held when it
+ * fills it again, so free it before reusing it. Copying the struct copies
+ * the pointers, not the strings: free exactly one of the copies (freeing
+ * another copy afterwards returns ::RKL_INVALID_ARGUMENT and touches
+ * nothing). Strings are UTF-8, NUL-terminated and never NULL while the
+ * struct is filled (empty when unknown); after rkl_cache_info_free() every
+ * pointer is NULL and every number 0.
+ *
+ * Thread-safety: a filled struct may be read from any thread; freeing it
+ * while another thread reads it is the caller's race.
+ */
+typedef struct rkl_cache_info {
+    /**
+     * Set by the caller to `sizeof(rkl_cache_info)`.
+     */
+    size_t struct_size;
+    /**
+     * rkl's token for the storage of the strings; NULL when the struct owns
+     * nothing. Not an address: do not change it or free it yourself.
+     */
+    void *storage;
+    /**
+     * ::RKL_VERDICT_VALID, ::RKL_VERDICT_STALE or ::RKL_VERDICT_INVALID.
+     */
+    rkl_cache_verdict verdict;
+    /**
+     * ::RKL_OK when valid; ::RKL_CACHE_MISMATCH when stale; when invalid,
+     * the status rkl_cache_load() would fail with.
+     */
+    rkl_status verdict_status;
+    /**
+     * Why the cache is stale or invalid; empty when valid.
+     */
+    const char *verdict_message;
+    /**
+     * The manifest's path (the `path` given to the call).
+     */
+    const char *manifest_path;
+    /**
+     * The manifest's format version (this library writes and reads 1).
+     */
+    uint32_t format_version;
+    /**
+     * The context window the model was opened with
+     * (rkl_open_params.max_context_len); 0 when it was left unset.
+     */
+    int32_t max_context_len;
+    /**
+     * Version of the rkl that wrote the cache ("0.1.0").
+     */
+    const char *library_version;
+    /**
+     * The runtime release family it was saved with: "1.2" or "1.3".
+     */
+    const char *runtime_family;
+    /**
+     * The runtime's own version string; empty when it was not known.
+     */
+    const char *runtime_version;
+    /**
+     * The model file the cache belongs to, as it was given to rkl_open().
+     */
+    const char *model_path;
+    /**
+     * That model file's size in bytes when the cache was saved.
+     */
+    uint64_t model_size;
+    /**
+     * Its modification time then, in nanoseconds since the Unix epoch.
+     */
+    uint64_t model_mtime_ns;
+    /**
+     * Its fingerprint (hex xxh3-128 of the size and three sampled 1 MiB
+     * blocks); this, not the path, decides whether a model matches.
+     */
+    const char *model_fingerprint;
+    /**
+     * Hex xxh3-128 of the cached prompt's UTF-8 bytes.
+     */
+    const char *prompt_hash;
+    /**
+     * Length of the cached prompt in bytes: a request made while the cache
+     * is loaded must be longer than this and start with that prompt.
+     */
+    uint64_t prompt_bytes;
+    /**
+     * The prompt's first characters (at most 80), for people.
+     */
+    const char *prompt_preview;
+    /**
+     * The role the prompt was saved with: "user" or "tool".
+     */
+    const char *role;
+    /**
+     * Whether thinking mode was on.
+     */
+    bool enable_thinking;
+    /**
+     * Whether a chat template was set with rkl_set_chat_template() when the
+     * cache was saved (then the three `chat_*` strings hold it).
+     */
+    bool has_chat_template;
+    /**
+     * The chat template's system prompt; empty when none was set.
+     */
+    const char *chat_system;
+    /**
+     * The chat template's prompt prefix; empty when none was set.
+     */
+    const char *chat_prefix;
+    /**
+     * The chat template's prompt postfix; empty when none was set.
+     */
+    const char *chat_postfix;
+    /**
+     * The runtime's payload file, beside the manifest.
+     */
+    const char *payload_path;
+    /**
+     * The payload's size in bytes as recorded.
+     */
+    uint64_t payload_size;
+    /**
+     * Hex xxh3-128 of the payload as recorded.
+     */
+    const char *payload_checksum;
+    /**
+     * When the cache was written, in seconds since the Unix epoch.
+     */
+    uint64_t created_unix;
+    /**
+     * From rkl_cache_save() only: the figures of the prefill run that wrote
+     * the cache (`prefill_tokens`, `prefill_ms`, `ttft_ms`, ...); NULL from
+     * rkl_cache_load() and rkl_cache_inspect(). Owned like the strings. Its
+     * `struct_size` is this library's `sizeof(rkl_stats)`: a caller built
+     * against a newer header reads fields past it only if it covers them.
+     */
+    const struct rkl_stats *save_stats;
+} rkl_cache_info;
 
 #ifdef __cplusplus
 extern "C" {
@@ -916,6 +1104,158 @@ rkl_status rkl_set_function_tools(struct rkl_model *model,
  * Thread-safe.
  */
 rkl_status rkl_load_lora(struct rkl_model *model, const char *path, const char *name, float scale);
+
+/**
+ * Saves a prompt cache: prefills `params->prompt` (with its role and
+ * thinking flag, through the model's chat template, as rkl_generate() would)
+ * with saving on, stops after the first generated token, and writes the
+ * runtime's payload plus a manifest at `path`.
+ *
+ * The model's KV history is emptied first, so the cache holds this prompt
+ * alone (and the history is empty afterwards). `params->max_new_tokens` and
+ * `params->keep_history` are ignored.
+ *
+ * The payload is written under a temporary name in `path`'s directory,
+ * synced, and the manifest is renamed to `path` last: a crash, a kill or a
+ * failure at any point leaves the previous cache at `path` (if any) whole
+ * and never a half-written file under the final names. The payload is a
+ * file beside the manifest, named `<file name>.<checksum>.kv`; temporary
+ * files start with `.` and end in `.tmp`. The `rkl-cache` tool lists and
+ * cleans such directories.
+ *
+ * @param model   a handle from rkl_open().
+ * @param params  the prompt to cache (prefixes of later requests); read
+ *                only during the call. Use the same role and thinking flag
+ *                as the requests that will use the cache.
+ * @param path    where to write the manifest, UTF-8; its directory must
+ *                exist and its file name be at most 220 bytes. Copied at
+ *                the start of the call: rkl never reads the caller's buffer
+ *                afterwards, not even while the runtime writes the cache
+ *                (the runtime is given rkl's own copy, kept until the run
+ *                has ended and its last callback has fired).
+ * @param out     NULL, or a caller struct with `struct_size` set; filled
+ *                only on success (verdict ::RKL_VERDICT_VALID and
+ *                `save_stats` set). Free it with rkl_cache_info_free().
+ * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
+ *         ::RKL_INVALID_ARGUMENT (bad struct, empty prompt, bad path, or a
+ *         cache is loaded on the model: release it first); ::RKL_IO (the
+ *         directory is missing or not writable, the disk is full; nothing
+ *         at `path` is damaged); ::RKL_ABORTED (rkl_abort() or rkl_close()
+ *         stopped the run; nothing at `path` is damaged); ::RKL_CLOSED;
+ *         ::RKL_REENTRANT (called from a token callback);
+ *         ::RKL_RUNTIME_FAILED (the runtime failed or wrote nothing).
+ *
+ * Thread-safe; the run queues behind other calls on the runtime like a
+ * generation. Generating on the same model from another thread meanwhile
+ * is allowed but meaningless: the save empties the model's history.
+ */
+rkl_status rkl_cache_save(struct rkl_model *model,
+                          const struct rkl_generate_params *params,
+                          const char *path,
+                          struct rkl_cache_info *out);
+
+/**
+ * Validates the prompt cache at `path` and loads it into the model, so that
+ * later requests skip prefilling its prompt.
+ *
+ * Before the runtime sees the payload, rkl checks, in this order, each with
+ * its own status: the manifest exists (::RKL_CACHE_NOT_FOUND), is a readable
+ * manifest (::RKL_CACHE_INVALID) of a format this library knows
+ * (::RKL_CACHE_VERSION); the payload exists with the recorded size
+ * (::RKL_CACHE_TRUNCATED) and checksum (::RKL_CACHE_CORRUPT); the cache
+ * belongs to this model file (by fingerprint and size, not path) and this
+ * runtime release family (::RKL_CACHE_MISMATCH, the message says what
+ * differs). Only then is the runtime asked to load it. A payload verified
+ * once is not hashed again in this process while its file is unchanged
+ * (device, inode, size, mtime, ctime).
+ *
+ * **The prefix rule.** While a cache is loaded, every request
+ * (rkl_generate(), rkl_stream_open()) gives the FULL prompt: the cached
+ * prompt, byte for byte, followed by the new part. rkl checks the start
+ * against the cached prompt's hash and sends only the continuation to the
+ * runtime. A prompt that does not start with the cached prompt, or is only
+ * the cached prompt, fails with ::RKL_CACHE_MISMATCH and nothing runs (never a
+ * silently doubled prefix). This holds for every thread using the
+ * model, and also for turns kept with `keep_history`.
+ *
+ * A loaded cache stays until rkl_cache_release(), rkl_clear_history(),
+ * another rkl_cache_load() (which replaces it) or rkl_close(). A failed
+ * load leaves the model's state as it was.
+ *
+ * @param model  a handle from rkl_open().
+ * @param path   the manifest (as given to rkl_cache_save()), UTF-8; read
+ *               only during the call.
+ * @param out    NULL, or a caller struct with `struct_size` set; filled
+ *               only on success (verdict ::RKL_VERDICT_VALID). Free it with
+ *               rkl_cache_info_free().
+ * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
+ *         ::RKL_INVALID_ARGUMENT; the ::RKL_CACHE_NOT_FOUND ..
+ *         ::RKL_CACHE_MISMATCH statuses above; ::RKL_IO (a file could not
+ *         be read); ::RKL_CLOSED; ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED
+ *         (the runtime refused the payload).
+ *
+ * Thread-safe.
+ */
+rkl_status rkl_cache_load(struct rkl_model *model, const char *path, struct rkl_cache_info *out);
+
+/**
+ * Unloads the model's prompt cache and empties its KV history; requests
+ * then give plain prompts again. Harmless when no cache is loaded (the
+ * history is emptied all the same).
+ *
+ * @param model  a handle from rkl_open().
+ * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_CLOSED; ::RKL_REENTRANT;
+ *         ::RKL_RUNTIME_FAILED.
+ *
+ * Thread-safe.
+ */
+rkl_status rkl_cache_release(struct rkl_model *model);
+
+/**
+ * Reads a prompt cache without a model: everything its manifest records
+ * plus a verdict (see ::rkl_cache_verdict).
+ *
+ * Returns ::RKL_OK whenever the manifest could be read and parsed, whatever
+ * the verdict: a truncated or corrupt payload, or a changed model file, is
+ * reported in `out->verdict`, `out->verdict_status` and
+ * `out->verdict_message`, with every manifest field filled. When there is
+ * no manifest to report on it returns the problem's status instead and
+ * leaves `out` alone: ::RKL_CACHE_NOT_FOUND (no file at `path`),
+ * ::RKL_CACHE_INVALID (not a manifest, malformed, or not a regular file),
+ * ::RKL_CACHE_VERSION (a format this library does not know), ::RKL_IO (it
+ * could not be read).
+ *
+ * The verdict does not consider the runtime release (there is no model):
+ * `runtime_family` says which release the cache needs.
+ *
+ * @param path  the manifest, UTF-8; read only during the call.
+ * @param out   caller struct with `struct_size` set; filled only when
+ *              ::RKL_OK is returned. Free it with rkl_cache_info_free().
+ * @return ::RKL_OK; ::RKL_NULL_ARGUMENT; ::RKL_INVALID_ARGUMENT (bad
+ *         `struct_size`, `path` not UTF-8); ::RKL_CACHE_NOT_FOUND;
+ *         ::RKL_CACHE_INVALID; ::RKL_CACHE_VERSION; ::RKL_IO.
+ *
+ * Thread-safe.
+ */
+rkl_status rkl_cache_inspect(const char *path, struct rkl_cache_info *out);
+
+/**
+ * Frees the strings and stats of a struct filled by rkl_cache_save(),
+ * rkl_cache_load() or rkl_cache_inspect(), and sets every field but
+ * `struct_size` to NULL/0.
+ *
+ * @param info  the struct, or NULL (then nothing happens). A struct that
+ *              owns nothing (`storage` NULL: zero-initialised, or freed
+ *              already) is left alone.
+ * @return ::RKL_OK, also for NULL and for a struct that owns nothing;
+ *         ::RKL_INVALID_ARGUMENT for a bad `struct_size`, or when `storage`
+ *         is not a live token of rkl (a copy whose original was freed
+ *         already, or memory rkl never filled): nothing is freed or
+ *         written then.
+ *
+ * Thread-safe; each struct must be freed once, by one thread.
+ */
+rkl_status rkl_cache_info_free(struct rkl_cache_info *info);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -48,8 +48,10 @@ pub mod stats;
 pub mod generate;
 pub mod stream;
 pub mod chat;
+pub mod cache;
 pub mod args;
 
+pub use cache::*;
 pub use chat::*;
 pub use error::*;
 pub use generate::*;

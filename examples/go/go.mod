@@ -1,0 +1,3 @@
+module rkl
+
+go 1.19

@@ -1,0 +1,353 @@
+// Package rkl runs LLMs on Rockchip NPUs through librkl, the crash-hardened
+// C library around Rockchip's runtime (librkllmrt.so).
+//
+//	m, err := rkl.Open("qwen3-0.6b.rkllm")
+//	if err != nil { ... }
+//	defer m.Close()
+//	stats, err := m.Generate(ctx, "Hello!", func(text string) error {
+//		fmt.Print(text)
+//		return nil
+//	})
+//
+// Build with cgo; librkl is found through pkg-config (`rkl.pc`). The runtime
+// is found by librkl: WithRuntime, else RKL_RUNTIME, else the loader.
+//
+// A *Model may be used from many goroutines at once: librkl runs their
+// generations one at a time, in the order they were asked for. Cancelling
+// the context of a generation stops that generation only.
+//
+// Errors from librkl are *Error values that carry the Status and the
+// library's message; errors.Is(err, rkl.ErrBadHandle) and the like test the
+// status, and a missing model file also matches fs.ErrNotExist.
+package rkl
+
+/*
+#cgo pkg-config: rkl
+#include <stdlib.h>
+#include <rkl.h>
+*/
+import "C"
+
+import (
+	"io/fs"
+	"math"
+	"runtime"
+	"time"
+	"unsafe"
+)
+
+// Status is an rkl_status. The statuses other than OK are errors in their own
+// right (sentinels for errors.Is); calls return them wrapped in *Error.
+type Status int32
+
+// The statuses of rkl.h.
+const (
+	OK                    Status = 0
+	ErrInvalidArgument    Status = 1
+	ErrModelNotFound      Status = 2
+	ErrRuntimeNotFound    Status = 3
+	ErrRuntimeUnsupported Status = 4
+	ErrModelLoadFailed    Status = 5
+	ErrRuntimeFailed      Status = 6
+	ErrClosed             Status = 7
+	ErrReentrant          Status = 8
+	ErrNotSupported       Status = 9
+	ErrIO                 Status = 10
+	ErrBadHandle          Status = 11
+	ErrNullArgument       Status = 12
+	statusTimeout         Status = 13
+	ErrInProgress         Status = 14
+	ErrPanic              Status = 15
+)
+
+// Error returns the library's short description of the status.
+func (s Status) Error() string { return C.GoString(C.rkl_status_str(C.int32_t(s))) }
+
+// String is the same as Error.
+func (s Status) String() string { return s.Error() }
+
+// Error is a failed librkl call.
+type Error struct {
+	Status  Status // what kind of failure
+	Message string // the library's message, which names the function
+}
+
+func (e *Error) Error() string { return "rkl: " + e.Message }
+
+// Unwrap gives the Status, so errors.Is(err, rkl.ErrModelNotFound) works.
+func (e *Error) Unwrap() error { return e.Status }
+
+// Is makes a missing model file match fs.ErrNotExist, as os.Open's would.
+func (e *Error) Is(target error) bool {
+	return target == fs.ErrNotExist && e.Status == ErrModelNotFound
+}
+
+// call runs f and turns its status into an error. The thread is locked for
+// the call and the message read, because librkl keeps the last message per
+// OS thread and a goroutine may otherwise move between the two.
+func call(f func() C.rkl_status) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	st := Status(f())
+	if st == OK {
+		return nil
+	}
+	return &Error{Status: st, Message: lastMessage(st)}
+}
+
+// lastMessage reads this thread's last error message (the thread must be
+// locked since the failing call).
+func lastMessage(st Status) string {
+	n := C.rkl_last_error_message(nil, 0)
+	if n == 0 {
+		return st.Error()
+	}
+	buf := (*C.char)(C.malloc(n + 1))
+	defer C.free(unsafe.Pointer(buf))
+	C.rkl_last_error_message(buf, n+1)
+	return C.GoStringN(buf, C.int(n))
+}
+
+// Version is the loaded librkl's version, "MAJOR.MINOR.PATCH".
+func Version() string { return C.GoString(C.rkl_version()) }
+
+// ---------------------------------------------------------------- opening
+
+// Option changes a setting of Open; settings not given keep the runtime's
+// defaults. Values are range-checked by librkl.
+type Option func(*config)
+
+type config struct {
+	runtimePath, runtimeABI string
+	set                     []func(*C.rkl_open_params)
+}
+
+func (c *config) add(f func(*C.rkl_open_params)) { c.set = append(c.set, f) }
+
+// i32 clamps n into int32 so that an out-of-range value stays out of range
+// (and is refused by librkl) instead of wrapping around.
+func i32(n int) C.int32_t {
+	if n > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	if n < math.MinInt32+1 {
+		return math.MinInt32 + 1
+	}
+	return C.int32_t(n)
+}
+
+// WithRuntime loads the runtime from path instead of RKL_RUNTIME or the loader's search.
+func WithRuntime(path string) Option { return func(c *config) { c.runtimePath = path } }
+
+// WithRuntimeABI names the runtime's ABI ("1.2", "1.3") instead of detecting it.
+func WithRuntimeABI(abi string) Option { return func(c *config) { c.runtimeABI = abi } }
+
+// WithMaxContextLen sets the context window in tokens.
+func WithMaxContextLen(n int) Option {
+	return func(c *config) { c.add(func(p *C.rkl_open_params) { p.max_context_len = i32(n) }) }
+}
+
+// WithMaxNewTokens limits the tokens generated per request (-1: no limit).
+func WithMaxNewTokens(n int) Option {
+	return func(c *config) { c.add(func(p *C.rkl_open_params) { p.max_new_tokens = i32(n) }) }
+}
+
+// WithTopK sets top-k sampling (0 disables it).
+func WithTopK(k int) Option {
+	return func(c *config) { c.add(func(p *C.rkl_open_params) { p.top_k = i32(k) }) }
+}
+
+// WithTopP sets nucleus sampling, 0..1.
+func WithTopP(v float32) Option {
+	return func(c *config) { c.add(func(p *C.rkl_open_params) { p.top_p = C.float(v) }) }
+}
+
+// WithTemperature sets the sampling temperature.
+func WithTemperature(v float32) Option {
+	return func(c *config) { c.add(func(p *C.rkl_open_params) { p.temperature = C.float(v) }) }
+}
+
+// WithRepeatPenalty sets the repetition penalty.
+func WithRepeatPenalty(v float32) Option {
+	return func(c *config) { c.add(func(p *C.rkl_open_params) { p.repeat_penalty = C.float(v) }) }
+}
+
+// WithCPUs sets how many CPU cores the runtime may use (1..8).
+func WithCPUs(n int) Option {
+	return func(c *config) { c.add(func(p *C.rkl_open_params) { p.enabled_cpus_num = i32(n) }) }
+}
+
+// Model is an open model. Its methods may be called from many goroutines.
+type Model struct {
+	// A token checked by librkl, not an address; it stays set after Close
+	// (tokens are never reused), so later calls get ErrBadHandle from the
+	// library instead of reaching freed memory.
+	h *C.rkl_model
+}
+
+// Open loads the runtime (once per process) and opens a model file.
+func Open(path string, opts ...Option) (*Model, error) {
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var p C.rkl_open_params
+	if err := call(func() C.rkl_status { return C.rkl_open_params_init(&p, C.sizeof_rkl_open_params) }); err != nil {
+		return nil, err
+	}
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	p.model_path = cpath
+	if cfg.runtimePath != "" {
+		s := C.CString(cfg.runtimePath)
+		defer C.free(unsafe.Pointer(s))
+		p.runtime_path = s
+	}
+	if cfg.runtimeABI != "" {
+		s := C.CString(cfg.runtimeABI)
+		defer C.free(unsafe.Pointer(s))
+		p.runtime_abi = s
+	}
+	for _, f := range cfg.set {
+		f(&p)
+	}
+	var h *C.rkl_model
+	if err := call(func() C.rkl_status { return C.rkl_open(&p, &h) }); err != nil {
+		return nil, err
+	}
+	return &Model{h: h}, nil
+}
+
+// Close closes the model: its running and queued generations end as
+// aborted, and later calls return ErrBadHandle. Closing twice is harmless.
+// Streams opened on the model stay valid until their own Close.
+func (m *Model) Close() error {
+	return call(func() C.rkl_status { return C.rkl_close(m.h) })
+}
+
+// Abort stops every running or queued generation of the model (streams
+// included); they end with FinishAborted. To stop one generation, cancel
+// its context or call its Stream's Abort.
+func (m *Model) Abort() error {
+	return call(func() C.rkl_status { return C.rkl_abort(m.h) })
+}
+
+// ModelInfo describes an open model.
+type ModelInfo struct {
+	ModelPath      string
+	RuntimePath    string
+	Family         string // "1.2" or "1.3"
+	RuntimeVersion string // e.g. "1.2.3"; empty when unknown
+}
+
+// Info describes the model.
+func (m *Model) Info() (ModelInfo, error) {
+	var d C.rkl_model_details
+	d.struct_size = C.sizeof_rkl_model_details
+	var info ModelInfo
+	err := call(func() C.rkl_status {
+		st := C.rkl_model_info(m.h, &d)
+		if st == C.RKL_OK {
+			// Copied at once: the strings belong to the model.
+			info = ModelInfo{C.GoString(d.model_path), C.GoString(d.runtime_path),
+				C.GoString(d.family), C.GoString(d.runtime_version)}
+		}
+		return st
+	})
+	return info, err
+}
+
+// ClearHistory empties the KV history, so the next request starts afresh.
+func (m *Model) ClearHistory(keepSystemPrompt bool) error {
+	keep := C.int(0)
+	if keepSystemPrompt {
+		keep = 1
+	}
+	return call(func() C.rkl_status { return C.rkl_clear_history(m.h, keep) })
+}
+
+// KVCacheTokens is the number of tokens in the model's KV cache.
+func (m *Model) KVCacheTokens() (int, error) {
+	var n C.uint32_t
+	err := call(func() C.rkl_status { return C.rkl_kv_cache_tokens(m.h, &n) })
+	return int(n), err
+}
+
+// SetChatTemplate replaces the text before the first turn (system) and
+// around each prompt (prefix + prompt + postfix).
+func (m *Model) SetChatTemplate(system, prefix, postfix string) error {
+	cs, cp, cq := C.CString(system), C.CString(prefix), C.CString(postfix)
+	defer C.free(unsafe.Pointer(cs))
+	defer C.free(unsafe.Pointer(cp))
+	defer C.free(unsafe.Pointer(cq))
+	return call(func() C.rkl_status { return C.rkl_set_chat_template(m.h, cs, cp, cq) })
+}
+
+// LoadLora loads a LoRA adapter that requests select by name (Request.Lora).
+func (m *Model) LoadLora(path, name string, scale float32) error {
+	cp, cn := C.CString(path), C.CString(name)
+	defer C.free(unsafe.Pointer(cp))
+	defer C.free(unsafe.Pointer(cn))
+	return call(func() C.rkl_status { return C.rkl_load_lora(m.h, cp, cn, C.float(scale)) })
+}
+
+// ---------------------------------------------------------------- results
+
+// FinishReason tells why a generation ended.
+type FinishReason int
+
+// The finish reasons of rkl.h.
+const (
+	FinishEnd       FinishReason = 0 // the model finished its reply
+	FinishMaxTokens FinishReason = 1 // the token limit was reached
+	FinishAborted   FinishReason = 2 // Abort, a cancelled context, or Close
+	FinishStopped   FinishReason = 3 // stopped by the receiver
+	FinishError     FinishReason = 4 // the runtime reported an error
+)
+
+func (f FinishReason) String() string {
+	switch f {
+	case FinishEnd:
+		return "end"
+	case FinishMaxTokens:
+		return "max-tokens"
+	case FinishAborted:
+		return "aborted"
+	case FinishStopped:
+		return "stopped"
+	case FinishError:
+		return "error"
+	}
+	return "unknown"
+}
+
+// Stats are the figures of one generation.
+type Stats struct {
+	Finish        FinishReason
+	Tokens        int           // tokens received from the runtime
+	PrefillTokens int           // prompt tokens, as the runtime reported
+	DecodeTokens  int           // generated tokens, as the runtime reported
+	TTFT          time.Duration // request to first text
+	Queue         time.Duration // waiting behind earlier calls
+	Total         time.Duration // request to end
+	Prefill       time.Duration // the runtime's prefill time
+	Decode        time.Duration // the runtime's decode time
+	MemoryMB      float64       // the runtime's peak memory
+}
+
+func ms(v C.double) time.Duration { return time.Duration(float64(v) * float64(time.Millisecond)) }
+
+func statsFrom(s *C.rkl_stats) Stats {
+	return Stats{
+		Finish:        FinishReason(s.finish),
+		Tokens:        int(s.tokens),
+		PrefillTokens: int(s.prefill_tokens),
+		DecodeTokens:  int(s.decode_tokens),
+		TTFT:          ms(s.ttft_ms),
+		Queue:         ms(s.queue_ms),
+		Total:         ms(s.total_ms),
+		Prefill:       ms(s.prefill_ms),
+		Decode:        ms(s.decode_ms),
+		MemoryMB:      float64(s.memory_mb),
+	}
+}

@@ -1,0 +1,208 @@
+package rkl
+
+/*
+#include <stdlib.h>
+#include <rkl.h>
+*/
+import "C"
+
+import (
+	"context"
+	"sync"
+	"unsafe"
+)
+
+// Role says who speaks in a request.
+type Role int
+
+// The roles of rkl.h.
+const (
+	RoleUser Role = 0 // a user message
+	RoleTool Role = 1 // the result of a function call
+)
+
+// Request is one generation request; only Prompt is required.
+type Request struct {
+	Prompt         string
+	MaxNewTokens   int  // 0: the model's limit (WithMaxNewTokens)
+	KeepHistory    bool // keep this turn in the KV history
+	EnableThinking bool // Qwen3-style thinking
+	Role           Role
+	Lora           string // a name given to LoadLora, or ""
+}
+
+// Stream is a generation read by pulling, like bufio.Scanner:
+//
+//	s, err := m.Stream(ctx, "Hello!")
+//	if err != nil { ... }
+//	defer s.Close()
+//	for s.Next() {
+//		fmt.Print(s.Text())
+//	}
+//	if err := s.Err(); err != nil { ... }
+//
+// Next, Text and Err belong to one goroutine; Abort and Close may be called
+// from any goroutine.
+type Stream struct {
+	h    *C.rkl_stream // a token, like Model.h
+	ctx  context.Context
+	stop chan struct{} // closed by Close: ends the context watcher
+	once sync.Once
+
+	text string
+	err  error
+	done bool
+}
+
+// Stream starts a generation of a reply to prompt. Cancelling ctx aborts
+// this generation (only this one).
+func (m *Model) Stream(ctx context.Context, prompt string) (*Stream, error) {
+	return m.StreamRequest(ctx, Request{Prompt: prompt})
+}
+
+// StreamRequest starts a generation for req; see Stream.
+func (m *Model) StreamRequest(ctx context.Context, req Request) (*Stream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var p C.rkl_generate_params
+	if err := call(func() C.rkl_status { return C.rkl_generate_params_init(&p, C.sizeof_rkl_generate_params) }); err != nil {
+		return nil, err
+	}
+	prompt := C.CString(req.Prompt)
+	defer C.free(unsafe.Pointer(prompt))
+	p.prompt = prompt
+	if req.Lora != "" {
+		lora := C.CString(req.Lora)
+		defer C.free(unsafe.Pointer(lora))
+		p.lora = lora
+	}
+	if req.MaxNewTokens < 0 || req.MaxNewTokens > 1<<31-1 {
+		p.max_new_tokens = C.uint32_t(1 << 31) // out of range: refused with a message
+	} else {
+		p.max_new_tokens = C.uint32_t(req.MaxNewTokens)
+	}
+	p.role = C.int32_t(req.Role)
+	p.keep_history = C.bool(req.KeepHistory)
+	p.enable_thinking = C.bool(req.EnableThinking)
+
+	var h *C.rkl_stream
+	if err := call(func() C.rkl_status { return C.rkl_stream_open(m.h, &p, &h) }); err != nil {
+		return nil, err
+	}
+	s := &Stream{h: h, ctx: ctx, stop: make(chan struct{})}
+	if done := ctx.Done(); done != nil {
+		// rkl_stream_abort stops this generation only (rkl_abort would stop
+		// every generation of the model, other goroutines' too).
+		go func() {
+			select {
+			case <-done:
+				C.rkl_stream_abort(h)
+			case <-s.stop:
+			}
+		}()
+	}
+	return s, nil
+}
+
+// Next waits for the next piece of text and reports whether there is one.
+// It returns false at the end of the generation or on failure (see Err).
+func (s *Stream) Next() bool {
+	if s.done {
+		return false
+	}
+	var text *C.char
+	var n C.size_t
+	err := call(func() C.rkl_status { return C.rkl_stream_next(s.h, -1, &text, &n) })
+	switch {
+	case err != nil:
+		s.err, s.done = err, true
+	case text == nil:
+		s.done = true
+		if s.ctx.Err() != nil {
+			s.err = s.ctx.Err() // ended because the context was cancelled
+		}
+	default:
+		s.text = C.GoStringN(text, C.int(n)) // copied: the C text lives until the next call
+		return true
+	}
+	s.text = ""
+	return false
+}
+
+// Text is the piece of text Next found: whole UTF-8 characters.
+func (s *Stream) Text() string { return s.text }
+
+// Err is why Next returned false: nil at a normal end (also after Abort),
+// the context's error when it was cancelled, else an *Error.
+func (s *Stream) Err() error { return s.err }
+
+// Stats are the generation's figures, once Next has returned false
+// (before that: ErrInProgress).
+func (s *Stream) Stats() (Stats, error) {
+	var st C.rkl_stats
+	st.struct_size = C.sizeof_rkl_stats
+	err := call(func() C.rkl_status { return C.rkl_stream_stats(s.h, &st) })
+	if err != nil {
+		return Stats{}, err
+	}
+	return statsFrom(&st), nil
+}
+
+// Abort asks the generation to stop; Next then returns false.
+func (s *Stream) Abort() error {
+	return call(func() C.rkl_status { return C.rkl_stream_abort(s.h) })
+}
+
+// Close closes the stream, aborting an unfinished generation; a Next
+// waiting in another goroutine returns false with ErrBadHandle. Closing
+// twice is harmless.
+func (s *Stream) Close() error {
+	s.once.Do(func() { close(s.stop) })
+	return call(func() C.rkl_status { return C.rkl_stream_close(s.h) })
+}
+
+// Generate generates a reply to prompt and hands each piece of text to fn,
+// on this goroutine, as it arrives. Cancelling ctx aborts the generation;
+// then Generate returns the context's error with the figures so far. An
+// error from fn aborts the generation and is returned as it is.
+func (m *Model) Generate(ctx context.Context, prompt string, fn func(string) error) (Stats, error) {
+	return m.GenerateRequest(ctx, Request{Prompt: prompt}, fn)
+}
+
+// GenerateRequest is Generate for a full Request.
+func (m *Model) GenerateRequest(ctx context.Context, req Request, fn func(string) error) (Stats, error) {
+	s, err := m.StreamRequest(ctx, req)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer s.Close()
+	var fnErr error
+	for s.Next() {
+		if fn == nil || fnErr != nil {
+			continue
+		}
+		if fnErr = fn(s.Text()); fnErr != nil {
+			_ = s.Abort() // then read to the end (quickly) for the figures
+		}
+	}
+	stats, statsErr := s.Stats()
+	switch {
+	case fnErr != nil:
+		return stats, fnErr
+	case s.Err() != nil:
+		return stats, s.Err()
+	default:
+		return stats, statsErr
+	}
+}
+
+// Complete generates a reply to prompt and returns it whole.
+func (m *Model) Complete(ctx context.Context, prompt string) (string, Stats, error) {
+	var b []byte
+	stats, err := m.Generate(ctx, prompt, func(text string) error {
+		b = append(b, text...)
+		return nil
+	})
+	return string(b), stats, err
+}

@@ -2,14 +2,18 @@
 # the C/C++ tests under ASan+UBSan and valgrind, and the header check.
 #
 #   make install PREFIX=/usr/local DESTDIR=   release build: librkl.so.X.Y.Z (+ .so.X, .so
-#                                             links), librkl.a, rkl.h, rkl.hpp, rkl.pc
-#   make demo                                 examples/c/chat.c against the simulator
+#                                             links), librkl.a, rkl.h, rkl.hpp, rkl.pc, and
+#                                             the rkl-cache tool in $(BINDIR)
+#   make demo                                 examples/c/chat.c, then examples/c/cache_demo.c
+#                                             (TTFT without and with a prompt cache), against
+#                                             the simulator
 #   make c-check                              all C tests (part of `make check`)
 #   make header                               regenerate include/rkl.h (then commit it)
 #   make check-header                         fail if include/rkl.h is stale
 
 PKG_CONFIG ?= pkg-config
 CXX        ?= c++
+BINDIR     ?= $(PREFIX)/bin
 # Which cargo profile `make install` ships; the staged install uses debug.
 RKL_PROFILE ?= release
 
@@ -30,7 +34,7 @@ ASAN_ENV      := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
 VALGRIND      := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
                  --show-leak-kinds=definite --track-origins=no
 
-C_TESTS := test_api test_misuse
+C_TESTS := test_api test_misuse test_cache
 
 .PHONY: install stage demo c-check c-build c-asan c-valgrind c-cxx c-static header check-header lib-build
 
@@ -40,9 +44,9 @@ CHECK_EXTRA += check-header c-check
 
 lib-build:
 ifeq ($(RKL_PROFILE),release)
-	$(CARGO) build -p rkl --lib --release
+	$(CARGO) build -p rkl --lib --bin rkl-cache --release
 else
-	$(CARGO) build -p rkl --lib
+	$(CARGO) build -p rkl --lib --bin rkl-cache
 endif
 
 # Libs.private for the static library, as rustc reports it. Asked once (it
@@ -58,7 +62,8 @@ $(NATIVE_LIBS): Cargo.toml
 	@echo "librkl.a needs: $$(cat $@)"
 
 install: lib-build $(NATIVE_LIBS)
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(BINDIR)
+	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl-cache $(DESTDIR)$(BINDIR)/rkl-cache
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/librkl.so $(DESTDIR)$(LIBDIR)/librkl.so.$(RKL_VERSION)
 	ln -sf librkl.so.$(RKL_VERSION) $(DESTDIR)$(LIBDIR)/librkl.so.$(RKL_SOMAJOR)
 	ln -sf librkl.so.$(RKL_SOMAJOR) $(DESTDIR)$(LIBDIR)/librkl.so
@@ -72,7 +77,7 @@ install: lib-build $(NATIVE_LIBS)
 stage:
 	$(CARGO) build -p rkllm-sim
 	@$(MAKE) --no-print-directory install RKL_PROFILE=debug DESTDIR= PREFIX=$(STAGE) \
-	  LIBDIR=$(STAGE)/lib INCDIR=$(STAGE)/include PCDIR=$(STAGE)/lib/pkgconfig
+	  LIBDIR=$(STAGE)/lib INCDIR=$(STAGE)/include PCDIR=$(STAGE)/lib/pkgconfig BINDIR=$(STAGE)/bin
 
 # ---------------------------------------------------------------- demo
 
@@ -83,6 +88,13 @@ demo: stage
 	@echo
 	RKL_RUNTIME=$(SIM_LIB) $(CBUILD)/chat examples/c/demo-model.txt \
 	  "Hello! Who are you, and what can you do?"
+	$(CC) $(C_STD_FLAGS) examples/c/cache_demo.c -o $(CBUILD)/cache_demo \
+	  $$($(STAGE_PC) --cflags --libs rkl) -Wl,-rpath,$$($(STAGE_PC) --variable=libdir rkl)
+	@mkdir -p $(CBUILD)/demo-cache
+	@echo
+	RKL_RUNTIME=$(SIM_LIB) $(CBUILD)/cache_demo examples/c/cache-demo-model.txt $(CBUILD)/demo-cache
+	@echo
+	$(STAGE)/bin/rkl-cache list $(CBUILD)/demo-cache
 
 # ---------------------------------------------------------------- C tests
 

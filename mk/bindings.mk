@@ -24,7 +24,7 @@ BIND_ENV   := RKL_RUNTIME=$(SIM_LIB) RKLLM_SIM_TIME_SCALE=0 \
 
 CHECK_EXTRA += bindings-check
 
-bindings-check: go-check py-check
+bindings-check: go-check py-check cpp-check
 	@echo "bindings: all passed"
 
 bindings-tools:
@@ -70,3 +70,19 @@ py-check: stage $(PY_VENV)/.ready
 	  $(BIND_ENV) RKLLM_SIM_ABI=$$abi $(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	    examples/python/tests || exit 1; \
 	done
+
+# ---------------------------------------------------------------- C++
+CPP_FLAGS := -std=c++17 -Wall -Wextra -Werror -pedantic -g
+CPP_LINK   = $$(PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig $(PKG_CONFIG) --cflags --libs rkl) -pthread \
+             -Wl,-rpath,$(STAGE)/lib
+
+cpp-check: stage $(BIND_TMP)/hello.sim
+	@mkdir -p $(BIND_TMP)
+	$(CXX) $(CPP_FLAGS) examples/cpp/chat.cpp -o $(BIND_BUILD)/cpp-chat $(CPP_LINK)
+	$(CXX) $(CPP_FLAGS) examples/cpp/test_rkl.cpp -o $(BIND_BUILD)/cpp-test $(CPP_LINK)
+	@for abi in $(BIND_ABIS); do \
+	  echo "== C++: test_rkl, ABI $$abi"; \
+	  $(BIND_ENV) RKL_TEST_TMP=$(BIND_TMP) RKLLM_SIM_ABI=$$abi $(BIND_BUILD)/cpp-test || exit 1; \
+	done
+	@echo "== C++: chat"
+	$(BIND_ENV) $(BIND_BUILD)/cpp-chat $(BIND_TMP)/hello.sim "C++" "stream" | grep -q 'Hello, stream! ✓'

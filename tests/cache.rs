@@ -160,6 +160,23 @@ fn every_damage_has_its_own_error() {
         .collect();
     assert!(verdicts.iter().any(|(n, v)| n == "good.rklcache" && *v == Verdict::Valid), "{verdicts:?}");
     assert!(verdicts.iter().any(|(n, v)| n == "flipped.rklcache" && matches!(v, Verdict::Invalid(e) if e.kind() == ErrorKind::CacheCorrupt)));
+
+    // The command-line tool on the same mixed directory.
+    let tool = env!("CARGO_BIN_EXE_rkl-cache");
+    let out = std::process::Command::new(tool).args(["list", dir.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success());
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let line = |name: &str| listing.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} not in {listing}")).to_string();
+    assert!(line("good.rklcache\t").contains("\tvalid\t"), "{listing}");
+    assert!(line("good.rklcache\t").contains("prompt \"You are a careful"), "{listing}");
+    assert!(line("flipped.rklcache").contains("invalid") && line("flipped.rklcache").contains("checksum"), "{listing}");
+    assert!(line("truncated.rklcache").contains("invalid"), "{listing}");
+    assert!(!listing.contains("garbage.rklcache"), "a file that is not a manifest is not listed as a cache: {listing}");
+    let out = std::process::Command::new(tool).args(["clean", dir.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success());
+    let after: Vec<_> = scan(&dir).unwrap();
+    assert!(after.iter().all(|f| matches!(f, Found::Cache(i) if i.verdict == Verdict::Valid)), "{after:?}");
+    model.cache_load(&good).unwrap();
 }
 
 #[test]

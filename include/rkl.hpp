@@ -10,6 +10,11 @@
  * });
  * @endcode
  *
+ * Prompt caches: `model.cache_save(system_prompt, path)` once,
+ * `model.cache_load(path)` later, then requests give the full prompt
+ * (system prompt + question); `rkl::cache_inspect(path)` needs no model.
+ * They return rkl::CacheInfo, a copy (rkl's strings are freed at once).
+ *
  * Every failing call throws rkl::Error, which carries the ::rkl_status and
  * the library's message. Objects are move-only; destroying a Model closes
  * it, destroying a Stream closes (and so aborts) it. Thread-safety is that of
@@ -22,6 +27,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <iterator>
 #include <optional>
@@ -94,6 +100,105 @@ inline Stats empty_stats() {
     Stats stats{};
     stats.struct_size = sizeof(Stats);
     return stats;
+}
+
+/** A prompt cache's manifest and verdict (rkl_cache_info), copied. */
+struct CacheInfo {
+    rkl_cache_verdict verdict = RKL_VERDICT_VALID;
+    /** RKL_OK when valid, RKL_CACHE_MISMATCH when stale, else why it is invalid. */
+    rkl_status verdict_status = RKL_OK;
+    std::string verdict_message;
+    std::string manifest_path;
+    std::uint32_t format_version = 0;
+    std::int32_t max_context_len = 0;
+    std::string library_version;
+    std::string runtime_family;
+    std::string runtime_version;
+    std::string model_path;
+    std::uint64_t model_size = 0;
+    std::uint64_t model_mtime_ns = 0;
+    std::string model_fingerprint;
+    std::string prompt_hash;
+    std::uint64_t prompt_bytes = 0;
+    std::string prompt_preview;
+    std::string role;
+    bool enable_thinking = false;
+    bool has_chat_template = false;
+    std::string chat_system;
+    std::string chat_prefix;
+    std::string chat_postfix;
+    std::string payload_path;
+    std::uint64_t payload_size = 0;
+    std::string payload_checksum;
+    std::uint64_t created_unix = 0;
+    /** The save run's figures (only from Model::cache_save). */
+    std::optional<Stats> save_stats;
+
+    bool valid() const noexcept { return verdict == RKL_VERDICT_VALID; }
+};
+
+namespace detail {
+
+/** A caller-side rkl_cache_info, freed by rkl_cache_info_free() on scope exit. */
+struct RawCacheInfo {
+    rkl_cache_info raw;
+
+    RawCacheInfo() noexcept : raw() { raw.struct_size = sizeof(rkl_cache_info); }
+    RawCacheInfo(const RawCacheInfo &) = delete;
+    RawCacheInfo &operator=(const RawCacheInfo &) = delete;
+    ~RawCacheInfo() { rkl_cache_info_free(&raw); }
+
+    /** Copies everything out (rkl's strings are freed by the destructor). */
+    CacheInfo copy() const {
+        auto text = [](const char *s) { return std::string(s ? s : ""); };
+        CacheInfo info;
+        info.verdict = raw.verdict;
+        info.verdict_status = raw.verdict_status;
+        info.verdict_message = text(raw.verdict_message);
+        info.manifest_path = text(raw.manifest_path);
+        info.format_version = raw.format_version;
+        info.max_context_len = raw.max_context_len;
+        info.library_version = text(raw.library_version);
+        info.runtime_family = text(raw.runtime_family);
+        info.runtime_version = text(raw.runtime_version);
+        info.model_path = text(raw.model_path);
+        info.model_size = raw.model_size;
+        info.model_mtime_ns = raw.model_mtime_ns;
+        info.model_fingerprint = text(raw.model_fingerprint);
+        info.prompt_hash = text(raw.prompt_hash);
+        info.prompt_bytes = raw.prompt_bytes;
+        info.prompt_preview = text(raw.prompt_preview);
+        info.role = text(raw.role);
+        info.enable_thinking = raw.enable_thinking;
+        info.has_chat_template = raw.has_chat_template;
+        info.chat_system = text(raw.chat_system);
+        info.chat_prefix = text(raw.chat_prefix);
+        info.chat_postfix = text(raw.chat_postfix);
+        info.payload_path = text(raw.payload_path);
+        info.payload_size = raw.payload_size;
+        info.payload_checksum = text(raw.payload_checksum);
+        info.created_unix = raw.created_unix;
+        if (raw.save_stats) {
+            // The library's rkl_stats may be older (smaller) than this header's.
+            Stats stats = empty_stats();
+            std::size_t n = raw.save_stats->struct_size < sizeof(Stats) ? raw.save_stats->struct_size : sizeof(Stats);
+            std::memcpy(&stats, raw.save_stats, n);
+            stats.struct_size = sizeof(Stats);
+            info.save_stats = stats;
+        }
+        return info;
+    }
+};
+
+}  // namespace detail
+
+/** Reads a prompt cache's manifest and verdict without a model
+ *  (rkl_cache_inspect). A damaged payload or a changed model is reported in
+ *  the verdict; throws rkl::Error when there is no manifest to report on. */
+inline CacheInfo cache_inspect(const std::string &path) {
+    detail::RawCacheInfo raw;
+    detail::check(rkl_cache_inspect(path.c_str(), &raw.raw));
+    return raw.copy();
 }
 
 /** A pull stream (rkl_stream). Closing it aborts an unfinished generation. */
@@ -277,6 +382,29 @@ public:
     void load_lora(const std::string &path, const std::string &name, float scale = 1.0f) {
         detail::check(rkl_load_lora(handle_, path.c_str(), name.c_str(), scale));
     }
+
+    /** Saves the prompt cache of `params.prompt` at `path` (rkl_cache_save):
+     *  empties the history, prefills, writes payload + manifest atomically. */
+    CacheInfo cache_save(const rkl_generate_params &params, const std::string &path) {
+        detail::RawCacheInfo raw;
+        detail::check(rkl_cache_save(handle_, &params, path.c_str(), &raw.raw));
+        return raw.copy();
+    }
+    CacheInfo cache_save(const std::string &prompt, const std::string &path) {
+        return cache_save(GenerateParams(prompt.c_str()), path);
+    }
+
+    /** Validates and loads the cache at `path` (rkl_cache_load). While it is
+     *  loaded, every request gives the FULL prompt, starting with the cached
+     *  prompt; anything else throws rkl::Error with RKL_CACHE_MISMATCH. */
+    CacheInfo cache_load(const std::string &path) {
+        detail::RawCacheInfo raw;
+        detail::check(rkl_cache_load(handle_, path.c_str(), &raw.raw));
+        return raw.copy();
+    }
+
+    /** Unloads the prompt cache and empties the history (rkl_cache_release). */
+    void cache_release() { detail::check(rkl_cache_release(handle_)); }
 
     ModelInfo info() const {
         rkl_model_details details{};

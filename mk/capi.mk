@@ -139,10 +139,12 @@ c-cxx: stage
 	$(CXX) -std=c++11 $(CXX_STD_FLAGS) -x c++ -c tests/c/header_only.c -o $(CBUILD)/header-cxx11.o $$($(STAGE_PC) --cflags rkl)
 	$(CXX) -std=c++17 $(CXX_STD_FLAGS) $(SAN_FLAGS) tests/c/test_cpp.cpp -o $(CBUILD)/test_cpp \
 	  $$($(STAGE_PC) --cflags --libs rkl) -lpthread -Wl,-rpath,$(STAGE)/lib
-	@for abi in 1.2 1.3; do \
-	  echo "== test_cpp, ABI $$abi, ASan+UBSan"; \
-	  $(C_TEST_ENV) $(ASAN_ENV) RKLLM_SIM_ABI=$$abi $(CBUILD)/test_cpp || exit 1; \
-	done
+	$(CXX) -std=c++17 $(CXX_STD_FLAGS) $(SAN_FLAGS) tests/c/test_cache_cpp.cpp -o $(CBUILD)/test_cache_cpp \
+	  $$($(STAGE_PC) --cflags --libs rkl) -lpthread -Wl,-rpath,$(STAGE)/lib
+	@for abi in 1.2 1.3; do for t in test_cpp test_cache_cpp; do \
+	  echo "== $$t, ABI $$abi, ASan+UBSan"; \
+	  $(C_TEST_ENV) $(ASAN_ENV) RKLLM_SIM_ABI=$$abi $(CBUILD)/$$t || exit 1; \
+	done; done
 
 # Linking librkl.a through `pkg-config --static` (-lrkl made static, the
 # native libraries from Libs.private), checked to need no librkl.so.

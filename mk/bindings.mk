@@ -24,7 +24,7 @@ BIND_ENV   := RKL_RUNTIME=$(SIM_LIB) RKLLM_SIM_TIME_SCALE=0 \
 
 CHECK_EXTRA += bindings-check
 
-bindings-check: go-check py-check cpp-check
+bindings-check: go-check node-check py-check cpp-check
 	@echo "bindings: all passed"
 
 bindings-tools:
@@ -86,3 +86,22 @@ cpp-check: stage $(BIND_TMP)/hello.sim
 	done
 	@echo "== C++: chat"
 	$(BIND_ENV) $(BIND_BUILD)/cpp-chat $(BIND_TMP)/hello.sim "C++" "stream" | grep -q 'Hello, stream! ✓'
+
+# ---------------------------------------------------------------- Node
+# koffi (and, for the type check, typescript and @types/node) from npm, as
+# locked in package-lock.json, into examples/node/node_modules.
+NODE_DIR := examples/node
+
+$(NODE_DIR)/node_modules/.ready: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@$(MAKE) --no-print-directory bindings-tools
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node-check: stage $(NODE_DIR)/node_modules/.ready
+	@echo "== Node: index.d.ts (tsc --strict)"
+	cd $(NODE_DIR) && node_modules/.bin/tsc -p .
+	@mkdir -p $(BIND_TMP)
+	@for abi in $(BIND_ABIS); do \
+	  echo "== Node: node --test, ABI $$abi"; \
+	  (cd $(NODE_DIR) && $(BIND_ENV) RKL_TEST_TMP=$(BIND_TMP) RKLLM_SIM_ABI=$$abi node --test test/) || exit 1; \
+	done

@@ -1,0 +1,24 @@
+// Compiled (not run) by `make node-check` with tsc --strict: the
+// declarations in index.d.ts describe the API as the tests use it.
+import * as rkl from '..';
+
+async function main(): Promise<void> {
+  const model: rkl.Model = rkl.open('model.rkllm', { maxNewTokens: 64, topP: 0.9, runtimeAbi: '1.3' });
+  const controller = new AbortController();
+  const stream: rkl.TokenStream = model.stream('Hello!', { keepHistory: true, signal: controller.signal });
+  for await (const text of stream) {
+    const piece: string = text;
+    process.stdout.write(piece);
+  }
+  const stats: rkl.Stats | null = stream.stats;
+  if (stats) console.log(stats.finish === 'aborted', stats.ttftMs);
+  const { text, stats: s } = await model.generate('Again', { onText: (t: string) => t.length });
+  console.log(text.length, s.tokens, model.info.family, rkl.version(), rkl.Status.BAD_HANDLE);
+  try {
+    model.close();
+  } catch (e) {
+    if (e instanceof rkl.RklError) console.log(e.code, e.status, e.message);
+  }
+}
+
+void main;

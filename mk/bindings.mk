@@ -35,6 +35,16 @@ $(BIND_TMP)/hello.sim:
 	@mkdir -p $(dir $@)
 	@printf 'RKLLM-SIM 1\nreply = Hello, {prompt}! ✓\ntime_scale = 0\n' > $@
 
+# The hello world of a README (its first ```LANG block), on the fast model:
+# $(call snippet,README,LANG)
+snippet = awk '$$0 == "```$(2)" { f = 1; next } /^```$$/ { if (f) exit } f' $(1) \
+          | sed 's|qwen3-0.6b.rkllm|$(BIND_TMP)/hello.sim|'
+comma := ,
+HELLO := Hello$(comma) Hello!! ✓
+# Runs a program ($(1)) and checks its output for $(2); fails if it fails.
+expect = $(1) > $(BIND_BUILD)/out.txt && grep -F '$(2)' $(BIND_BUILD)/out.txt >/dev/null \
+         || { cat $(BIND_BUILD)/out.txt; exit 1; }
+
 # ---------------------------------------------------------------- Go
 # Nothing is downloaded: the module has no dependencies, GOPROXY is off.
 # cgo finds librkl through pkg-config; the rpath lets the binaries find it.
@@ -52,7 +62,14 @@ go-check: stage bindings-tools $(BIND_TMP)/hello.sim
 	done
 	@echo "== Go: cmd/chat"
 	cd examples/go && $(GO_ENV) go build -o $(BIND_BUILD)/go-chat ./cmd/chat
-	$(BIND_ENV) $(BIND_BUILD)/go-chat $(BIND_TMP)/hello.sim "Go" | grep -q 'Hello, Go! ✓'
+	$(call expect,$(BIND_ENV) $(BIND_BUILD)/go-chat $(BIND_TMP)/hello.sim Go,Hello$(comma) Go! ✓)
+	@echo "== Go: README hello world"
+	@mkdir -p $(BIND_BUILD)/go-hello
+	@printf 'module hello\n\ngo 1.19\n\nrequire rkl v0.0.0\n\nreplace rkl => $(CURDIR)/examples/go\n' \
+	  > $(BIND_BUILD)/go-hello/go.mod
+	@$(call snippet,examples/go/README.md,go) > $(BIND_BUILD)/go-hello/main.go
+	cd $(BIND_BUILD)/go-hello && $(GO_ENV) go build -o hello .
+	$(call expect,$(BIND_ENV) $(BIND_BUILD)/go-hello/hello,$(HELLO))
 
 # ---------------------------------------------------------------- Python
 PY_VENV := $(BIND_BUILD)/venv
@@ -70,6 +87,9 @@ py-check: stage $(PY_VENV)/.ready
 	  $(BIND_ENV) RKLLM_SIM_ABI=$$abi $(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	    examples/python/tests || exit 1; \
 	done
+	@echo "== Python: README hello world"
+	@$(call snippet,examples/python/README.md,python) > $(BIND_BUILD)/hello.py
+	$(call expect,$(BIND_ENV) PYTHONPATH=$(CURDIR)/examples/python $(PY_VENV)/bin/python $(BIND_BUILD)/hello.py,$(HELLO))
 
 # ---------------------------------------------------------------- C++
 CPP_FLAGS := -std=c++17 -Wall -Wextra -Werror -pedantic -g
@@ -85,7 +105,11 @@ cpp-check: stage $(BIND_TMP)/hello.sim
 	  $(BIND_ENV) RKL_TEST_TMP=$(BIND_TMP) RKLLM_SIM_ABI=$$abi $(BIND_BUILD)/cpp-test || exit 1; \
 	done
 	@echo "== C++: chat"
-	$(BIND_ENV) $(BIND_BUILD)/cpp-chat $(BIND_TMP)/hello.sim "C++" "stream" | grep -q 'Hello, stream! ✓'
+	$(call expect,$(BIND_ENV) $(BIND_BUILD)/cpp-chat $(BIND_TMP)/hello.sim C++ stream,Hello$(comma) stream! ✓)
+	@echo "== C++: README hello world"
+	@$(call snippet,examples/cpp/README.md,cpp) > $(BIND_BUILD)/hello.cpp
+	$(CXX) $(CPP_FLAGS) $(BIND_BUILD)/hello.cpp -o $(BIND_BUILD)/cpp-hello $(CPP_LINK)
+	$(call expect,$(BIND_ENV) $(BIND_BUILD)/cpp-hello,$(HELLO))
 
 # ---------------------------------------------------------------- Node
 # koffi (and, for the type check, typescript and @types/node) from npm, as
@@ -105,3 +129,7 @@ node-check: stage $(NODE_DIR)/node_modules/.ready
 	  echo "== Node: node --test, ABI $$abi"; \
 	  (cd $(NODE_DIR) && $(BIND_ENV) RKL_TEST_TMP=$(BIND_TMP) RKLLM_SIM_ABI=$$abi node --test test/) || exit 1; \
 	done
+	@echo "== Node: README hello world"
+	@mkdir -p $(BIND_BUILD)/node-path && ln -sfn $(CURDIR)/$(NODE_DIR) $(BIND_BUILD)/node-path/rkl
+	@$(call snippet,$(NODE_DIR)/README.md,js) > $(BIND_BUILD)/hello.js
+	$(call expect,$(BIND_ENV) NODE_PATH=$(BIND_BUILD)/node-path node $(BIND_BUILD)/hello.js,$(HELLO))

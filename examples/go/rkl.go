@@ -32,6 +32,7 @@ import (
 	"io/fs"
 	"math"
 	"runtime"
+	"strings"
 	"time"
 	"unsafe"
 )
@@ -106,6 +107,35 @@ func lastMessage(st Status) string {
 	defer C.free(unsafe.Pointer(buf))
 	C.rkl_last_error_message(buf, n+1)
 	return C.GoStringN(buf, C.int(n))
+}
+
+// cString copies s for C, which would see it cut at a NUL byte: one inside
+// is refused. Free the result with C.free.
+func cString(fn, what, s string) (*C.char, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return nil, &Error{Status: ErrInvalidArgument, Message: fn + ": " + what + " contains a NUL byte"}
+	}
+	return C.CString(s), nil
+}
+
+// cStrings is cString for several strings; all or none are allocated.
+func cStrings(fn string, whatAndValue ...string) ([]*C.char, error) {
+	out := make([]*C.char, 0, len(whatAndValue)/2)
+	for i := 0; i+1 < len(whatAndValue); i += 2 {
+		cs, err := cString(fn, whatAndValue[i], whatAndValue[i+1])
+		if err != nil {
+			freeAll(out)
+			return nil, err
+		}
+		out = append(out, cs)
+	}
+	return out, nil
+}
+
+func freeAll(strs []*C.char) {
+	for _, cs := range strs {
+		C.free(unsafe.Pointer(cs))
+	}
 }
 
 // Version is the loaded librkl's version, "MAJOR.MINOR.PATCH".
@@ -195,18 +225,17 @@ func Open(path string, opts ...Option) (*Model, error) {
 	if err := call(func() C.rkl_status { return C.rkl_open_params_init(&p, C.sizeof_rkl_open_params) }); err != nil {
 		return nil, err
 	}
-	cpath := C.CString(path)
-	defer C.free(unsafe.Pointer(cpath))
-	p.model_path = cpath
+	strs, err := cStrings("rkl_open", "model path", path, "runtime path", cfg.runtimePath, "runtime ABI", cfg.runtimeABI)
+	if err != nil {
+		return nil, err
+	}
+	defer freeAll(strs)
+	p.model_path = strs[0]
 	if cfg.runtimePath != "" {
-		s := C.CString(cfg.runtimePath)
-		defer C.free(unsafe.Pointer(s))
-		p.runtime_path = s
+		p.runtime_path = strs[1]
 	}
 	if cfg.runtimeABI != "" {
-		s := C.CString(cfg.runtimeABI)
-		defer C.free(unsafe.Pointer(s))
-		p.runtime_abi = s
+		p.runtime_abi = strs[2]
 	}
 	for _, f := range cfg.set {
 		f(&p)
@@ -276,19 +305,22 @@ func (m *Model) KVCacheTokens() (int, error) {
 // SetChatTemplate replaces the text before the first turn (system) and
 // around each prompt (prefix + prompt + postfix).
 func (m *Model) SetChatTemplate(system, prefix, postfix string) error {
-	cs, cp, cq := C.CString(system), C.CString(prefix), C.CString(postfix)
-	defer C.free(unsafe.Pointer(cs))
-	defer C.free(unsafe.Pointer(cp))
-	defer C.free(unsafe.Pointer(cq))
-	return call(func() C.rkl_status { return C.rkl_set_chat_template(m.h, cs, cp, cq) })
+	strs, err := cStrings("rkl_set_chat_template", "system", system, "prefix", prefix, "postfix", postfix)
+	if err != nil {
+		return err
+	}
+	defer freeAll(strs)
+	return call(func() C.rkl_status { return C.rkl_set_chat_template(m.h, strs[0], strs[1], strs[2]) })
 }
 
 // LoadLora loads a LoRA adapter that requests select by name (Request.Lora).
 func (m *Model) LoadLora(path, name string, scale float32) error {
-	cp, cn := C.CString(path), C.CString(name)
-	defer C.free(unsafe.Pointer(cp))
-	defer C.free(unsafe.Pointer(cn))
-	return call(func() C.rkl_status { return C.rkl_load_lora(m.h, cp, cn, C.float(scale)) })
+	strs, err := cStrings("rkl_load_lora", "path", path, "name", name)
+	if err != nil {
+		return err
+	}
+	defer freeAll(strs)
+	return call(func() C.rkl_status { return C.rkl_load_lora(m.h, strs[0], strs[1], C.float(scale)) })
 }
 
 // ---------------------------------------------------------------- results

@@ -74,6 +74,9 @@ func TestGenerateTextEqualsReply(t *testing.T) {
 	if stats.Finish != rkl.FinishEnd || stats.Tokens < len(pieces) || len(pieces) < 4 {
 		t.Errorf("stats %+v after %d pieces", stats, len(pieces))
 	}
+	if _, err := m.Generate(context.Background(), "a\x00b", nil); !errors.Is(err, rkl.ErrInvalidArgument) {
+		t.Errorf("NUL in prompt: %v", err)
+	}
 }
 
 func TestStreamTextEqualsReply(t *testing.T) {
@@ -196,6 +199,10 @@ func TestBadModelPath(t *testing.T) {
 	_, err = rkl.Open(fastModel(t), rkl.WithRuntime("/nonexistent/librkllmrt.so"))
 	if !errors.Is(err, rkl.ErrRuntimeNotFound) || errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("bad runtime: %v", err)
+	}
+	_, err = rkl.Open(fastModel(t) + "\x00.txt")
+	if !errors.Is(err, rkl.ErrInvalidArgument) || !strings.Contains(err.Error(), "NUL") {
+		t.Errorf("NUL in path: %v", err)
 	}
 	_, err = rkl.Open(fastModel(t), rkl.WithTopP(1.5))
 	if !errors.Is(err, rkl.ErrInvalidArgument) || !strings.Contains(err.Error(), "top_p") {

@@ -1,7 +1,6 @@
 package rkl
 
 /*
-#include <stdlib.h>
 #include <rkl.h>
 */
 import "C"
@@ -9,7 +8,6 @@ import "C"
 import (
 	"context"
 	"sync"
-	"unsafe"
 )
 
 // Role says who speaks in a request.
@@ -69,13 +67,14 @@ func (m *Model) StreamRequest(ctx context.Context, req Request) (*Stream, error)
 	if err := call(func() C.rkl_status { return C.rkl_generate_params_init(&p, C.sizeof_rkl_generate_params) }); err != nil {
 		return nil, err
 	}
-	prompt := C.CString(req.Prompt)
-	defer C.free(unsafe.Pointer(prompt))
-	p.prompt = prompt
+	strs, err := cStrings("rkl_stream_open", "prompt", req.Prompt, "lora", req.Lora)
+	if err != nil {
+		return nil, err
+	}
+	defer freeAll(strs)
+	p.prompt = strs[0]
 	if req.Lora != "" {
-		lora := C.CString(req.Lora)
-		defer C.free(unsafe.Pointer(lora))
-		p.lora = lora
+		p.lora = strs[1]
 	}
 	if req.MaxNewTokens < 0 || req.MaxNewTokens > 1<<31-1 {
 		p.max_new_tokens = C.uint32_t(1 << 31) // out of range: refused with a message

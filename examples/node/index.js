@@ -147,6 +147,13 @@ function check(status) {
   if (status !== Status.OK) throw new RklError(status, lastErrorMessage() || statusStr(status));
 }
 
+// A string for C: the text is cut at a NUL there, so one inside is refused.
+function cText(what, value) {
+  if (typeof value !== 'string') throw new TypeError(`${what} must be a string`);
+  if (value.includes('\0')) throw new RklError(Status.INVALID_ARGUMENT, `${what} contains a NUL character`);
+  return value;
+}
+
 function statsFrom(s) {
   return {
     finish: FINISH[s.finish] || String(s.finish),
@@ -190,13 +197,13 @@ const OPEN_OPTIONS = {
 function openParams(modelPath, options = {}) {
   const p = {};
   check(c.open_params_init(p, koffi.sizeof(OpenParams)));
-  if (typeof modelPath !== 'string') throw new TypeError('modelPath must be a string');
-  p.model_path = modelPath;
+  p.model_path = cText('modelPath', modelPath);
   for (const [key, value] of Object.entries(options)) {
     const field = OPEN_OPTIONS[key];
     if (!field) throw new TypeError(`unknown option ${key}; known: ${Object.keys(OPEN_OPTIONS).join(', ')}`);
     if (value === undefined || value === null) continue;
-    if (typeof value === 'boolean') p[field] = value ? 1 : 0;
+    if (typeof value === 'string') p[field] = cText(key, value);
+    else if (typeof value === 'boolean') p[field] = value ? 1 : 0;
     else p[field] = value;
   }
   return p;
@@ -214,14 +221,14 @@ function open(modelPath, options) {
 }
 
 function generateParams(prompt, opts = {}) {
-  if (typeof prompt !== 'string') throw new TypeError('prompt must be a string');
+  cText('prompt', prompt);
   const g = {};
   check(c.generate_params_init(g, koffi.sizeof(GenerateParams)));
   g.prompt = prompt;
   if (opts.maxNewTokens !== undefined) g.max_new_tokens = opts.maxNewTokens;
   if (opts.keepHistory !== undefined) g.keep_history = !!opts.keepHistory;
   if (opts.enableThinking !== undefined) g.enable_thinking = !!opts.enableThinking;
-  if (opts.lora !== undefined) g.lora = opts.lora;
+  if (opts.lora !== undefined) g.lora = cText('lora', opts.lora);
   if (opts.role !== undefined) {
     if (!(opts.role in ROLES)) throw new TypeError(`role must be one of ${Object.keys(ROLES).join(', ')}`);
     g.role = ROLES[opts.role];
@@ -295,11 +302,11 @@ class Model {
   }
 
   setChatTemplate(system, prefix, postfix) {
-    check(c.set_chat_template(this.#h, system, prefix, postfix));
+    check(c.set_chat_template(this.#h, cText('system', system), cText('prefix', prefix), cText('postfix', postfix)));
   }
 
   loadLora(path, name, scale = 1.0) {
-    check(c.load_lora(this.#h, path, name, scale));
+    check(c.load_lora(this.#h, cText('path', path), cText('name', name), scale));
   }
 }
 

@@ -331,6 +331,8 @@ def _check(status: int) -> None:
 def _text(value: str, what: str) -> bytes:
     if not isinstance(value, str):
         raise TypeError(f"{what} must be str, not {type(value).__name__}")
+    if "\0" in value:  # C would see the text cut at the NUL
+        raise InvalidArgumentError(INVALID_ARGUMENT, f"{what} contains a NUL character")
     return value.encode("utf-8")
 
 

@@ -70,11 +70,13 @@ test('fields land where the library reads them', async () => {
   }
   assert.throws(() => rkl.open(fastModel, { topP: 1.5 }), { code: 'RKL_INVALID_ARGUMENT', message: /top_p/ });
   assert.throws(() => rkl.open(fastModel, { noSuchOption: 1 }), TypeError);
+  assert.throws(() => rkl.open(`${fastModel}\0.txt`), { code: 'RKL_INVALID_ARGUMENT', message: /NUL/ });
 });
 
 test('streamed text equals the reply', async () => {
   const model = rkl.open(fastModel);
   try {
+    assert.throws(() => model.stream('a\0b'), { code: 'RKL_INVALID_ARGUMENT', message: /prompt contains a NUL/ });
     const abi = process.env.RKLLM_SIM_ABI;
     if (abi) assert.equal(model.info.family, abi);
     const stream = model.stream('hello');

@@ -186,6 +186,14 @@ def test_bad_runtime_path(fast_model):
         rkl.Model(fast_model, runtime_path="/nonexistent/librkllmrt.so")
     with pytest.raises(TypeError, match="unknown setting"):
         rkl.Model(fast_model, no_such_setting=1)
+    with pytest.raises(rkl.InvalidArgumentError, match="NUL"):
+        rkl.Model(fast_model + "\0.txt")
+
+
+def test_text_with_nul_is_refused(fast_model):
+    with rkl.Model(fast_model) as m:
+        with pytest.raises(rkl.InvalidArgumentError, match="prompt contains a NUL"):
+            m.generate("a\0b")
 
 
 def test_use_after_close_raises(fast_model):

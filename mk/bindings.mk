@@ -42,8 +42,8 @@ snippet = awk '$$0 == "```$(2)" { f = 1; next } /^```$$/ { if (f) exit } f' $(1)
 comma := ,
 HELLO := Hello$(comma) Hello!! ✓
 # Runs a program ($(1)) and checks its output for $(2); fails if it fails.
-expect = $(1) > $(BIND_BUILD)/out.txt && grep -F '$(2)' $(BIND_BUILD)/out.txt >/dev/null \
-         || { cat $(BIND_BUILD)/out.txt; exit 1; }
+expect = $(1) > $(BIND_BUILD)/out-$@.txt && grep -F '$(2)' $(BIND_BUILD)/out-$@.txt >/dev/null \
+         || { cat $(BIND_BUILD)/out-$@.txt; exit 1; }
 
 # ---------------------------------------------------------------- Go
 # Nothing is downloaded: the module has no dependencies, GOPROXY is off.
@@ -81,7 +81,7 @@ $(PY_VENV)/.ready: examples/python/requirements-test.txt
 	$(PY_VENV)/bin/pip install -q --disable-pip-version-check -r examples/python/requirements-test.txt
 	@touch $@
 
-py-check: stage $(PY_VENV)/.ready
+py-check: stage $(PY_VENV)/.ready $(BIND_TMP)/hello.sim
 	@for abi in $(BIND_ABIS); do \
 	  echo "== Python: pytest, ABI $$abi"; \
 	  $(BIND_ENV) RKLLM_SIM_ABI=$$abi $(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider \
@@ -121,7 +121,7 @@ $(NODE_DIR)/node_modules/.ready: $(NODE_DIR)/package.json $(NODE_DIR)/package-lo
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-node-check: stage $(NODE_DIR)/node_modules/.ready
+node-check: stage $(NODE_DIR)/node_modules/.ready $(BIND_TMP)/hello.sim
 	@echo "== Node: index.d.ts (tsc --strict)"
 	cd $(NODE_DIR) && node_modules/.bin/tsc -p .
 	@mkdir -p $(BIND_TMP)

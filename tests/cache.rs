@@ -47,7 +47,7 @@ fn save_inspect_load_and_continue() {
     assert_eq!(m.payload.size, 16 + prompt_tokens * KV_BYTES, "the runtime's payload, whole");
     assert_eq!(m.runtime_family, sim_abi().name());
     assert_eq!(m.prompt.bytes, SYSTEM.len() as u64);
-    assert_eq!(m.model.path, model_path.to_str().unwrap());
+    assert_eq!(m.model.path, std::fs::canonicalize(&model_path).unwrap().to_str().unwrap(), "recorded absolute");
     assert_eq!(info.verdict, Verdict::Valid);
     assert!(info.save_stats.unwrap().tokens <= 1, "saving stops after the first token");
 
@@ -154,7 +154,7 @@ fn every_damage_has_its_own_error() {
         .unwrap()
         .into_iter()
         .filter_map(|f| match f {
-            Found::Cache(info) => Some((info.path.file_name().unwrap().to_string_lossy().into_owned(), info.verdict)),
+            Found::Cache(info) => Some((info.path.file_name().unwrap().to_string_lossy().into_owned(), info.verdict.clone())),
             _ => None,
         })
         .collect();
@@ -205,6 +205,12 @@ fn bad_places_to_save_are_clear_errors_and_damage_nothing() {
     // procfs refuses new files even to root: a read-only place.
     let err = model.cache_save(&GenerateRequest::new("p"), Path::new("/proc/rkl-test.rklcache")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+
+    let mut with_slash = dir.join("c.rklcache").into_os_string();
+    with_slash.push("/");
+    let err = model.cache_save(&GenerateRequest::new("p"), Path::new(&with_slash)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert_eq!(model.cache_save(&GenerateRequest::new("p"), &dir).unwrap_err().kind(), ErrorKind::InvalidArgument);
 
     let long = dir.join(format!("{}.rklcache", "é".repeat(110)));
     let err = model.cache_save(&GenerateRequest::new("p"), &long).unwrap_err();

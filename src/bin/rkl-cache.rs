@@ -7,7 +7,7 @@
 //!                                 temporaries (and stale caches with --stale)
 
 use rkl::cache::{path_of, remove_cache, scan, Found, Manifest};
-use rkl::{CacheInfo, Verdict};
+use rkl::Verdict;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -97,8 +97,10 @@ fn clean(dir: &Path, stale_too: bool, dry_run: bool) -> Result<ExitCode, rkl::Er
     };
     for found in scan(dir)? {
         match &found {
-            Found::Cache(info @ CacheInfo { verdict: Verdict::Invalid(_), .. }) => remove("invalid cache", &info.path, &|| remove_cache(info))?,
-            Found::Cache(info @ CacheInfo { verdict: Verdict::Stale(_), .. }) if stale_too => {
+            Found::Cache(info) if matches!(info.verdict, Verdict::Invalid(_)) => {
+                remove("invalid cache", &info.path, &|| remove_cache(info))?
+            }
+            Found::Cache(info) if stale_too && matches!(info.verdict, Verdict::Stale(_)) => {
                 remove("stale cache", &info.path, &|| remove_cache(info))?
             }
             Found::Orphan(p) | Found::Temporary(p) => remove("leftover", p, &|| {

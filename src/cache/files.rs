@@ -39,6 +39,10 @@ impl CachePath {
     /// Checks `path` names a file in an existing directory.
     pub fn new(path: &Path) -> Result<CachePath> {
         let shown = path.display();
+        // Path drops a trailing slash; a directory is never a cache file.
+        if path.as_os_str().as_encoded_bytes().ends_with(b"/") || path.is_dir() {
+            return Err(Error::invalid(format!("cache path '{shown}' names a directory, not a file")));
+        }
         let name = path
             .file_name()
             .and_then(|n| n.to_str())

@@ -43,8 +43,11 @@ pub fn model_identity(path: &Path) -> Result<ModelIdentity> {
         hasher.update(&offset.to_le_bytes());
         hasher.update(&block[..n]);
     }
+    // An absolute path, so that a cache inspected from another directory
+    // still finds its model.
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     Ok(ModelIdentity {
-        path: path.to_string_lossy().into_owned(),
+        path: absolute.to_string_lossy().into_owned(),
         size,
         mtime_ns: mtime_ns(&meta),
         fingerprint: hex128(hasher.digest128()),

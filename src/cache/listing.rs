@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Found {
     /// A cache (manifest), with its verdict.
-    Cache(CacheInfo),
+    Cache(Box<CacheInfo>),
     /// A payload no manifest in the directory names.
     Orphan(PathBuf),
     /// A temporary file of a save that did not finish.
@@ -44,7 +44,7 @@ pub fn scan(dir: &Path) -> Result<Vec<Found>> {
     }
     let named: HashSet<PathBuf> = caches.iter().filter_map(|c| c.payload_path.clone()).collect();
     found.extend(payloads.into_iter().filter(|p| !named.contains(p)).map(Found::Orphan));
-    found.extend(caches.into_iter().map(Found::Cache));
+    found.extend(caches.into_iter().map(|c| Found::Cache(Box::new(c))));
     found.sort_by(|a, b| path_of(a).cmp(path_of(b)));
     Ok(found)
 }

@@ -28,6 +28,21 @@ impl CheckedCache {
     }
 }
 
+/// Opens `path` for reading without blocking: a FIFO or device put where a
+/// cache file belongs must give an error, never hang the caller. What is
+/// opened is checked to be a regular file through the descriptor itself.
+pub fn open_regular_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK has this value on every Linux architecture rkl targets
+    // (x86_64, aarch64, arm, riscv64).
+    const O_NONBLOCK: i32 = 0o4000;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
+}
+
 /// How often a manifest is read again when a concurrent save replaced its
 /// payload between reading the manifest and opening the payload.
 const ATTEMPTS: usize = 3;
@@ -62,7 +77,7 @@ fn check_payload(manifest_path: &Path, manifest: Manifest) -> Result<CheckedCach
     let payload_path = dir.join(&manifest.payload.file);
     let shown = payload_path.display();
     let missing = |e: std::io::Error| Error::new(ErrorKind::CacheTruncated, format!("prompt cache payload '{shown}' is missing ({e})"));
-    let mut payload = File::open(&payload_path).map_err(missing)?;
+    let mut payload = open_regular_file(&payload_path).map_err(missing)?;
     let meta = payload.metadata().map_err(missing)?;
     if !meta.is_file() || meta.len() != manifest.payload.size {
         return Err(Error::new(

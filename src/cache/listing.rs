@@ -70,7 +70,7 @@ pub fn remove_cache(info: &CacheInfo) -> Result<()> {
 
 fn starts_like_manifest(path: &Path) -> bool {
     let mut head = [0u8; 64];
-    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let Ok(mut file) = super::check::open_regular_file(path) else { return false };
     let n = file.read(&mut head).unwrap_or(0);
     looks_like_manifest(&head[..n])
 }

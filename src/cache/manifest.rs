@@ -101,19 +101,22 @@ impl Manifest {
 
     /// Reads and parses the manifest at `path`, checking its format version.
     pub fn read(path: &Path) -> Result<Manifest> {
+        use std::io::Read;
         let shown = path.display();
-        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        let file = super::check::open_regular_file(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::new(ErrorKind::CacheNotFound, format!("no prompt cache at '{shown}'")),
+            std::io::ErrorKind::InvalidInput => {
+                Error::new(ErrorKind::CacheInvalid, format!("prompt cache '{shown}' is not a regular file"))
+            }
             _ => Error::new(ErrorKind::Io, format!("cannot read prompt cache '{shown}': {e}")),
         })?;
-        if !meta.is_file() {
-            return Err(Error::new(ErrorKind::CacheInvalid, format!("prompt cache '{shown}' is not a regular file")));
-        }
-        if meta.len() > MAX_MANIFEST_BYTES {
+        let mut bytes = Vec::new();
+        file.take(MAX_MANIFEST_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read prompt cache '{shown}': {e}")))?;
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(Error::new(ErrorKind::CacheInvalid, format!("'{shown}' is too large to be a prompt-cache manifest")));
         }
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read prompt cache '{shown}': {e}")))?;
         Manifest::parse(&bytes).map_err(|e| Error::new(e.kind(), format!("prompt cache '{shown}': {}", e.message())))
     }
 

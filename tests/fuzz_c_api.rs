@@ -44,9 +44,9 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::mem::size_of;
 use std::path::PathBuf;
-use std::sync::Arc as Rc;
 use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc as Rc;
 use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------ tools
@@ -79,6 +79,14 @@ fn scale() -> f64 {
         _ if std::env::var("RKLLM_SIM_ABI").as_deref() == Ok("1.2") => 0.34,
         _ => 1.0,
     }
+}
+
+/// Prints a figure past the test harness's output capture, so that `make
+/// check` shows it (labelled with the simulated ABI).
+fn report(line: &str) {
+    use std::io::Write;
+    let abi = std::env::var("RKLLM_SIM_ABI").unwrap_or_else(|_| "1.3".into());
+    let _ = writeln!(std::io::stderr(), "[ABI {abi}] {line}");
 }
 
 fn env_number(name: &str) -> Option<u64> {
@@ -182,7 +190,12 @@ impl World {
     fn new() -> World {
         let dir = temp_dir("fuzz-c-api");
         let mut files = Vec::new();
-        for extra in ["waiting = carry", "waiting = held", "waiting = repeat\ncallback_thread = foreign", "waiting = held\ncallback_thread = foreign"] {
+        for extra in [
+            "waiting = carry",
+            "waiting = held",
+            "waiting = repeat\ncallback_thread = foreign",
+            "waiting = held\ncallback_thread = foreign",
+        ] {
             let path = model_file("fuzz-c-api", &[&format!("reply = {TEMPLATE}"), "kv_bytes_per_token = 64", extra]);
             files.push(CBuf::new(path.to_str().unwrap().as_bytes()));
         }
@@ -256,8 +269,8 @@ fn bad_handle(rng: &mut Rng, world: &World, model_tag: bool) -> usize {
         2 => stack_address,
         3 => Box::into_raw(Box::new(0u64)) as usize, // leaked on purpose: a real heap address
         4 => (mine << 48) | (1 << 40) | rng.below(1000), // never issued
-        5 => mine << 48,                                  // id 0
-        6 => (other << 48) | (1 + rng.below(100)),        // the other type's tag
+        5 => mine << 48,                             // id 0
+        6 => (other << 48) | (1 + rng.below(100)),   // the other type's tag
         7 => *pick_vec(rng, if model_tag { &world.closed_models } else { &world.closed_streams }).unwrap_or(&7),
         8 => {
             let others: Vec<usize> = if model_tag { world.streams.clone() } else { world.models.keys().copied().collect() };
@@ -303,7 +316,15 @@ fn text_arg(rng: &mut Rng) -> CBuf {
     match rng.below(12) {
         0 => CBuf::new(b""),
         1 => CBuf::new(&(0..rng.below(40)).map(|_| 1 + rng.below(255) as u8).collect::<Vec<_>>()), // any bytes but NUL
-        2 => CBuf::new(rng.pick(&[&b"\xff"[..], b"\xc3", b"a\xe4\xb8", b"\xed\xa0\x80", b"\xc0\xaf", b"\x80x", b"ok\xf4\x90\x80\x80"])),
+        2 => CBuf::new(rng.pick(&[
+            &b"\xff"[..],
+            b"\xc3",
+            b"a\xe4\xb8",
+            b"\xed\xa0\x80",
+            b"\xc0\xaf",
+            b"\x80x",
+            b"ok\xf4\x90\x80\x80",
+        ])),
         3 => CBuf::new(b"cut\0 after the NUL"),
         4 => CBuf::new("x".repeat(rng.below(70_000)).as_bytes()),
         5 => CBuf::new("é中🎉".repeat(rng.below(20)).as_bytes()),
@@ -493,7 +514,16 @@ unsafe extern "C" fn on_log(level: rkl_log_level, target: *const c_char, message
 
 // ------------------------------------------------------------------ the operations
 
-const GENERATE_OK: &[rkl_status] = &[RKL_OK, RKL_BAD_HANDLE, RKL_NULL_ARGUMENT, RKL_INVALID_ARGUMENT, RKL_CLOSED, RKL_REENTRANT, RKL_RUNTIME_FAILED, RKL_CACHE_MISMATCH];
+const GENERATE_OK: &[rkl_status] = &[
+    RKL_OK,
+    RKL_BAD_HANDLE,
+    RKL_NULL_ARGUMENT,
+    RKL_INVALID_ARGUMENT,
+    RKL_CLOSED,
+    RKL_REENTRANT,
+    RKL_RUNTIME_FAILED,
+    RKL_CACHE_MISMATCH,
+];
 
 fn fuzz_open(rng: &mut Rng, world: &mut World) {
     let mut p: rkl_open_params = unsafe { std::mem::zeroed() };
@@ -511,7 +541,18 @@ fn fuzz_open(rng: &mut Rng, world: &mut World) {
         _ => Some(world.runtime.clone()),
     };
     let abi_buf = match if plausible { 5 } else { rng.below(6) } {
-        0 => Some(CBuf::new(rng.pick(&[&b"auto"[..], b"", b"1.2", b"1.3", b"1.2.3", b"1.1", b"2.0", b" 1.3 ", b"garbage", b"\xff"]))),
+        0 => Some(CBuf::new(rng.pick(&[
+            &b"auto"[..],
+            b"",
+            b"1.2",
+            b"1.3",
+            b"1.2.3",
+            b"1.1",
+            b"2.0",
+            b" 1.3 ",
+            b"garbage",
+            b"\xff",
+        ]))),
         1 => Some(CBuf::new(sim_abi().name().as_bytes())),
         _ => None,
     };
@@ -534,7 +575,15 @@ fn fuzz_open(rng: &mut Rng, world: &mut World) {
     set_int(rng, &mut p.embed_flash);
     set_int(rng, &mut p.enabled_cpus_num);
     set_int(rng, &mut p.base_domain_id);
-    for field in [&mut p.top_p, &mut p.temperature, &mut p.repeat_penalty, &mut p.frequency_penalty, &mut p.presence_penalty, &mut p.mirostat_tau, &mut p.mirostat_eta] {
+    for field in [
+        &mut p.top_p,
+        &mut p.temperature,
+        &mut p.repeat_penalty,
+        &mut p.frequency_penalty,
+        &mut p.presence_penalty,
+        &mut p.mirostat_tau,
+        &mut p.mirostat_eta,
+    ] {
         if rng.chance(odds) {
             *field = float_arg(rng);
         }
@@ -551,7 +600,15 @@ fn fuzz_open(rng: &mut Rng, world: &mut World) {
     world.record(
         "rkl_open",
         st,
-        &[RKL_OK, RKL_NULL_ARGUMENT, RKL_INVALID_ARGUMENT, RKL_MODEL_NOT_FOUND, RKL_RUNTIME_NOT_FOUND, RKL_RUNTIME_UNSUPPORTED, RKL_MODEL_LOAD_FAILED],
+        &[
+            RKL_OK,
+            RKL_NULL_ARGUMENT,
+            RKL_INVALID_ARGUMENT,
+            RKL_MODEL_NOT_FOUND,
+            RKL_RUNTIME_NOT_FOUND,
+            RKL_RUNTIME_UNSUPPORTED,
+            RKL_MODEL_LOAD_FAILED,
+        ],
     );
     if st != RKL_OK {
         assert_eq!(out as usize, 0x77, "rkl_open wrote *out on failure");
@@ -567,10 +624,9 @@ fn fuzz_open(rng: &mut Rng, world: &mut World) {
     assert!(MODELS.contains(handle));
     world.issued_models.push(handle);
     let int = |v: i32| (v != RKL_UNSET).then_some(v);
-    world.models.insert(
-        handle,
-        ModelState { cache: None, known: true, max_new_tokens: int(p.max_new_tokens).unwrap_or(-1), file },
-    );
+    world
+        .models
+        .insert(handle, ModelState { cache: None, known: true, max_new_tokens: int(p.max_new_tokens).unwrap_or(-1), file });
     // Keep the pool small: close one now and then.
     if world.models.len() > 4 {
         let victim = world.live_model(rng).unwrap();
@@ -636,7 +692,9 @@ fn request_arg(rng: &mut Rng, world: &World, model: Option<&ModelState>) -> Requ
     let (mut words, mut acceptable) = input_struct(rng, &g);
     let mut thinking = false;
     // Bool bytes: 0/1 usually, garbage sometimes.
-    for offset in [std::mem::offset_of!(rkl_generate_params, enable_thinking), std::mem::offset_of!(rkl_generate_params, keep_history)] {
+    for offset in
+        [std::mem::offset_of!(rkl_generate_params, enable_thinking), std::mem::offset_of!(rkl_generate_params, keep_history)]
+    {
         let value = if rng.chance(6) { rng.pick(&[2u8, 0xFF, 0x80]) } else { rng.below(2) as u8 };
         // SAFETY: the offset lies inside the buffer.
         unsafe { *words.as_mut_ptr().cast::<u8>().add(offset) = value };
@@ -671,7 +729,15 @@ fn fuzz_generate(rng: &mut Rng, world: &mut World) {
     let (handle, live) = model_arg(rng, world);
     let state = world.models.get(&handle).cloned();
     let request = request_arg(rng, world, state.as_ref());
-    let mut cb = Callback { mode: rng.below(5) as u32, stop_at: 1 + rng.below(8), calls: 0, model: handle, text: Vec::new(), problem: None, nested: Vec::new() };
+    let mut cb = Callback {
+        mode: rng.below(5) as u32,
+        stop_at: 1 + rng.below(8),
+        calls: 0,
+        model: handle,
+        text: Vec::new(),
+        problem: None,
+        nested: Vec::new(),
+    };
     if rng.chance(5) {
         // Abort or close another model from inside the callback? Only ever
         // this one: mode 2/3 act on `handle`.
@@ -698,7 +764,11 @@ fn fuzz_generate(rng: &mut Rng, world: &mut World) {
     }
     if st != RKL_OK {
         if live && st == RKL_INVALID_ARGUMENT {
-            assert!(!request.acceptable || size < size_of::<rkl_stats>() && !out_ptr.is_null(), "refused a good request: {}", last_error());
+            assert!(
+                !request.acceptable || size < size_of::<rkl_stats>() && !out_ptr.is_null(),
+                "refused a good request: {}",
+                last_error()
+            );
         }
         return;
     }
@@ -767,7 +837,11 @@ fn fuzz_stream(rng: &mut Rng, world: &mut World) {
             for _ in 0..1 + rng.below(8) {
                 // SAFETY: NULL or valid out-pointers.
                 let st = unsafe { rkl_stream_next(handle as *mut rkl_stream, timeout, tp, lp) };
-                world.record("rkl_stream_next", st, &[RKL_OK, RKL_TIMEOUT, RKL_RUNTIME_FAILED, RKL_BAD_HANDLE, RKL_NULL_ARGUMENT]);
+                world.record(
+                    "rkl_stream_next",
+                    st,
+                    &[RKL_OK, RKL_TIMEOUT, RKL_RUNTIME_FAILED, RKL_BAD_HANDLE, RKL_NULL_ARGUMENT],
+                );
                 if !live {
                     assert_eq!(st, RKL_BAD_HANDLE);
                 }
@@ -792,7 +866,11 @@ fn fuzz_stream(rng: &mut Rng, world: &mut World) {
             let p = if rng.chance(15) { null_mut() } else { out.as_mut_ptr().cast::<rkl_stats>() };
             // SAFETY: NULL or a buffer.
             let st = unsafe { rkl_stream_stats(handle as *mut rkl_stream, p) };
-            world.record("rkl_stream_stats", st, &[RKL_OK, RKL_IN_PROGRESS, RKL_BAD_HANDLE, RKL_NULL_ARGUMENT, RKL_INVALID_ARGUMENT]);
+            world.record(
+                "rkl_stream_stats",
+                st,
+                &[RKL_OK, RKL_IN_PROGRESS, RKL_BAD_HANDLE, RKL_NULL_ARGUMENT, RKL_INVALID_ARGUMENT],
+            );
             if !live {
                 assert_eq!(st, RKL_BAD_HANDLE);
             }
@@ -944,7 +1022,11 @@ fn fuzz_cache(rng: &mut Rng, world: &mut World, handle: usize, live: bool) {
     let path_ptr = if rng.chance(15) { null() } else { path.ptr() };
     let op = rng.below(3);
     // Saving writes at `path`: never over the model files.
-    let path = if op == 0 && world.files.iter().any(|f| f.same(&path)) { CBuf::new(world.dir.join("c0.rklcache").to_str().unwrap().as_bytes()) } else { path };
+    let path = if op == 0 && world.files.iter().any(|f| f.same(&path)) {
+        CBuf::new(world.dir.join("c0.rklcache").to_str().unwrap().as_bytes())
+    } else {
+        path
+    };
     let path_ptr = if path_ptr.is_null() { null() } else { path.ptr() };
     let (function, st, allowed): (&str, rkl_status, Vec<rkl_status>) = match op {
         0 => {
@@ -959,7 +1041,17 @@ fn fuzz_cache(rng: &mut Rng, world: &mut World, handle: usize, live: bool) {
                 world.caches.retain(|(p, _, _)| !p.same(&path));
                 world.caches.push((path.clone(), prompt, state.file));
             }
-            let allowed = vec![RKL_OK, RKL_BAD_HANDLE, RKL_NULL_ARGUMENT, RKL_INVALID_ARGUMENT, RKL_IO, RKL_ABORTED, RKL_CLOSED, RKL_REENTRANT, RKL_RUNTIME_FAILED];
+            let allowed = vec![
+                RKL_OK,
+                RKL_BAD_HANDLE,
+                RKL_NULL_ARGUMENT,
+                RKL_INVALID_ARGUMENT,
+                RKL_IO,
+                RKL_ABORTED,
+                RKL_CLOSED,
+                RKL_REENTRANT,
+                RKL_RUNTIME_FAILED,
+            ];
             ("rkl_cache_save", st, allowed)
         }
         1 => {
@@ -972,15 +1064,35 @@ fn fuzz_cache(rng: &mut Rng, world: &mut World, handle: usize, live: bool) {
                 state.cache = known;
             }
             let allowed = vec![
-                RKL_OK, RKL_BAD_HANDLE, RKL_NULL_ARGUMENT, RKL_INVALID_ARGUMENT, RKL_CACHE_NOT_FOUND, RKL_CACHE_INVALID, RKL_CACHE_VERSION,
-                RKL_CACHE_TRUNCATED, RKL_CACHE_CORRUPT, RKL_CACHE_MISMATCH, RKL_IO, RKL_CLOSED, RKL_REENTRANT, RKL_RUNTIME_FAILED,
+                RKL_OK,
+                RKL_BAD_HANDLE,
+                RKL_NULL_ARGUMENT,
+                RKL_INVALID_ARGUMENT,
+                RKL_CACHE_NOT_FOUND,
+                RKL_CACHE_INVALID,
+                RKL_CACHE_VERSION,
+                RKL_CACHE_TRUNCATED,
+                RKL_CACHE_CORRUPT,
+                RKL_CACHE_MISMATCH,
+                RKL_IO,
+                RKL_CLOSED,
+                RKL_REENTRANT,
+                RKL_RUNTIME_FAILED,
             ];
             ("rkl_cache_load", st, allowed)
         }
         _ => {
             // SAFETY: NULL or valid buffers.
             let st = unsafe { rkl_cache_inspect(path_ptr, out_ptr) };
-            let allowed = vec![RKL_OK, RKL_NULL_ARGUMENT, RKL_INVALID_ARGUMENT, RKL_CACHE_NOT_FOUND, RKL_CACHE_INVALID, RKL_CACHE_VERSION, RKL_IO];
+            let allowed = vec![
+                RKL_OK,
+                RKL_NULL_ARGUMENT,
+                RKL_INVALID_ARGUMENT,
+                RKL_CACHE_NOT_FOUND,
+                RKL_CACHE_INVALID,
+                RKL_CACHE_VERSION,
+                RKL_IO,
+            ];
             ("rkl_cache_inspect", st, allowed)
         }
     };
@@ -998,7 +1110,14 @@ fn fuzz_cache(rng: &mut Rng, world: &mut World, handle: usize, live: bool) {
             let info = unsafe { out.as_ptr().cast::<rkl_cache_info>().read_unaligned() };
             assert!(!info.storage.is_null());
             if size >= size_of::<rkl_cache_info>() {
-                for s in [info.verdict_message, info.manifest_path, info.model_path, info.payload_path, info.prompt_preview, info.runtime_family] {
+                for s in [
+                    info.verdict_message,
+                    info.manifest_path,
+                    info.model_path,
+                    info.payload_path,
+                    info.prompt_preview,
+                    info.runtime_family,
+                ] {
                     out_text(s, function);
                 }
             }
@@ -1116,7 +1235,11 @@ fn fuzz_misc(rng: &mut Rng, world: &mut World) {
             let mut buf = vec![0x5Au8; if huge { 512 } else { size.max(size_of::<rkl_open_params>()) + 64 }];
             let open = rng.chance(2);
             let _ = &world.files;
-            let (ours, function) = if open { (size_of::<rkl_open_params>(), "rkl_open_params_init") } else { (size_of::<rkl_generate_params>(), "rkl_generate_params_init") };
+            let (ours, function) = if open {
+                (size_of::<rkl_open_params>(), "rkl_open_params_init")
+            } else {
+                (size_of::<rkl_generate_params>(), "rkl_generate_params_init")
+            };
             let p = if rng.chance(10) { null_mut() } else { buf.as_mut_ptr() };
             // SAFETY: NULL, or a buffer of `size` bytes, or a huge size rkl
             // refuses before writing.
@@ -1163,7 +1286,12 @@ fn sanity(world: &mut World, round: u64) {
         cb.model = m as usize;
         assert_eq!(rkl_generate_params_init(&mut g, size_of::<rkl_generate_params>()), RKL_OK);
         g.prompt = prompt.ptr();
-        assert_eq!(rkl_generate(m, &g, Some(on_token), (&mut cb as *mut Callback).cast(), &mut stats), RKL_OK, "sanity generate: {}", last_error());
+        assert_eq!(
+            rkl_generate(m, &g, Some(on_token), (&mut cb as *mut Callback).cast(), &mut stats),
+            RKL_OK,
+            "sanity generate: {}",
+            last_error()
+        );
         assert_eq!(stats.finish, rkl_finish_reason::RKL_FINISH_END);
         let mut s = null_mut();
         assert_eq!(rkl_stream_open(m, &g, &mut s), RKL_OK);
@@ -1243,7 +1371,7 @@ fn the_c_api_survives_random_calls() {
     // Then several threads on shared handles.
     let threaded = Instant::now();
     let threaded_calls = concurrent_phase(seed, 4, budget / 4, &world.files, &world.runtime);
-    println!("fuzz_c_api: {threaded_calls} calls from 4 threads on shared handles in {:.1} s", threaded.elapsed().as_secs_f64());
+    let threaded_secs = threaded.elapsed().as_secs_f64();
     world.calls += threaded_calls;
     let time_by_op: Vec<String> = time_by_op.iter().map(|(op, t)| format!("{op}: {t:.2}")).collect();
     println!("fuzz_c_api: seconds by operation: {}", time_by_op.join(", "));
@@ -1260,9 +1388,10 @@ fn the_c_api_survives_random_calls() {
     assert_eq!(LOG_PROBLEMS.load(Ordering::Relaxed), 0, "bad log callback arguments");
     let mut statuses: Vec<_> = world.by_status.iter().map(|(s, n)| (*s, *n)).collect();
     statuses.sort_unstable();
-    println!(
-        "fuzz_c_api: {} calls in {:.1} s ({} models and {} streams opened, {} caches saved, {} log messages, \
-         {} successes with a stale nested message); statuses {:?}",
+    report(&format!(
+        "fuzz_c_api: {} calls in {:.1} s, {threaded_calls} of them from 4 threads on shared handles in {threaded_secs:.1} s \
+         ({} models and {} streams opened, {} caches saved, {} log messages, {} successes with a stale nested message); \
+         statuses {:?}",
         world.calls,
         started.elapsed().as_secs_f64(),
         world.issued_models.len(),
@@ -1271,7 +1400,7 @@ fn the_c_api_survives_random_calls() {
         LOG_CALLS.load(Ordering::Relaxed),
         world.known_nested_messages,
         statuses
-    );
+    ));
     assert!(world.calls >= 200, "too few calls: {}", world.calls);
     let _ = std::fs::remove_dir_all(&world.dir);
 }
@@ -1306,7 +1435,13 @@ fn concurrent_phase(seed: u64, threads: usize, budget: Duration, files: &[CBuf],
                     assert!(allowed.contains(&st), "{function} returned {st:?} (thread {t}): {}", last_error());
                 };
                 while started.elapsed() < budget {
-                    let pick = |rng: &mut Rng, v: &[usize]| if v.is_empty() || rng.chance(10) { rng.next() as usize } else { v[rng.below(v.len())] };
+                    let pick = |rng: &mut Rng, v: &[usize]| {
+                        if v.is_empty() || rng.chance(10) {
+                            rng.next() as usize
+                        } else {
+                            v[rng.below(v.len())]
+                        }
+                    };
                     match rng.below(10) {
                         0 => {
                             let mut p: rkl_open_params = unsafe { std::mem::zeroed() };
@@ -1339,14 +1474,28 @@ fn concurrent_phase(seed: u64, threads: usize, budget: Duration, files: &[CBuf],
                             let m = pick(&mut rng, &shared().models);
                             let prompt = CBuf::new(format!("t{t} {} é🎉", rng.below(100)).as_bytes());
                             let mut g: rkl_generate_params = unsafe { std::mem::zeroed() };
-                            let mut cb = Callback { mode: rng.below(3) as u32, stop_at: 1 + rng.below(6), calls: 0, model: m, text: Vec::new(), problem: None, nested: Vec::new() };
+                            let mut cb = Callback {
+                                mode: rng.below(3) as u32,
+                                stop_at: 1 + rng.below(6),
+                                calls: 0,
+                                model: m,
+                                text: Vec::new(),
+                                problem: None,
+                                nested: Vec::new(),
+                            };
                             let mut stats: rkl_stats = unsafe { std::mem::zeroed() };
                             stats.struct_size = size_of::<rkl_stats>();
                             // SAFETY: valid struct, string, callback state.
                             let st = unsafe {
                                 rkl_generate_params_init(&mut g, size_of::<rkl_generate_params>());
                                 g.prompt = prompt.ptr();
-                                rkl_generate(m as *mut rkl_model, &g, Some(on_token), (&mut cb as *mut Callback).cast(), &mut stats)
+                                rkl_generate(
+                                    m as *mut rkl_model,
+                                    &g,
+                                    Some(on_token),
+                                    (&mut cb as *mut Callback).cast(),
+                                    &mut stats,
+                                )
                             };
                             check("rkl_generate", st, &[RKL_OK, RKL_BAD_HANDLE, RKL_CLOSED]);
                             assert!(cb.problem.is_none(), "{:?}", cb.problem);
@@ -1380,7 +1529,9 @@ fn concurrent_phase(seed: u64, threads: usize, budget: Duration, files: &[CBuf],
                             for _ in 0..1 + rng.below(10) {
                                 let (mut text, mut len) = (null(), 0usize);
                                 // SAFETY: valid out-pointers.
-                                let st = unsafe { rkl_stream_next(s as *mut rkl_stream, rng.pick(&[0, 1, 20, -1]), &mut text, &mut len) };
+                                let st = unsafe {
+                                    rkl_stream_next(s as *mut rkl_stream, rng.pick(&[0, 1, 20, -1]), &mut text, &mut len)
+                                };
                                 check("rkl_stream_next", st, &[RKL_OK, RKL_TIMEOUT, RKL_BAD_HANDLE]);
                                 if st != RKL_OK && st != RKL_TIMEOUT || text.is_null() && st == RKL_OK {
                                     break;
@@ -1388,7 +1539,11 @@ fn concurrent_phase(seed: u64, threads: usize, budget: Duration, files: &[CBuf],
                             }
                             if rng.chance(3) {
                                 // SAFETY: a handle value.
-                                check("rkl_stream_abort", unsafe { rkl_stream_abort(s as *mut rkl_stream) }, &[RKL_OK, RKL_BAD_HANDLE]);
+                                check(
+                                    "rkl_stream_abort",
+                                    unsafe { rkl_stream_abort(s as *mut rkl_stream) },
+                                    &[RKL_OK, RKL_BAD_HANDLE],
+                                );
                             }
                         }
                         _ => {

@@ -62,6 +62,14 @@ fn scale() -> f64 {
     }
 }
 
+/// Prints a figure past the test harness's output capture, so that `make
+/// check` shows it (labelled with the simulated ABI).
+fn report(line: &str) {
+    use std::io::Write;
+    let abi = std::env::var("RKLLM_SIM_ABI").unwrap_or_else(|_| "1.3".into());
+    let _ = writeln!(std::io::stderr(), "[ABI {abi}] {line}");
+}
+
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -94,9 +102,36 @@ struct Original {
 
 /// Raw JSON tokens and values to put where a field was.
 const RAW_VALUES: &[&str] = &[
-    "null", "true", "false", "0", "-1", "1", "2", "1.0", "1e400", "-0", "18446744073709551615", "18446744073709551616",
-    "-9223372036854775809", "NaN", "Infinity", "0x10", "01", "\"\"", "\"1\"", "\"é中🎉\"", "\"\\u0000\"", "\"\\ud800\"",
-    "\"../x.kv\"", "\"/etc/passwd\"", "[]", "{}", "[1,2,3]", "[\"a\",\"b\",\"c\"]", "[\"a\",\"b\"]", "{\"a\":1}",
+    "null",
+    "true",
+    "false",
+    "0",
+    "-1",
+    "1",
+    "2",
+    "1.0",
+    "1e400",
+    "-0",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "NaN",
+    "Infinity",
+    "0x10",
+    "01",
+    "\"\"",
+    "\"1\"",
+    "\"é中🎉\"",
+    "\"\\u0000\"",
+    "\"\\ud800\"",
+    "\"../x.kv\"",
+    "\"/etc/passwd\"",
+    "[]",
+    "{}",
+    "[1,2,3]",
+    "[\"a\",\"b\",\"c\"]",
+    "[\"a\",\"b\"]",
+    "{\"a\":1}",
 ];
 
 fn random_value(rng: &mut Rng) -> Value {
@@ -108,7 +143,21 @@ fn random_value(rng: &mut Rng) -> Value {
         4 => Value::from(rng.next() as f64 / 7.0),
         5 => Value::from(*rng.pick(&[u64::MAX, 0, 1, 2, u32::MAX as u64, i64::MAX as u64])),
         6 => Value::from("x".repeat(rng.below(100_000))),
-        7 => Value::from(*rng.pick(&["", "é中🎉", "\0", "a\0b", "\u{FFFD}", "..", ".", "/", "../c.kv", "1.2", "1.3", "user", "tool"])),
+        7 => Value::from(*rng.pick(&[
+            "",
+            "é中🎉",
+            "\0",
+            "a\0b",
+            "\u{FFFD}",
+            "..",
+            ".",
+            "/",
+            "../c.kv",
+            "1.2",
+            "1.3",
+            "user",
+            "tool",
+        ])),
         8 => Value::Array(vec![]),
         9 => Value::Object(Default::default()),
         10 => Value::Array((0..rng.below(5)).map(|i| Value::from(format!("s{i}"))).collect()),
@@ -394,7 +443,11 @@ fn make_case(rng: &mut Rng, original: &Original, dir: &Path, case: &mut Case) ->
             12 => {
                 // The format marker.
                 let raw = *rng.pick(&["0", "2", "-1", "1.0", "\"1\"", "null", "4294967297", "1, \"rkl_prompt_cache\": 2"]);
-                let text = String::from_utf8_lossy(&manifest).replacen("\"rkl_prompt_cache\": 1", &format!("\"rkl_prompt_cache\": {raw}"), 1);
+                let text = String::from_utf8_lossy(&manifest).replacen(
+                    "\"rkl_prompt_cache\": 1",
+                    &format!("\"rkl_prompt_cache\": {raw}"),
+                    1,
+                );
                 manifest = text.into_bytes();
                 case.steps.push(format!("format marker {raw}"));
             }
@@ -491,7 +544,8 @@ fn run_case(rng: &mut Rng, original: &Original, model: &Model, c_model: *mut rkl
     let what = || format!("case {} {:?}", outcomes.cases, case);
 
     // inspect never panics; its verdict names a cache kind.
-    let inspected = catch_unwind(AssertUnwindSafe(|| rkl::cache::inspect(&path))).unwrap_or_else(|_| panic!("inspect panicked: {}", what()));
+    let inspected =
+        catch_unwind(AssertUnwindSafe(|| rkl::cache::inspect(&path))).unwrap_or_else(|_| panic!("inspect panicked: {}", what()));
     if let Verdict::Invalid(e) = &inspected.verdict {
         assert!(CACHE_KINDS.contains(&e.kind()), "inspect: {e} ({:?}) for {}", e.kind(), what());
     }
@@ -557,7 +611,12 @@ fn run_case(rng: &mut Rng, original: &Original, model: &Model, c_model: *mut rkl
             if !case.forged {
                 assert!(named == original.payload, "a load succeeded with a payload other than the one rkl saved: {}", what());
             }
-            assert!(matches!(inspected.verdict, Verdict::Valid | Verdict::Stale(_)), "inspect said {:?} but the load succeeded: {}", inspected.verdict, what());
+            assert!(
+                matches!(inspected.verdict, Verdict::Valid | Verdict::Stale(_)),
+                "inspect said {:?} but the load succeeded: {}",
+                inspected.verdict,
+                what()
+            );
             let m = Manifest::read(&path).unwrap();
             match user(model, &format!("{SYSTEM}{QUESTION}")) {
                 Ok(text) => assert_eq!(text, format!("answer to {QUESTION}"), "{}", what()),
@@ -580,7 +639,12 @@ fn run_case(rng: &mut Rng, original: &Original, model: &Model, c_model: *mut rkl
             if case.forged {
                 assert!(CACHE_KINDS.contains(&e.kind()) || e.kind() == ErrorKind::RuntimeFailed, "{e}: {}", what());
             } else {
-                assert!(CACHE_KINDS.contains(&e.kind()), "{e} ({:?}): the runtime was handed a payload rkl should have refused? {}", e.kind(), what());
+                assert!(
+                    CACHE_KINDS.contains(&e.kind()),
+                    "{e} ({:?}): the runtime was handed a payload rkl should have refused? {}",
+                    e.kind(),
+                    what()
+                );
             }
             match &inspected.verdict {
                 Verdict::Invalid(v) => assert_eq!(v.kind(), e.kind(), "inspect and load disagree: {}", what()),
@@ -683,14 +747,14 @@ fn damaged_caches_are_refused_with_their_kind_and_never_reach_the_runtime() {
     while started.elapsed() < budget && outcomes.cases < max_cases {
         run_case(&mut rng, &original, &model, c_model, &work, &mut outcomes);
     }
-    println!(
+    report(&format!(
         "fuzz_cache: {} damaged caches in {:.1} s ({} loaded, refused: {:?}; known inspect/load disagreements: {})",
         outcomes.cases,
         started.elapsed().as_secs_f64(),
         outcomes.loaded,
         outcomes.refused,
         outcomes.known_size_disagreement
-    );
+    ));
     assert!(outcomes.cases >= 20, "too few cases ran: {}", outcomes.cases);
     // SAFETY: a live handle.
     assert_eq!(unsafe { ffi::rkl_close(c_model) }, RKL_OK);

@@ -91,7 +91,8 @@ fn any_plan() -> impl Strategy<Value = Plan> {
 /// completes (for checking that characters come out as soon as possible).
 fn deliver(text: &str, plan: &Plan, mode: Waiting) -> Vec<(Event, Option<usize>)> {
     let bytes = text.as_bytes();
-    let mut cuts: Vec<usize> = if bytes.len() > 1 { plan.cuts.iter().map(|c| 1 + c % (bytes.len() - 1)).collect() } else { vec![] };
+    let mut cuts: Vec<usize> =
+        if bytes.len() > 1 { plan.cuts.iter().map(|c| 1 + c % (bytes.len() - 1)).collect() } else { vec![] };
     cuts.push(0);
     cuts.push(bytes.len());
     cuts.sort_unstable();
@@ -201,22 +202,36 @@ fn scale() -> f64 {
     }
 }
 
+/// Prints a figure past the test harness's output capture, so that `make
+/// check` shows it (labelled with the simulated ABI).
+fn report(line: &str) {
+    use std::io::Write;
+    let abi = std::env::var("RKLLM_SIM_ABI").unwrap_or_else(|_| "1.3".into());
+    let _ = writeln!(std::io::stderr(), "[ABI {abi}] {line}");
+}
+
 fn config(cases: u32) -> Config {
     let cases = ((cases as f64 * scale()) as u32).max(1);
     Config { cases, failure_persistence: None, ..Config::default() }
 }
 
+/// Runs a property and reports how many cases passed.
+fn check<S: Strategy>(what: &str, cases: u32, strategy: &S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
+    let config = config(cases);
+    let n = config.cases;
+    let started = std::time::Instant::now();
+    TestRunner::new(config).run(strategy, test).unwrap();
+    report(&format!("prop_utf8: {what}: {n} cases passed in {:.1} s", started.elapsed().as_secs_f64()));
+}
+
 #[test]
 fn any_split_of_any_valid_text_in_every_waiting_mode_gives_the_text() {
-    let mut runner = TestRunner::new(config(1000));
-    runner
-        .run(&(any_text(48), any_plan()), |(text, plan)| {
-            for mode in MODES {
-                check_valid_text(&text, &plan, mode)?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    check("valid text, any split, carry/held/repeat", 1000, &(any_text(48), any_plan()), |(text, plan)| {
+        for mode in MODES {
+            check_valid_text(&text, &plan, mode)?;
+        }
+        Ok(())
+    });
 }
 
 #[test]
@@ -323,28 +338,25 @@ fn any_events() -> impl Strategy<Value = Vec<Event>> {
 
 #[test]
 fn arbitrary_bytes_never_escape_as_invalid_text() {
-    let mut runner = TestRunner::new(config(1500));
-    runner
-        .run(&any_events(), |events| {
-            let (out, replaced, dropped) = feed(&events);
-            let (stream, aside) = effective_stream(&events);
-            let (want, want_replaced, tail) = reference_decode(&stream);
-            prop_assert_eq!(&out, &want);
-            prop_assert_eq!(replaced, want_replaced);
-            prop_assert_eq!(dropped, tail + aside, "dropped = the incomplete tail + WAITING bytes never used");
-            // What a String already guarantees, stated for the record: the
-            // output is valid UTF-8, and U+FFFD appears only where the input
-            // had it or had invalid bytes.
-            prop_assert!(std::str::from_utf8(out.as_bytes()).is_ok());
-            let literal = String::from_utf8_lossy(&stream).matches('\u{FFFD}').count() - want_replaced - usize::from(tail > 0);
-            prop_assert_eq!(out.matches('\u{FFFD}').count(), literal + replaced);
-            if std::str::from_utf8(&stream).is_ok() {
-                prop_assert_eq!(replaced, 0);
-                prop_assert_eq!(out.as_bytes(), &stream[..]);
-            }
-            Ok(())
-        })
-        .unwrap();
+    check("arbitrary bytes and WAITING/NORMAL sequences", 1500, &any_events(), |events| {
+        let (out, replaced, dropped) = feed(&events);
+        let (stream, aside) = effective_stream(&events);
+        let (want, want_replaced, tail) = reference_decode(&stream);
+        prop_assert_eq!(&out, &want);
+        prop_assert_eq!(replaced, want_replaced);
+        prop_assert_eq!(dropped, tail + aside, "dropped = the incomplete tail + WAITING bytes never used");
+        // What a String already guarantees, stated for the record: the
+        // output is valid UTF-8, and U+FFFD appears only where the input
+        // had it or had invalid bytes.
+        prop_assert!(std::str::from_utf8(out.as_bytes()).is_ok());
+        let literal = String::from_utf8_lossy(&stream).matches('\u{FFFD}').count() - want_replaced - usize::from(tail > 0);
+        prop_assert_eq!(out.matches('\u{FFFD}').count(), literal + replaced);
+        if std::str::from_utf8(&stream).is_ok() {
+            prop_assert_eq!(replaced, 0);
+            prop_assert_eq!(out.as_bytes(), &stream[..]);
+        }
+        Ok(())
+    });
 }
 
 #[test]
@@ -398,7 +410,14 @@ fn any_prompt() -> impl Strategy<Value = String> {
 
 #[test]
 fn random_prompts_through_the_simulator_give_the_exact_reply_in_every_mode() {
-    let variants = [("carry", "caller"), ("held", "caller"), ("repeat", "caller"), ("carry", "foreign"), ("held", "foreign"), ("repeat", "foreign")];
+    let variants = [
+        ("carry", "caller"),
+        ("held", "caller"),
+        ("repeat", "caller"),
+        ("carry", "foreign"),
+        ("held", "foreign"),
+        ("repeat", "foreign"),
+    ];
     let models: Vec<(String, Model)> = variants
         .iter()
         .map(|(mode, thread)| {
@@ -409,17 +428,20 @@ fn random_prompts_through_the_simulator_give_the_exact_reply_in_every_mode() {
             (format!("waiting = {mode}, callbacks on the {thread} thread"), m)
         })
         .collect();
-    let mut runner = TestRunner::new(config(64));
-    runner
-        .run(&(any_prompt(), any::<bool>()), |(prompt, by_stream)| {
+    check(
+        "random prompts through the simulator, 6 waiting/thread modes",
+        64,
+        &(any_prompt(), any::<bool>()),
+        |(prompt, by_stream)| {
             let want = TEMPLATE.replace("{prompt}", &prompt);
             for (what, model) in &models {
-                let (text, finish) = collect(model, &prompt, by_stream).map_err(|e| TestCaseError::fail(format!("{what}: {e}")))?;
+                let (text, finish) =
+                    collect(model, &prompt, by_stream).map_err(|e| TestCaseError::fail(format!("{what}: {e}")))?;
                 prop_assert_eq!(&text, &want, "{} (stream: {})", what, by_stream);
                 prop_assert_eq!(finish, FinishReason::End);
             }
             Ok(())
-        })
-        .unwrap();
+        },
+    );
     assert_eq!(sim_stats(&sim_library(""))[0], 0, "no two calls inside the runtime at once");
 }

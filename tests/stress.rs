@@ -40,6 +40,14 @@ fn scale() -> f64 {
     }
 }
 
+/// Prints a figure past the test harness's output capture, so that `make
+/// check` shows it (labelled with the simulated ABI).
+fn report(line: &str) {
+    use std::io::Write;
+    let abi = std::env::var("RKLLM_SIM_ABI").unwrap_or_else(|_| "1.3".into());
+    let _ = writeln!(std::io::stderr(), "[ABI {abi}] {line}");
+}
+
 fn scaled(n: usize) -> usize {
     ((n as f64 * scale()) as usize).max(1)
 }
@@ -71,7 +79,10 @@ fn watchdog(what: &'static str, limit: Duration, done: Arc<AtomicBool>, progress
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("{what}: not finished after {limit:?} ({} operations done): deadlock or livelock", progress.load(Ordering::Relaxed));
+        eprintln!(
+            "{what}: not finished after {limit:?} ({} operations done): deadlock or livelock",
+            progress.load(Ordering::Relaxed)
+        );
         std::process::exit(3);
     });
 }
@@ -129,7 +140,12 @@ struct Slot {
 
 impl Slot {
     fn new(tag: &'static str, extra: &[&str]) -> Slot {
-        let mut lines = vec![format!("reply = {tag} {REPLY}"), "time_scale = 1".into(), "prefill_us_per_token = 20".into(), "decode_us_per_token = 40".into()];
+        let mut lines = vec![
+            format!("reply = {tag} {REPLY}"),
+            "time_scale = 1".into(),
+            "prefill_us_per_token = 20".into(),
+            "decode_us_per_token = 40".into(),
+        ];
         lines.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let model = open("stress", &refs);
@@ -287,10 +303,12 @@ fn sixteen_threads_two_models_random_aborts_drops_and_reopens() {
     let started = Instant::now();
     let mut total = Tally::default();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads).map(|t| {
-            let (slots, progress) = (&slots, &progress);
-            scope.spawn(move || worker(t, per_thread, slots, progress))
-        }).collect();
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (slots, progress) = (&slots, &progress);
+                scope.spawn(move || worker(t, per_thread, slots, progress))
+            })
+            .collect();
         for h in handles {
             total.add(&h.join().expect("a worker panicked"));
         }
@@ -303,7 +321,7 @@ fn sixteen_threads_two_models_random_aborts_drops_and_reopens() {
     }
     let stats = sim_stats(&lib);
     assert_eq!(stats[0], 0, "two calls were inside the runtime at once");
-    println!(
+    report(&format!(
         "stress: {threads} threads x 2 models, {} operations, {} generations in {:.1} s: {} whole, {} aborted ({} streams dropped), \
          {} stopped by the callback, {} at the token limit, {} refused as closed; {} aborts sent, {} closes and reopens",
         threads * per_thread,
@@ -317,7 +335,7 @@ fn sixteen_threads_two_models_random_aborts_drops_and_reopens() {
         total.closed,
         total.aborts_sent,
         total.reopens
-    );
+    ));
     assert!(total.end > total.generations() / 4, "too few generations ended normally to check their text: {total:?}");
 }
 
@@ -469,11 +487,11 @@ fn memory_stays_flat_across_ten_thousand_generations() {
     let runs = sim_stats(&sim_library(""))[2] - runs_before;
     assert!(runs >= (WARMUP + count) as u64, "only {runs} runs reached the runtime");
     let growth = peak.saturating_sub(base);
-    println!(
+    report(&format!(
         "stress: RSS across {count} generations (after {WARMUP} to warm up; {runs} runs in all) in {:.1} s: {base} KiB after warm-up, \
          {peak} KiB at most, {end} KiB at the end: growth {growth} KiB",
         elapsed.as_secs_f64()
-    );
+    ));
     assert!(growth < 2048, "resident memory grew by {growth} KiB across {count} generations");
     assert_eq!(sim_stats(&sim_library(""))[0], 0);
 }

@@ -785,15 +785,13 @@ fn inspect_and_load_agree_on_a_manifest_with_another_model_size() {
     assert!(verdict != Verdict::Valid || loaded.is_ok(), "inspect: {verdict:?}, load: {loaded:?}");
 }
 
-/// Found by the fuzzer: a manifest naming a FIFO as its payload makes
-/// `inspect`, `cache_load` (and so `rkl_cache_inspect`, `rkl_cache_load`,
-/// `rkl-cache list`) block forever in `File::open` (src/cache/check.rs
-/// opens the payload before looking at its type; a FIFO's open waits for
-/// a writer). Fix: open with O_NONBLOCK (or check the type with
-/// symlink_metadata/metadata first and refuse non-regular files), then
-/// drop the `ignore`. Takes 10 s to fail while the bug is there.
+/// Found by the fuzzer: a manifest naming a FIFO as its payload made
+/// `inspect` and `cache_load` (and so `rkl_cache_inspect`, `rkl_cache_load`,
+/// `rkl-cache list`) block forever in `File::open`, which waits for a
+/// writer. Fixed in src/cache by opening without blocking and refusing
+/// anything but a regular file; kept as a regression test (it fails after
+/// 10 s if the hang comes back).
 #[test]
-#[ignore = "known bug: a FIFO as payload hangs inspect and load"]
 fn a_payload_name_that_is_a_fifo_does_not_hang_the_load() {
     // A manifest naming a FIFO beside it: opening it for reading would wait
     // for a writer forever.

@@ -45,10 +45,6 @@ test-rust: build sim-variants
 	RKLLM_SIM_ABI=1.2 $(CARGO) test --workspace
 	RKLLM_SIM_ABI=1.3 $(CARGO) test --workspace
 
-# Benchmarks build in release mode; RKL_BENCH_ROUNDS=2 makes a smoke run.
-bench: build-release
-	RKL_BENCH_SIM=$(TARGET)/release/librkllmrt.so $(CARGO) bench --bench generate
-
 include mk/*.mk
 
 check: tools test-rust $(CHECK_EXTRA)

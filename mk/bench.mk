@@ -1,0 +1,90 @@
+# Benchmarks (BENCHMARKS.md).
+#
+#   make bench        release build of everything (rkl, the simulator, the C,
+#                     Go, Node and Python drivers in bench/), the full run,
+#                     then BENCHMARKS.md and bench/plots/*.png are rewritten
+#                     from it (commit them). A few minutes on 2 cores.
+#   make bench-smoke  the same drivers on the debug builds with tiny sizes,
+#                     written to build/bench-smoke/ (part of `make check`, so
+#                     the benchmarks cannot rot; seconds).
+#
+# The drivers print "BENCH {json}" lines; bench/run.py runs them, summarises
+# and renders the tables and plots (matplotlib from PyPI in a venv under
+# build/bench). Go and Node come from Debian's packages and koffi from npm,
+# as for the bindings (mk/bindings.mk).
+
+BENCH_BUILD := $(CURDIR)/build/bench
+BENCH_VENV  := $(BENCH_BUILD)/venv
+BENCH_SMOKE := $(CURDIR)/build/bench-smoke
+BENCH_CFLAGS := -std=c11 -O2 -Wall -Wextra -Werror -g
+
+.PHONY: bench bench-smoke bench-run bench-drivers
+
+CHECK_EXTRA += bench-smoke
+
+$(BENCH_VENV)/.ready: bench/requirements.txt
+	@$(MAKE) --no-print-directory bindings-tools
+	rm -rf $(BENCH_VENV)
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+# The drivers for one cargo profile: $(MAKE) bench-drivers BENCH_PROFILE=release|debug
+# BENCH_OUT=dir. librkl is linked from target/$(BENCH_PROFILE) through a
+# folder that also holds its soname link, and a pkg-config file for cgo.
+BENCH_PROFILE ?= release
+BENCH_OUT     ?= $(BENCH_BUILD)/$(BENCH_PROFILE)
+BENCH_LIBDIR   = $(BENCH_OUT)/lib
+BENCH_GO_ENV   = GOPATH=$(CURDIR)/build/bindings/go GOCACHE=$(CURDIR)/build/bindings/go-cache \
+                 GOFLAGS=-mod=mod GOTOOLCHAIN=local GOPROXY=off GOTELEMETRY=off CGO_ENABLED=1 \
+                 PKG_CONFIG_PATH=$(BENCH_LIBDIR)/pkgconfig
+
+bench-drivers:
+	@mkdir -p $(BENCH_LIBDIR)/pkgconfig
+	ln -sf $(TARGET)/$(BENCH_PROFILE)/librkl.so $(BENCH_LIBDIR)/librkl.so
+	ln -sf $(TARGET)/$(BENCH_PROFILE)/librkl.so $(BENCH_LIBDIR)/librkl.so.0
+	@printf 'Name: rkl\nDescription: rkl (bench build)\nVersion: $(RKL_VERSION)\nCflags: -I$(CURDIR)/include\nLibs: -L$(BENCH_LIBDIR) -lrkl -Wl,-rpath,$(BENCH_LIBDIR)\n' \
+	  > $(BENCH_LIBDIR)/pkgconfig/rkl.pc
+	$(CC) $(BENCH_CFLAGS) -shared -fPIC bench/c/malloc_count.c -o $(BENCH_OUT)/malloc_count.so
+	$(CC) $(BENCH_CFLAGS) bench/c/raw_rkllm.c -o $(BENCH_OUT)/raw_rkllm \
+	  -L$(TARGET)/$(BENCH_PROFILE) -lrkllmrt -Wl,-rpath,$(TARGET)/$(BENCH_PROFILE) -lpthread -ldl
+	$(CC) $(BENCH_CFLAGS) -Iinclude bench/c/rkl_bench.c -o $(BENCH_OUT)/rkl_bench \
+	  -L$(BENCH_LIBDIR) -lrkl -Wl,-rpath,$(BENCH_LIBDIR) -lpthread -ldl
+	cd bench/go && $(BENCH_GO_ENV) go build -o $(BENCH_OUT)/go-bench .
+
+# One run of bench/run.py: BENCH_MODE=full|smoke, the drivers in $(BENCH_OUT),
+# the Rust bench's output in $(BENCH_OUT)/rust.txt.
+BENCH_MODE ?= full
+BENCH_MD    ?= $(CURDIR)/BENCHMARKS.md
+BENCH_PLOTS ?= $(CURDIR)/bench/plots
+BENCH_TARGET_NAME ?= bench
+
+bench-run:
+	$(BENCH_VENV)/bin/python bench/run.py --mode $(BENCH_MODE) --bin $(BENCH_OUT) \
+	  --sim $(TARGET)/$(BENCH_PROFILE)/librkllmrt.so --lib $(BENCH_LIBDIR)/librkl.so.0 \
+	  --work $(BENCH_OUT)/work --md $(BENCH_MD) --plots $(BENCH_PLOTS) --json $(BENCH_OUT)/results.json \
+	  --rust $(BENCH_OUT)/rust.txt --go-bin $(BENCH_OUT)/go-bench --python $(BENCH_VENV)/bin/python \
+	  --node node --host $(TARGET)/$(BENCH_PROFILE)/rkl-host --cmdline "make $(BENCH_TARGET_NAME)"
+
+# Everything in release mode: the workspace (librkl, rkl-cache and the
+# simulator: `cargo build --release -p rkllm-sim` is part of it), the Rust
+# bench (cargo's bench profile is the release profile), the drivers.
+bench: build-release bindings-tools examples/node/node_modules/.ready $(BENCH_VENV)/.ready
+	$(CARGO) build --release -p rkllm-sim
+	@$(MAKE) --no-print-directory bench-drivers BENCH_PROFILE=release BENCH_OUT=$(BENCH_BUILD)/release
+	RKL_BENCH_SIM=$(TARGET)/release/librkllmrt.so RKLLM_SIM_ABI=1.3 \
+	  $(CARGO) bench --bench generate > $(BENCH_BUILD)/release/rust.txt
+	@$(MAKE) --no-print-directory bench-run BENCH_MODE=full BENCH_PROFILE=release \
+	  BENCH_OUT=$(BENCH_BUILD)/release BENCH_TARGET_NAME=bench
+
+# The smoke run uses the debug builds `make check` has already made (the Rust
+# bench too, in the dev profile), so it adds seconds, not a release build.
+bench-smoke: stage bindings-tools examples/node/node_modules/.ready $(BENCH_VENV)/.ready
+	@$(MAKE) --no-print-directory bench-drivers BENCH_PROFILE=debug BENCH_OUT=$(BENCH_SMOKE)
+	RKL_BENCH_SIM=$(TARGET)/debug/librkllmrt.so RKLLM_SIM_ABI=1.3 RKL_BENCH_ROUNDS=2 \
+	  $(CARGO) bench -q --profile dev --bench generate > $(BENCH_SMOKE)/rust.txt
+	@$(MAKE) --no-print-directory bench-run BENCH_MODE=smoke BENCH_PROFILE=debug BENCH_OUT=$(BENCH_SMOKE) \
+	  BENCH_MD=$(BENCH_SMOKE)/BENCHMARKS.md BENCH_PLOTS=$(BENCH_SMOKE)/plots BENCH_TARGET_NAME=bench-smoke \
+	  > $(BENCH_SMOKE)/report.txt
+	@test -s $(BENCH_SMOKE)/plots/per_token.png && test -s $(BENCH_SMOKE)/plots/cache_ttft.png
+	@echo "bench-smoke: every benchmark ran (report: build/bench-smoke/BENCHMARKS.md)"

@@ -1,6 +1,6 @@
 //! Virtual time turned into real sleeping, and the per-handle abort flag.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -17,29 +17,31 @@ fn now_us() -> u64 {
 /// run (which may be inside a callback).
 #[derive(Debug, Default)]
 pub struct AbortFlag {
-    requested: AtomicBool,
-    /// When it was requested (see [`now_us`]).
+    /// When it was first requested since the last clear, as [`now_us`] + 1;
+    /// 0 while not requested. Repeating a request does not move it, so a
+    /// slow abort takes effect `slow_abort_ms` after the first one.
     requested_at_us: AtomicU64,
 }
 
 impl AbortFlag {
     #[cfg_attr(feature = "missing-abort", allow(dead_code))]
     pub fn request(&self) {
-        self.requested_at_us.store(now_us(), Ordering::SeqCst);
-        self.requested.store(true, Ordering::SeqCst);
+        let _ = self
+            .requested_at_us
+            .compare_exchange(0, now_us() + 1, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     pub fn clear(&self) {
-        self.requested.store(false, Ordering::SeqCst);
+        self.requested_at_us.store(0, Ordering::SeqCst);
     }
 
     /// Whether a run must stop now; with `delay_ms` (slow_abort_ms) a request
-    /// takes effect only that long after it was made.
+    /// takes effect only that long after it was first made.
     pub fn in_effect(&self, delay_ms: u64) -> bool {
-        if !self.requested.load(Ordering::SeqCst) {
-            return false;
+        match self.requested_at_us.load(Ordering::SeqCst) {
+            0 => false,
+            at => delay_ms == 0 || now_us() + 1 >= at + delay_ms * 1000,
         }
-        delay_ms == 0 || now_us() >= self.requested_at_us.load(Ordering::SeqCst) + delay_ms * 1000
     }
 }
 
@@ -86,6 +88,9 @@ mod tests {
         let flag = AbortFlag::default();
         flag.request();
         assert!(!flag.in_effect(10_000));
+        std::thread::sleep(Duration::from_millis(30));
+        flag.request(); // a repeated request does not restart the delay
+        assert!(flag.in_effect(20));
         assert!(flag.in_effect(0));
         flag.clear();
         assert!(!flag.in_effect(0));

@@ -54,6 +54,18 @@
 #define RKL_UNSET INT32_MIN
 
 /**
+ * ::rkl_open_params `flags`: isolation mode. The runtime runs in a worker
+ * process (`rkl-host`, installed with the library; found beside it, in
+ * `../libexec` or `../bin` from it, or through the `RKL_HOST` environment
+ * variable). A crash or hang of the runtime then cannot take the calling
+ * process down: the call in flight returns ::RKL_RUNTIME_CRASHED (or
+ * ::RKL_RUNTIME_TIMEOUT) and the model is reopened on the next call. The API
+ * is the same in both modes. The environment variable `RKL_ISOLATED=1`
+ * turns it on for every model.
+ */
+#define RKL_OPEN_ISOLATED 1
+
+/**
  * The result of an rkl call.
  *
  * The numbers are part of the ABI: they never change, and a number is never
@@ -164,6 +176,21 @@ enum rkl_status
      * The operation was aborted before it completed.
      */
     RKL_ABORTED = 22,
+    /**
+     * Isolation mode: the worker process running the runtime died during
+     * the call (the message names the signal, e.g. "died of SIGSEGV"). The
+     * host process is unharmed; the model is reopened on the next call (or
+     * by rkl_model_restart()).
+     */
+    RKL_RUNTIME_CRASHED = 23,
+    /**
+     * The runtime made no progress for `call_timeout_ms`. In isolation mode
+     * its worker was killed and the model is reopened on the next call;
+     * in-process the runtime's thread stays stuck and every model on that
+     * runtime fails with this status from then on. (Not ::RKL_TIMEOUT,
+     * which only means "no text yet, call again".)
+     */
+    RKL_RUNTIME_TIMEOUT = 24,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -449,6 +476,40 @@ typedef struct rkl_open_params {
      * NPU domain id, >= 0 (default 0).
      */
     int32_t base_domain_id;
+    /**
+     * Unused (on 64-bit targets it is where version 1 of the struct had
+     * padding, so it may hold anything and is never read).
+     */
+    uint32_t _reserved;
+    /**
+     * Version 2 of the struct starts here. Bit flags: ::RKL_OPEN_ISOLATED;
+     * 0 (default): in-process. Unknown bits are refused.
+     */
+    uint32_t flags;
+    /**
+     * A call or generation on which the runtime makes no progress (no
+     * token, no return) for this many ms fails with ::RKL_RUNTIME_TIMEOUT.
+     * Isolation mode kills the worker and reopens the model on the next
+     * call; in-process the runtime's thread stays stuck and every model on
+     * that runtime fails from then on. Must exceed the longest prefill.
+     * 0 (default): no limit.
+     */
+    uint32_t call_timeout_ms;
+    /**
+     * How long the runtime may take to stop after rkl_abort(), in ms:
+     * beyond it, isolation mode kills the worker (the generation still ends
+     * with ::RKL_FINISH_ABORTED) and restarts it on the next call;
+     * in-process the late stop is logged and shows in rkl_stats.abort_ms.
+     * 0 (default): 2000.
+     */
+    uint32_t abort_grace_ms;
+    /**
+     * Isolation mode: automatic restarts allowed per minute after the
+     * worker died; past it calls fail with ::RKL_RUNTIME_CRASHED until
+     * rkl_model_restart(). 0 (default): 3; negative: never restart
+     * automatically.
+     */
+    int32_t max_restarts;
 } rkl_open_params;
 
 /**
@@ -595,6 +656,13 @@ typedef struct rkl_stats {
      * Peak memory reported by the runtime, in MiB.
      */
     double memory_mb;
+    /**
+     * Version 2 of the struct starts here. Time from the first abort
+     * request to the end of the run, in ms (0 when not aborted). Beyond the
+     * model's `abort_grace_ms` it means the runtime stopped late
+     * (in-process) or its worker was killed to stop it (isolation mode).
+     */
+    double abort_ms;
 } rkl_stats;
 
 /**
@@ -845,8 +913,11 @@ rkl_status rkl_open_params_init(struct rkl_open_params *params, size_t struct_si
  * @param out     receives the new handle, only on success. The handle is
  *                valid until rkl_close(); it is a token, not an address.
  * @return ::RKL_OK; ::RKL_NULL_ARGUMENT; ::RKL_INVALID_ARGUMENT;
- *         ::RKL_MODEL_NOT_FOUND; ::RKL_RUNTIME_NOT_FOUND;
- *         ::RKL_RUNTIME_UNSUPPORTED; ::RKL_MODEL_LOAD_FAILED.
+ *         ::RKL_MODEL_NOT_FOUND; ::RKL_RUNTIME_NOT_FOUND (also when
+ *         isolation mode cannot find `rkl-host`);
+ *         ::RKL_RUNTIME_UNSUPPORTED; ::RKL_MODEL_LOAD_FAILED;
+ *         ::RKL_RUNTIME_CRASHED (isolation mode: the worker died while
+ *         loading); ::RKL_RUNTIME_TIMEOUT (`call_timeout_ms` passed).
  *
  * Thread-safe: models may be opened from several threads at once.
  */
@@ -872,6 +943,23 @@ rkl_status rkl_open(const struct rkl_open_params *params, struct rkl_model **out
  * calls get ::RKL_BAD_HANDLE.
  */
 rkl_status rkl_close(struct rkl_model *model);
+
+/**
+ * Isolation mode: stops the model's worker process (its generations end
+ * with ::RKL_FINISH_ABORTED, other calls in flight with ::RKL_ABORTED),
+ * starts a new one and opens the model again, restoring the chat template,
+ * function tools, LoRA adapters and loaded prompt cache — not the KV
+ * history. Use it after the automatic restarts ran out
+ * (`max_restarts`), or to start afresh. Resets the restart count.
+ *
+ * @param model  a handle from rkl_open().
+ * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_CLOSED; ::RKL_REENTRANT;
+ *         ::RKL_NOT_SUPPORTED for an in-process model; the status of a
+ *         failed open (e.g. ::RKL_RUNTIME_CRASHED).
+ *
+ * Thread-safe.
+ */
+rkl_status rkl_model_restart(struct rkl_model *model);
 
 /**
  * Describes an open model.

@@ -3,7 +3,8 @@
 #
 #   make install PREFIX=/usr/local DESTDIR=   release build: librkl.so.X.Y.Z (+ .so.X, .so
 #                                             links), librkl.a, rkl.h, rkl.hpp, rkl.pc, and
-#                                             the rkl-cache tool in $(BINDIR)
+#                                             the rkl-cache tool in $(BINDIR), and rkl-host
+#                                             (isolation mode's worker) in $(LIBEXECDIR)
 #   make demo                                 examples/c/chat.c, then examples/c/cache_demo.c
 #                                             (TTFT without and with a prompt cache), against
 #                                             the simulator
@@ -14,6 +15,8 @@
 PKG_CONFIG ?= pkg-config
 CXX        ?= c++
 BINDIR     ?= $(PREFIX)/bin
+# librkl finds rkl-host in ../libexec from its own directory (or RKL_HOST).
+LIBEXECDIR ?= $(PREFIX)/libexec
 # Which cargo profile `make install` ships; the staged install uses debug.
 RKL_PROFILE ?= release
 
@@ -34,7 +37,7 @@ ASAN_ENV      := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
 VALGRIND      := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
                  --show-leak-kinds=definite --track-origins=no
 
-C_TESTS := test_api test_misuse test_cache
+C_TESTS := test_api test_misuse test_cache test_isolation
 
 .PHONY: install stage demo c-check c-build c-asan c-valgrind c-cxx c-static header check-header lib-build
 
@@ -44,9 +47,9 @@ CHECK_EXTRA += check-header c-check
 
 lib-build:
 ifeq ($(RKL_PROFILE),release)
-	$(CARGO) build -p rkl --lib --bin rkl-cache --release
+	$(CARGO) build -p rkl --lib --bin rkl-cache --bin rkl-host --release
 else
-	$(CARGO) build -p rkl --lib --bin rkl-cache
+	$(CARGO) build -p rkl --lib --bin rkl-cache --bin rkl-host
 endif
 
 # Libs.private for the static library, as rustc reports it. Asked once (it
@@ -62,8 +65,9 @@ $(NATIVE_LIBS): Cargo.toml
 	@echo "librkl.a needs: $$(cat $@)"
 
 install: lib-build $(NATIVE_LIBS)
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(BINDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl-cache $(DESTDIR)$(BINDIR)/rkl-cache
+	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl-host $(DESTDIR)$(LIBEXECDIR)/rkl-host
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/librkl.so $(DESTDIR)$(LIBDIR)/librkl.so.$(RKL_VERSION)
 	ln -sf librkl.so.$(RKL_VERSION) $(DESTDIR)$(LIBDIR)/librkl.so.$(RKL_SOMAJOR)
 	ln -sf librkl.so.$(RKL_SOMAJOR) $(DESTDIR)$(LIBDIR)/librkl.so
@@ -77,7 +81,8 @@ install: lib-build $(NATIVE_LIBS)
 stage:
 	$(CARGO) build -p rkllm-sim
 	@$(MAKE) --no-print-directory install RKL_PROFILE=debug DESTDIR= PREFIX=$(STAGE) \
-	  LIBDIR=$(STAGE)/lib INCDIR=$(STAGE)/include PCDIR=$(STAGE)/lib/pkgconfig BINDIR=$(STAGE)/bin
+	  LIBDIR=$(STAGE)/lib INCDIR=$(STAGE)/include PCDIR=$(STAGE)/lib/pkgconfig BINDIR=$(STAGE)/bin \
+	  LIBEXECDIR=$(STAGE)/libexec
 
 # ---------------------------------------------------------------- demo
 

@@ -2,16 +2,40 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime::{Family, ModelParams, DEFAULT_RUNTIME};
+use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Environment variable naming the runtime library when no path is configured.
 pub const ENV_RUNTIME: &str = "RKL_RUNTIME";
 /// Environment variable forcing the runtime ABI ("1.2" or "1.3").
 pub const ENV_RUNTIME_ABI: &str = "RKL_RUNTIME_ABI";
+/// Environment variable that turns isolation mode on (`1`) for every model.
+pub const ENV_ISOLATED: &str = "RKL_ISOLATED";
+
+/// The default [`OpenConfig::abort_grace`].
+pub const DEFAULT_ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// How often isolation mode restarts a worker that died, by itself, before
+/// it gives up until [`Model::restart`](crate::Model::restart) is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// Automatic restarts allowed within `window` (0: never restart by itself).
+    pub max_restarts: u32,
+    /// The sliding window the restarts are counted in.
+    pub window: Duration,
+}
+
+impl Default for RestartPolicy {
+    /// Three restarts per minute.
+    fn default() -> RestartPolicy {
+        RestartPolicy { max_restarts: 3, window: Duration::from_secs(60) }
+    }
+}
 
 /// How to open a model.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OpenConfig {
     /// The `.rkllm` model file.
     pub model_path: PathBuf,
@@ -23,6 +47,42 @@ pub struct OpenConfig {
     pub runtime_abi: Option<Family>,
     /// Init-time parameters (unset fields keep the runtime's defaults).
     pub params: ModelParams,
+    /// Isolation mode: run the runtime in a worker process (`rkl-host`), so
+    /// that a crash or hang of the runtime cannot take this process down.
+    /// Also turned on by `RKL_ISOLATED=1`. Default: in-process.
+    pub isolated: bool,
+    /// A call or generation on which the runtime makes no progress (no
+    /// callback, no return) for this long fails with
+    /// [`ErrorKind::Timeout`]: isolation mode kills the worker; in-process
+    /// the runtime's thread stays stuck and its models become unusable.
+    /// Must exceed the longest prefill. `None` (default): wait forever.
+    pub call_timeout: Option<Duration>,
+    /// How long the runtime may take to stop after an abort: beyond it,
+    /// isolation mode kills and restarts the worker; in-process the late stop
+    /// is logged and shows in [`Stats::abort_ms`](crate::Stats::abort_ms).
+    /// Default 2 s.
+    pub abort_grace: Duration,
+    /// Isolation mode: automatic restarts after the worker died.
+    pub restart: RestartPolicy,
+    /// Isolation mode: the worker program; else `RKL_HOST`, else `rkl-host`
+    /// beside the library, else beside the executable, else on `PATH`.
+    pub host_path: Option<PathBuf>,
+}
+
+impl Default for OpenConfig {
+    fn default() -> OpenConfig {
+        OpenConfig {
+            model_path: PathBuf::new(),
+            runtime_path: None,
+            runtime_abi: None,
+            params: ModelParams::default(),
+            isolated: false,
+            call_timeout: None,
+            abort_grace: DEFAULT_ABORT_GRACE,
+            restart: RestartPolicy::default(),
+            host_path: None,
+        }
+    }
 }
 
 impl OpenConfig {
@@ -48,6 +108,30 @@ impl OpenConfig {
         }
         cstring("runtime path", text)?;
         Ok(text.to_string())
+    }
+
+    /// Whether isolation mode is on, after applying `RKL_ISOLATED`.
+    pub(crate) fn resolved_isolated(&self) -> Result<bool> {
+        if self.isolated {
+            return Ok(true);
+        }
+        match std::env::var(ENV_ISOLATED) {
+            Err(std::env::VarError::NotPresent) => Ok(false),
+            Ok(v) => match v.trim() {
+                "" | "0" | "false" | "no" | "off" => Ok(false),
+                "1" | "true" | "yes" | "on" => Ok(true),
+                other => Err(Error::invalid(format!("{ENV_ISOLATED}={other}: expected 1 or 0"))),
+            },
+            Err(std::env::VarError::NotUnicode(_)) => Err(Error::invalid(format!("{ENV_ISOLATED} is not UTF-8"))),
+        }
+    }
+
+    /// Checks the reliability settings.
+    pub(crate) fn validate_limits(&self) -> Result<()> {
+        if self.call_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid("call_timeout must be longer than 0 (or unset)"));
+        }
+        Ok(())
     }
 
     /// The ABI override after applying the environment.
@@ -88,7 +172,7 @@ impl OpenConfig {
 }
 
 /// Who speaks in a request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     /// A user message (the usual case).
     #[default]
@@ -108,7 +192,7 @@ impl Role {
 }
 
 /// One generation request.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerateRequest {
     /// The prompt text (with a loaded prompt cache: only the continuation).
     pub prompt: String,

@@ -1,10 +1,11 @@
 //! The one error type of the safe core: a kind (which maps to a C status) and
 //! a message that says what was found and what to do.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// What went wrong, coarse enough to map one-to-one onto a C status code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorKind {
     /// An argument was out of range, empty, not UTF-8 or held a NUL byte.
     InvalidArgument,
@@ -45,10 +46,18 @@ pub enum ErrorKind {
     CacheMismatch,
     /// The operation was aborted before it completed.
     Aborted,
+    /// Isolation mode: the worker process running the runtime died (the
+    /// message names the signal, e.g. SIGSEGV). The model restarts on the
+    /// next call.
+    RuntimeCrashed,
+    /// The runtime made no progress for `call_timeout`. Isolation mode killed
+    /// its worker (the model restarts on the next call); in-process, the
+    /// runtime's thread stays stuck and its models are unusable.
+    Timeout,
 }
 
 /// An error with its kind and a human-readable message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Error {
     kind: ErrorKind,
     message: String,

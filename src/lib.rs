@@ -4,8 +4,9 @@
 //! The safe Rust API is [`Model`]: open a model, [`Model::generate`] with a
 //! chunk callback or [`Model::stream`] for a pull stream, [`Model::abort`].
 //! Every call into the runtime runs on one thread per loaded runtime, in
-//! order; text is always whole UTF-8 characters. The C API lives in
-//! `src/ffi` and `include/rkl.h`.
+//! order; text is always whole UTF-8 characters. In isolation mode
+//! ([`OpenConfig::isolated`]) the runtime runs in a worker process instead,
+//! behind the same API. The C API lives in `src/ffi` and `include/rkl.h`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -14,12 +15,13 @@ pub mod config;
 pub mod error;
 pub mod ffi;
 pub mod generation;
+pub mod isolation;
 pub mod model;
 pub mod runtime;
 pub mod utf8;
 
 pub use cache::{CacheInfo, Verdict};
-pub use config::{checked_text, GenerateRequest, OpenConfig, Role};
+pub use config::{checked_text, GenerateRequest, OpenConfig, RestartPolicy, Role};
 pub use error::{Error, ErrorKind, Result};
 pub use generation::{FinishReason, Stats, Stream, StreamAborter, StreamEvent};
 pub use model::Model;

@@ -8,12 +8,13 @@ use super::verified::{remember, FileStamp};
 use crate::config::{cstring, GenerateRequest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::generation::{FinishReason, Stats};
-use crate::model::{LoadedPrompt, Model};
+use crate::model::{LoadedPrompt, LocalModel};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What a cache is and whether it can be used.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CacheInfo {
     /// The manifest's path.
     pub path: PathBuf,
@@ -28,7 +29,7 @@ pub struct CacheInfo {
 }
 
 /// Whether a cache can be loaded.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Verdict {
     /// Files whole and checksums right; the model file it names is unchanged.
     Valid,
@@ -92,7 +93,7 @@ impl Drop for TempFile {
 /// Longest prompt preview kept in a manifest, in characters.
 const PREVIEW_CHARS: usize = 80;
 
-impl Model {
+impl LocalModel {
     /// Prefills `request.prompt` with saving on and writes a prompt cache at
     /// `path` (the manifest; the payload goes beside it). The KV history is
     /// cleared first so the cache holds this prompt alone; generation stops

@@ -11,10 +11,21 @@ use std::ffi::{c_char, CStr, CString};
 use std::path::PathBuf;
 use std::ptr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// "Not set" for the integer fields of ::rkl_open_params: the runtime's own
 /// default is used. (Float fields use NaN for the same purpose.)
 pub const RKL_UNSET: i32 = i32::MIN;
+
+/// ::rkl_open_params `flags`: isolation mode. The runtime runs in a worker
+/// process (`rkl-host`, installed with the library; found beside it, in
+/// `../libexec` or `../bin` from it, or through the `RKL_HOST` environment
+/// variable). A crash or hang of the runtime then cannot take the calling
+/// process down: the call in flight returns ::RKL_RUNTIME_CRASHED (or
+/// ::RKL_RUNTIME_TIMEOUT) and the model is reopened on the next call. The API
+/// is the same in both modes. The environment variable `RKL_ISOLATED=1`
+/// turns it on for every model.
+pub const RKL_OPEN_ISOLATED: u32 = 1;
 
 /// How to open a model. Fill with rkl_open_params_init(), then set
 /// `model_path` and whatever else should differ from the defaults.
@@ -78,19 +89,51 @@ pub struct rkl_open_params {
     pub enabled_cpus_mask: u32,
     /// NPU domain id, >= 0 (default 0).
     pub base_domain_id: i32,
+    /// Unused (on 64-bit targets it is where version 1 of the struct had
+    /// padding, so it may hold anything and is never read).
+    pub _reserved: u32,
+    /// Version 2 of the struct starts here. Bit flags: ::RKL_OPEN_ISOLATED;
+    /// 0 (default): in-process. Unknown bits are refused.
+    pub flags: u32,
+    /// A call or generation on which the runtime makes no progress (no
+    /// token, no return) for this many ms fails with ::RKL_RUNTIME_TIMEOUT.
+    /// Isolation mode kills the worker and reopens the model on the next
+    /// call; in-process the runtime's thread stays stuck and every model on
+    /// that runtime fails from then on. Must exceed the longest prefill.
+    /// 0 (default): no limit.
+    pub call_timeout_ms: u32,
+    /// How long the runtime may take to stop after rkl_abort(), in ms:
+    /// beyond it, isolation mode kills the worker (the generation still ends
+    /// with ::RKL_FINISH_ABORTED) and restarts it on the next call;
+    /// in-process the late stop is logged and shows in rkl_stats.abort_ms.
+    /// 0 (default): 2000.
+    pub abort_grace_ms: u32,
+    /// Isolation mode: automatic restarts allowed per minute after the
+    /// worker died; past it calls fail with ::RKL_RUNTIME_CRASHED until
+    /// rkl_model_restart(). 0 (default): 3; negative: never restart
+    /// automatically.
+    pub max_restarts: i32,
 }
 
 // SAFETY: repr(C), starts with usize; pointers, integers and floats are
 // valid for any bit pattern.
 unsafe impl Versioned for rkl_open_params {
     const NAME: &'static str = "rkl_open_params";
-    // The first version is the current one; freeze this as a number when a
-    // field is added.
-    const V1_SIZE: usize = std::mem::size_of::<rkl_open_params>();
+    /// Version 1 ended with `base_domain_id`.
+    const V1_SIZE: usize = V1_OPEN_PARAMS_SIZE;
 }
 
+/// `sizeof(rkl_open_params)` of version 1, which ended with `base_domain_id`
+/// (plus padding to the struct's alignment).
+pub const V1_OPEN_PARAMS_SIZE: usize =
+    std::mem::offset_of!(rkl_open_params, _reserved).next_multiple_of(std::mem::align_of::<rkl_open_params>());
+
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<rkl_open_params>() == 104);
+const _: () = assert!(
+    V1_OPEN_PARAMS_SIZE == 104
+        && std::mem::offset_of!(rkl_open_params, flags) == 104
+        && std::mem::size_of::<rkl_open_params>() == 120
+);
 
 impl rkl_open_params {
     fn defaults() -> rkl_open_params {
@@ -116,7 +159,30 @@ impl rkl_open_params {
             enabled_cpus_num: RKL_UNSET,
             enabled_cpus_mask: 0,
             base_domain_id: RKL_UNSET,
+            _reserved: 0,
+            flags: 0,
+            call_timeout_ms: 0,
+            abort_grace_ms: 0,
+            max_restarts: 0,
         }
+    }
+
+    /// Applies the reliability fields to `config`.
+    fn apply_reliability(&self, config: &mut OpenConfig) -> FfiResult<()> {
+        if self.flags & !RKL_OPEN_ISOLATED != 0 {
+            return Err(FfiError::invalid(format!("flags = {:#x} has bits this library does not know", self.flags)));
+        }
+        config.isolated = self.flags & RKL_OPEN_ISOLATED != 0;
+        config.call_timeout = (self.call_timeout_ms != 0).then(|| Duration::from_millis(self.call_timeout_ms.into()));
+        if self.abort_grace_ms != 0 {
+            config.abort_grace = Duration::from_millis(self.abort_grace_ms.into());
+        }
+        match self.max_restarts {
+            0 => {}
+            n if n < 0 => config.restart.max_restarts = 0,
+            n => config.restart.max_restarts = n as u32,
+        }
+        Ok(())
     }
 
     fn model_params(&self) -> FfiResult<ModelParams> {
@@ -201,8 +267,11 @@ pub unsafe extern "C" fn rkl_open_params_init(params: *mut rkl_open_params, stru
 /// @param out     receives the new handle, only on success. The handle is
 ///                valid until rkl_close(); it is a token, not an address.
 /// @return ::RKL_OK; ::RKL_NULL_ARGUMENT; ::RKL_INVALID_ARGUMENT;
-///         ::RKL_MODEL_NOT_FOUND; ::RKL_RUNTIME_NOT_FOUND;
-///         ::RKL_RUNTIME_UNSUPPORTED; ::RKL_MODEL_LOAD_FAILED.
+///         ::RKL_MODEL_NOT_FOUND; ::RKL_RUNTIME_NOT_FOUND (also when
+///         isolation mode cannot find `rkl-host`);
+///         ::RKL_RUNTIME_UNSUPPORTED; ::RKL_MODEL_LOAD_FAILED;
+///         ::RKL_RUNTIME_CRASHED (isolation mode: the worker died while
+///         loading); ::RKL_RUNTIME_TIMEOUT (`call_timeout_ms` passed).
 ///
 /// Thread-safe: models may be opened from several threads at once.
 #[no_mangle]
@@ -221,12 +290,14 @@ pub unsafe extern "C" fn rkl_open(params: *const rkl_open_params, out: *mut *mut
             None | Some("") | Some("auto") => None,
             Some(abi) => Some(abi.parse::<Family>().map_err(|e| FfiError::invalid(format!("params->runtime_abi: {e}")))?),
         };
-        let config = OpenConfig {
+        let mut config = OpenConfig {
             model_path: PathBuf::from(model_path),
             runtime_path: runtime_path.map(PathBuf::from),
             runtime_abi,
             params: p.model_params()?,
+            ..OpenConfig::default()
         };
+        p.apply_reliability(&mut config)?;
         let model = Model::open(&config)?;
         let entry = ModelEntry {
             model_path: CString::new(model_path).unwrap_or_default(),
@@ -275,6 +346,24 @@ pub unsafe extern "C" fn rkl_close(model: *mut rkl_model) -> rkl_status {
         log::debug!("rkl_close: closed model handle {value:#x}");
         Ok(result?)
     })
+}
+
+/// Isolation mode: stops the model's worker process (its generations end
+/// with ::RKL_FINISH_ABORTED, other calls in flight with ::RKL_ABORTED),
+/// starts a new one and opens the model again, restoring the chat template,
+/// function tools, LoRA adapters and loaded prompt cache — not the KV
+/// history. Use it after the automatic restarts ran out
+/// (`max_restarts`), or to start afresh. Resets the restart count.
+///
+/// @param model  a handle from rkl_open().
+/// @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_CLOSED; ::RKL_REENTRANT;
+///         ::RKL_NOT_SUPPORTED for an in-process model; the status of a
+///         failed open (e.g. ::RKL_RUNTIME_CRASHED).
+///
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_model_restart(model: *mut rkl_model) -> rkl_status {
+    ffi_fn!({ Ok(model_entry(model)?.model.restart()?) })
 }
 
 /// Facts about an open model, from rkl_model_info().

@@ -52,19 +52,23 @@ pub struct rkl_stats {
     pub decode_ms: f64,
     /// Peak memory reported by the runtime, in MiB.
     pub memory_mb: f64,
+    /// Version 2 of the struct starts here. Time from the first abort
+    /// request to the end of the run, in ms (0 when not aborted). Beyond the
+    /// model's `abort_grace_ms` it means the runtime stopped late
+    /// (in-process) or its worker was killed to stop it (isolation mode).
+    pub abort_ms: f64,
 }
 
 // SAFETY: repr(C), starts with usize, every field is valid for any bit
 // pattern except `finish`, which rkl only writes and never reads from C.
 unsafe impl Versioned for rkl_stats {
     const NAME: &'static str = "rkl_stats";
-    // The first version is the current one; freeze this as a number when a
-    // field is added.
-    const V1_SIZE: usize = std::mem::size_of::<rkl_stats>();
+    /// Version 1 ended with `memory_mb`.
+    const V1_SIZE: usize = std::mem::offset_of!(rkl_stats, abort_ms);
 }
 
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<rkl_stats>() == 72);
+const _: () = assert!(std::mem::offset_of!(rkl_stats, abort_ms) == 72 && std::mem::size_of::<rkl_stats>() == 80);
 
 impl From<&Stats> for rkl_stats {
     fn from(s: &Stats) -> rkl_stats {
@@ -86,6 +90,7 @@ impl From<&Stats> for rkl_stats {
             prefill_ms: s.prefill_ms,
             decode_ms: s.decode_ms,
             memory_mb: s.memory_mb,
+            abort_ms: s.abort_ms,
         }
     }
 }

@@ -64,6 +64,17 @@ pub enum rkl_status {
     RKL_CACHE_MISMATCH = 21,
     /// The operation was aborted before it completed.
     RKL_ABORTED = 22,
+    /// Isolation mode: the worker process running the runtime died during
+    /// the call (the message names the signal, e.g. "died of SIGSEGV"). The
+    /// host process is unharmed; the model is reopened on the next call (or
+    /// by rkl_model_restart()).
+    RKL_RUNTIME_CRASHED = 23,
+    /// The runtime made no progress for `call_timeout_ms`. In isolation mode
+    /// its worker was killed and the model is reopened on the next call;
+    /// in-process the runtime's thread stays stuck and every model on that
+    /// runtime fails with this status from then on. (Not ::RKL_TIMEOUT,
+    /// which only means "no text yet, call again".)
+    RKL_RUNTIME_TIMEOUT = 24,
 }
 
 pub use rkl_status::*;
@@ -90,6 +101,8 @@ impl rkl_status {
             ErrorKind::CacheCorrupt => RKL_CACHE_CORRUPT,
             ErrorKind::CacheMismatch => RKL_CACHE_MISMATCH,
             ErrorKind::Aborted => RKL_ABORTED,
+            ErrorKind::RuntimeCrashed => RKL_RUNTIME_CRASHED,
+            ErrorKind::Timeout => RKL_RUNTIME_TIMEOUT,
         }
     }
 
@@ -119,6 +132,8 @@ impl rkl_status {
             20 => c"prompt cache payload corrupt",
             21 => c"prompt cache does not fit this model, runtime or prompt",
             22 => c"aborted",
+            23 => c"runtime process crashed",
+            24 => c"runtime made no progress within the call timeout",
             _ => c"unknown status",
         }
     }
@@ -142,12 +157,12 @@ mod tests {
     #[test]
     fn every_status_has_its_own_text() {
         let mut seen = std::collections::HashSet::new();
-        for code in 0..=22 {
+        for code in 0..=24 {
             let text = rkl_status::describe(code).to_str().unwrap();
             assert_ne!(text, "unknown status", "{code}");
             assert!(seen.insert(text), "{code}");
         }
-        assert_eq!(rkl_status::describe(23).to_str().unwrap(), "unknown status");
+        assert_eq!(rkl_status::describe(25).to_str().unwrap(), "unknown status");
         assert_eq!(rkl_status::describe(-1).to_str().unwrap(), "unknown status");
     }
 }

@@ -1,65 +1,14 @@
-//! A generation in flight: the pull stream, its statistics and how it ended.
+//! A generation in flight in this process: the pull stream over the
+//! runtime's callbacks.
 
+use super::{FinishReason, Stats, StreamEvent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::ModelInner;
-use crate::runtime::{PerfStat, RunEvent, RunShared};
+use crate::runtime::{PerfStat, RunEvent, RunShared, STALL_POLL};
 use crate::utf8::Reassembler;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Why a generation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum FinishReason {
-    /// The model finished its reply.
-    #[default]
-    End,
-    /// The token limit was reached.
-    MaxTokens,
-    /// Stopped by [`Model::abort`](crate::Model::abort), [`Stream::abort`] or closing the model.
-    Aborted,
-    /// Stopped because the chunk callback asked to stop.
-    Stopped,
-    /// The runtime reported an error.
-    Error,
-}
-
-/// Figures for one generation: the runtime's own perf counters plus what rkl
-/// measured on the caller's side.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Stats {
-    /// Prefill time reported by the runtime (ms).
-    pub prefill_ms: f64,
-    /// Prompt tokens prefilled, as reported by the runtime.
-    pub prefill_tokens: u32,
-    /// Decode time reported by the runtime (ms).
-    pub decode_ms: f64,
-    /// Tokens generated, as reported by the runtime.
-    pub decode_tokens: u32,
-    /// Peak memory reported by the runtime (MiB).
-    pub memory_mb: f64,
-    /// Tokens rkl received and delivered.
-    pub tokens: u32,
-    /// Time from the request to the first text delivered (ms); 0 if none.
-    pub ttft_ms: f64,
-    /// Time the request waited for earlier calls on the runtime (ms).
-    pub queue_ms: f64,
-    /// Time from the request to its end (ms).
-    pub total_ms: f64,
-    /// Why it ended.
-    pub finish: FinishReason,
-}
-
-/// One step of a [`Stream`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum StreamEvent {
-    /// Complete UTF-8 text.
-    Text(String),
-    /// The timeout passed with no text.
-    Timeout,
-    /// The generation is over; later calls return this again.
-    Finished(Stats),
-}
 
 /// How often an abort is repeated while the run has not returned: the runtime
 /// clears its abort flag when a run starts and has been seen to stop late.
@@ -73,23 +22,23 @@ enum StopCause {
     Callback,
 }
 
-/// Aborts one stream from any thread; see [`Stream::aborter`].
+/// Aborts one stream from any thread; see [`LocalStream::aborter`].
 #[derive(Clone)]
-pub struct StreamAborter {
+pub(crate) struct LocalAborter {
     model: Arc<ModelInner>,
     shared: Arc<RunShared>,
 }
 
-impl StreamAborter {
+impl LocalAborter {
     /// Asks the stream's run to stop; harmless once it has finished.
     pub fn abort(&self) {
         self.model.raw.abort_run(&self.shared);
     }
 }
 
-/// A generation read by pulling: [`Stream::next_event`] or the iterator.
+/// A generation read by pulling: [`LocalStream::next_event`] or the iterator.
 /// Dropping an unfinished stream aborts its run.
-pub struct Stream {
+pub(crate) struct LocalStream {
     model: Arc<ModelInner>,
     shared: Arc<RunShared>,
     events: Receiver<RunEvent>,
@@ -104,9 +53,9 @@ pub struct Stream {
     outcome: Option<Result<Stats>>,
 }
 
-impl Stream {
-    pub(crate) fn new(model: Arc<ModelInner>, shared: Arc<RunShared>, events: Receiver<RunEvent>, token_limit: u32) -> Stream {
-        Stream {
+impl LocalStream {
+    pub(crate) fn new(model: Arc<ModelInner>, shared: Arc<RunShared>, events: Receiver<RunEvent>, token_limit: u32) -> LocalStream {
+        LocalStream {
             model,
             shared,
             events,
@@ -140,8 +89,12 @@ impl Stream {
                 None => {}
             }
             let event = match self.receive(deadline) {
-                Some(event) => event,
-                None => return Ok(StreamEvent::Timeout),
+                Ok(Some(event)) => event,
+                Ok(None) => return Ok(StreamEvent::Timeout),
+                Err(stuck) => {
+                    self.give_up(stuck);
+                    continue;
+                }
             };
             if let Some(text) = self.handle(event) {
                 return Ok(StreamEvent::Text(text));
@@ -156,8 +109,8 @@ impl Stream {
 
     /// A handle that aborts this stream from any thread, also while another
     /// thread waits in [`Stream::next_event`].
-    pub fn aborter(&self) -> StreamAborter {
-        StreamAborter { model: self.model.clone(), shared: self.shared.clone() }
+    pub fn aborter(&self) -> LocalAborter {
+        LocalAborter { model: self.model.clone(), shared: self.shared.clone() }
     }
 
     /// The statistics, once the stream has finished.
@@ -178,20 +131,25 @@ impl Stream {
         self.abort();
     }
 
-    /// Receives one event; `None` when the deadline passed.
-    fn receive(&mut self, deadline: Option<Instant>) -> Option<RunEvent> {
+    /// Receives one event; `None` when the deadline passed; an error when
+    /// the runtime got stuck (a call made no progress within its limit).
+    fn receive(&mut self, deadline: Option<Instant>) -> Result<Option<RunEvent>> {
         loop {
             let now = Instant::now();
-            let mut wait = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+            // Wake up now and then to look whether the runtime got stuck.
+            let mut wait = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now)).min(STALL_POLL);
             let aborting = self.shared.abort_requested();
             if aborting {
                 wait = wait.min(ABORT_REPEAT);
             }
             match self.events.recv_timeout(wait) {
-                Ok(event) => return Some(event),
+                Ok(event) => return Ok(Some(event)),
                 Err(RecvTimeoutError::Timeout) => {
+                    if let Some(stuck) = self.model.raw.runtime().stuck() {
+                        return Err(stuck);
+                    }
                     if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return None;
+                        return Ok(None);
                     }
                     if aborting {
                         self.abort();
@@ -199,10 +157,20 @@ impl Stream {
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     // The job ended without reporting its return: treat as failed.
-                    return Some(RunEvent::Returned(i32::MIN));
+                    return Ok(Some(RunEvent::Returned(i32::MIN)));
                 }
             }
         }
+    }
+
+    /// Ends the stream with `error` without waiting for the runtime, which
+    /// is stuck: its run stays registered as aborted.
+    fn give_up(&mut self, error: Error) {
+        self.abort();
+        self.model.end_run(&self.shared);
+        self.stats.total_ms = ms(self.started_at.elapsed());
+        self.stats.finish = FinishReason::Error;
+        self.outcome = Some(Err(error));
     }
 
     /// Applies one event; returns text to hand out, if any.
@@ -270,6 +238,18 @@ impl Stream {
         }
         self.stats.total_ms = ms(self.started_at.elapsed());
         let aborted = self.shared.abort_requested();
+        if let Some(asked) = self.shared.aborted_at() {
+            let late = asked.elapsed();
+            self.stats.abort_ms = ms(late);
+            let grace = self.model.abort_grace();
+            if late > grace {
+                log::warn!(
+                    "the runtime stopped {} ms after the abort, beyond the {} ms grace",
+                    late.as_millis(),
+                    grace.as_millis()
+                );
+            }
+        }
         // An ERROR callback always counts (a save can fail after rkl asked
         // the run to stop); a non-zero return after an abort may just be how
         // the runtime reports the abort.
@@ -301,7 +281,7 @@ impl Stream {
     }
 }
 
-impl Iterator for Stream {
+impl Iterator for LocalStream {
     type Item = Result<String>;
 
     /// Blocks for the next text; `None` at the end.
@@ -314,7 +294,7 @@ impl Iterator for Stream {
     }
 }
 
-impl Drop for Stream {
+impl Drop for LocalStream {
     fn drop(&mut self) {
         if self.outcome.is_none() {
             self.abort();

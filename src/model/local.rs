@@ -1,39 +1,19 @@
-//! `Model`: an open model on a loaded runtime, and everything done with it.
+//! `LocalModel`: an open model on a runtime loaded into this process, and
+//! everything done with it (the in-process backend of [`crate::Model`]).
 
+use super::in_callback_of;
 use crate::cache::{model_identity, ModelIdentity};
 use crate::cache::ops::strip_cached_prefix;
 use crate::config::{cstring, GenerateRequest, OpenConfig, MAX_PROMPT_BYTES};
 use std::ffi::CString;
 use crate::error::{Error, ErrorKind, Result};
-use crate::generation::{Stats, Stream, StreamEvent};
+use crate::generation::LocalStream;
 use crate::runtime::{Family, RawModel, RunRequest, RunShared, Runtime};
 use crossbeam_channel::unbounded;
-use std::cell::Cell;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-
-thread_local! {
-    /// The runtime whose chunk callback this thread is running (0: none).
-    static IN_CALLBACK: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Marks this thread as inside a chunk callback of `runtime` until dropped
-/// (also when the callback panics).
-struct CallbackScope(usize);
-
-impl CallbackScope {
-    fn enter(runtime: usize) -> CallbackScope {
-        CallbackScope(IN_CALLBACK.with(|c| c.replace(runtime)))
-    }
-}
-
-impl Drop for CallbackScope {
-    fn drop(&mut self) {
-        IN_CALLBACK.with(|c| c.set(self.0));
-    }
-}
+use std::time::Duration;
 
 pub(crate) struct ModelInner {
     pub(crate) raw: RawModel,
@@ -45,6 +25,7 @@ pub(crate) struct ModelInner {
     loaded_prompt: Mutex<Option<LoadedPrompt>>,
     closed: AtomicBool,
     inflight: Mutex<Vec<Arc<RunShared>>>,
+    abort_grace: Duration,
 }
 
 /// The prompt of the loaded prompt cache, by hash and length.
@@ -85,6 +66,11 @@ impl ModelInner {
         locked(&self.chat_template).clone()
     }
 
+    /// How late a run may stop after an abort before it is reported.
+    pub(crate) fn abort_grace(&self) -> Duration {
+        self.abort_grace
+    }
+
     /// The context window set at open, if any.
     pub(crate) fn max_context_len(&self) -> Option<i32> {
         self.max_context_len
@@ -108,26 +94,26 @@ impl ModelInner {
     }
 }
 
-/// An open model. Cheap to clone (clones share the model); every method may be
-/// called from any thread. Calls on models of the same runtime run one at a
-/// time in the order they were made.
+/// An open model in this process. Cheap to clone (clones share the model);
+/// every method may be called from any thread. Calls on models of the same
+/// runtime run one at a time in the order they were made.
 #[derive(Clone)]
-pub struct Model {
+pub(crate) struct LocalModel {
     inner: Arc<ModelInner>,
 }
 
-impl Model {
+impl LocalModel {
     /// Loads the runtime (if needed), checks the configuration, and creates
     /// the model. Errors say what was wrong before the runtime saw anything.
-    pub fn open(config: &OpenConfig) -> Result<Model> {
+    pub fn open(config: &OpenConfig) -> Result<LocalModel> {
         let model_path = config.checked_model_path()?;
         config.params.validate()?;
         let runtime_path = config.resolved_runtime_path()?;
         let abi = config.resolved_abi()?;
         let identity = model_identity(&config.model_path)?;
         let runtime = Runtime::load(&runtime_path, abi)?;
-        let raw = runtime.init(model_path, &config.params)?;
-        Ok(Model {
+        let raw = runtime.init(model_path, &config.params, config.call_timeout)?;
+        Ok(LocalModel {
             inner: Arc::new(ModelInner {
                 raw,
                 model_path: config.model_path.clone(),
@@ -138,6 +124,7 @@ impl Model {
                 loaded_prompt: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 inflight: Mutex::new(Vec::new()),
+                abort_grace: config.abort_grace,
             }),
         })
     }
@@ -165,7 +152,7 @@ impl Model {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Closed, "the model is closed"));
         }
-        if IN_CALLBACK.with(|c| c.get()) == self.inner.raw.runtime().id() {
+        if in_callback_of(self.callback_key()) {
             return Err(Error::new(
                 ErrorKind::Reentrant,
                 "called from inside a chunk callback of a generation on the same runtime; \
@@ -175,14 +162,25 @@ impl Model {
         Ok(())
     }
 
+    /// The runtime this model is on.
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        self.inner.raw.runtime()
+    }
+
+    /// The key of chunk callbacks that calls on this model must not be made
+    /// from: the runtime's id.
+    pub(crate) fn callback_key(&self) -> usize {
+        self.inner.raw.runtime().id()
+    }
+
     /// Starts a generation and returns a pull stream of its text. With a
-    /// prompt cache loaded, give the full prompt (see [`Model::cache_load`]).
-    pub fn stream(&self, request: &GenerateRequest) -> Result<Stream> {
+    /// prompt cache loaded, give the full prompt (see [`LocalModel::cache_load`]).
+    pub fn stream(&self, request: &GenerateRequest) -> Result<LocalStream> {
         self.start_stream(request, None)
     }
 
     /// Starts a run, optionally saving its prompt cache to `save_to`.
-    pub(crate) fn start_stream(&self, request: &GenerateRequest, save_to: Option<CString>) -> Result<Stream> {
+    pub(crate) fn start_stream(&self, request: &GenerateRequest, save_to: Option<CString>) -> Result<LocalStream> {
         self.check_usable()?;
         if request.prompt.len() > MAX_PROMPT_BYTES {
             return Err(Error::invalid(format!(
@@ -211,7 +209,7 @@ impl Model {
         };
         let (sender, events) = unbounded();
         let shared = RunShared::new(sender, limit);
-        let stream = Stream::new(self.inner.clone(), shared.clone(), events, limit);
+        let stream = LocalStream::new(self.inner.clone(), shared.clone(), events, limit);
         self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner()).push(shared.clone());
         // Closing may have started after the check above: look again now that
         // the run is registered, so close either sees it or refuses it here.
@@ -221,30 +219,6 @@ impl Model {
         }
         self.inner.raw.start_run(run, shared)?;
         Ok(stream)
-    }
-
-    /// Generates a reply, calling `on_chunk` with each piece of complete UTF-8
-    /// text on this thread. Return `ControlFlow::Break(())` to stop early.
-    /// Inside `on_chunk` only [`Model::abort`] may be called on models of the
-    /// same runtime; anything else returns [`ErrorKind::Reentrant`].
-    pub fn generate(&self, request: &GenerateRequest, mut on_chunk: impl FnMut(&str) -> ControlFlow<()>) -> Result<Stats> {
-        let mut stream = self.stream(request)?;
-        let runtime = self.inner.raw.runtime().id();
-        loop {
-            match stream.next_event(None)? {
-                StreamEvent::Text(text) => {
-                    let flow = {
-                        let _scope = CallbackScope::enter(runtime);
-                        on_chunk(&text)
-                    };
-                    if flow.is_break() {
-                        stream.stop_by_callback();
-                    }
-                }
-                StreamEvent::Finished(stats) => return Ok(stats),
-                StreamEvent::Timeout => {}
-            }
-        }
     }
 
     /// Stops every generation of this model that is queued or running. Returns
@@ -311,7 +285,7 @@ impl Model {
     /// Closes the model: aborts its generations, waits for calls already
     /// queued on it, and destroys the runtime handle. Closing again is a no-op.
     pub fn close(&self) -> Result<()> {
-        if IN_CALLBACK.with(|c| c.get()) == self.inner.raw.runtime().id() {
+        if in_callback_of(self.callback_key()) {
             return Err(Error::new(ErrorKind::Reentrant, "cannot close a model from inside a chunk callback on its runtime"));
         }
         if self.inner.closed.swap(true, Ordering::AcqRel) {
@@ -321,19 +295,8 @@ impl Model {
         self.inner.raw.destroy()
     }
 
-    /// Whether [`Model::close`] was called.
+    /// Whether [`LocalModel::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
-    }
-}
-
-impl std::fmt::Debug for Model {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model")
-            .field("model_path", &self.inner.model_path)
-            .field("runtime", &self.runtime_path())
-            .field("family", &self.family())
-            .field("closed", &self.is_closed())
-            .finish()
     }
 }

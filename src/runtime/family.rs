@@ -1,10 +1,11 @@
 //! Runtime release families and how they are named.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
 /// A runtime release family whose ABI rkl speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Family {
     /// Releases 1.2.1 – 1.2.3.
     V1_2,

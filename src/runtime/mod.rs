@@ -14,6 +14,7 @@ mod trampoline;
 pub use family::Family;
 pub use layout_common::PerfStat;
 pub use params::ModelParams;
+pub use dispatch::STALL_POLL;
 pub use trampoline::{RunEvent, RunShared};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -24,6 +25,7 @@ use std::ffi::{c_void, CString};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use symbols::Api;
 
 /// The loader's name for the runtime when no path is configured.
@@ -123,14 +125,28 @@ impl Runtime {
         self.family
     }
 
-    /// Creates a runtime handle for the model at `model_path`.
-    pub fn init(self: &Arc<Runtime>, model_path: CString, params: &ModelParams) -> Result<RawModel> {
+    /// The error to report when the runtime got stuck in a call that never
+    /// returned (see `dispatch::Watch`); `None` while it works.
+    pub fn stuck(&self) -> Option<Error> {
+        self.dispatcher.watch().stuck()
+    }
+
+    /// When the call the runtime is in last made progress (started, or a
+    /// callback); `None` while it is idle.
+    pub fn last_progress(&self) -> Option<std::time::Instant> {
+        self.dispatcher.watch().last_progress()
+    }
+
+    /// Creates a runtime handle for the model at `model_path`. `limit` is how
+    /// long any call on the handle may go without progress before the runtime
+    /// counts as stuck (`None`: without limit).
+    pub fn init(self: &Arc<Runtime>, model_path: CString, params: &ModelParams, limit: Option<Duration>) -> Result<RawModel> {
         let api = self.api.clone();
         let family = self.family;
         let params = params.clone();
         let path_for_error = model_path.to_string_lossy().into_owned();
         let owned = InitStorage::new(model_path);
-        let (owned, outcome) = self.dispatcher.call(move || {
+        let (owned, outcome) = self.dispatcher.call_limited(limit, move || {
             let mut owned = owned;
             let outcome = owned.init(&api, family, &params);
             (owned, outcome)
@@ -147,6 +163,7 @@ impl Runtime {
         Ok(RawModel {
             runtime: self.clone(),
             handle,
+            limit,
             destroyed: AtomicBool::new(false),
             owned: Mutex::new(Some(owned)),
         })
@@ -295,6 +312,8 @@ pub struct RunRequest {
 pub struct RawModel {
     runtime: Arc<Runtime>,
     handle: HandleAddr,
+    /// How long a call may go without progress (the model's call_timeout).
+    limit: Option<Duration>,
     destroyed: AtomicBool,
     owned: Mutex<Option<InitStorage>>,
 }
@@ -309,7 +328,10 @@ impl RawModel {
         if self.destroyed.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Closed, "the model is closed"));
         }
-        Ok(())
+        match self.runtime.stuck() {
+            Some(stuck) => Err(stuck),
+            None => Ok(()),
+        }
     }
 
     /// Runs `f` with the API and handle on the dispatcher and waits.
@@ -317,7 +339,7 @@ impl RawModel {
         self.check_live()?;
         let api = self.runtime.api.clone();
         let handle = self.handle;
-        self.runtime.dispatcher.call(move || {
+        self.runtime.dispatcher.call_limited(self.limit, move || {
             let h = handle;
             f(&api, h.0)
         })
@@ -337,7 +359,8 @@ impl RawModel {
         let api = self.runtime.api.clone();
         let handle = self.handle;
         let family = self.runtime.family;
-        self.runtime.dispatcher.submit(move || {
+        shared.attach_watch(self.runtime.dispatcher.watch().clone());
+        self.runtime.dispatcher.submit_limited(self.limit, move || {
             let h = handle;
             shared.send(RunEvent::Started);
             let outcome = shared.execute(|| execute_run(&api, family, h.0, &request, shared.userdata()));
@@ -428,6 +451,14 @@ impl RawModel {
     /// queued call on the handle to finish first (the queue is FIFO).
     pub fn destroy(&self) -> Result<()> {
         if self.destroyed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if self.runtime.dispatcher.watch().is_stuck() {
+            // Queued behind a call that never returns, destroy would wait
+            // forever; the handle and its init strings are left to the stuck
+            // runtime instead.
+            log::warn!("not destroying a model handle: its runtime is stuck in an earlier call");
+            std::mem::forget(self.owned.lock().unwrap_or_else(|p| p.into_inner()).take());
             return Ok(());
         }
         let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -1,10 +1,11 @@
 //! Model parameters a caller may change from the runtime's defaults.
 
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 
 /// Init-time parameters. `None` keeps the runtime's own default (rkl always
 /// starts from `rkllm_createDefaultParam()` and changes only what is set).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelParams {
     /// Context window in tokens (runtime default 512).
     pub max_context_len: Option<i32>,

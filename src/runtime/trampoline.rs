@@ -4,12 +4,14 @@
 //! arrives late, twice, or from a run rkl does not know finds no entry and is
 //! ignored instead of touching freed memory.
 
+use super::dispatch::Watch;
 use super::layout_common::{call_state, PerfStat, RkllmResult};
 use crossbeam_channel::Sender;
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 /// What a run reports back to the thread that consumes it, in order.
 #[derive(Debug)]
@@ -40,6 +42,10 @@ pub struct RunShared {
     /// Tokens after this many are dropped (0: no limit).
     token_limit: u32,
     tokens: AtomicU32,
+    /// When an abort was first asked for.
+    aborted_at: OnceLock<Instant>,
+    /// The dispatcher's progress watch, told of every callback.
+    watch: OnceLock<Arc<Watch>>,
 }
 
 static NEXT_RUN_ID: AtomicUsize = AtomicUsize::new(1);
@@ -60,7 +66,19 @@ impl RunShared {
             running: Mutex::new(false),
             token_limit,
             tokens: AtomicU32::new(0),
+            aborted_at: OnceLock::new(),
+            watch: OnceLock::new(),
         })
+    }
+
+    /// Reports every callback of this run to `watch` as progress.
+    pub fn attach_watch(&self, watch: Arc<Watch>) {
+        let _ = self.watch.set(watch);
+    }
+
+    /// When an abort was first asked for, if it was.
+    pub fn aborted_at(&self) -> Option<Instant> {
+        self.aborted_at.get().copied()
     }
 
     /// The value handed to the runtime as userdata.
@@ -81,6 +99,7 @@ impl RunShared {
     /// Asks the run to stop. `call_abort` is invoked (to call `rkllm_abort`)
     /// only while the run is inside `rkllm_run`.
     pub fn request_abort(&self, call_abort: impl FnOnce()) {
+        let _ = self.aborted_at.set(Instant::now());
         self.abort_requested.store(true, Ordering::Release);
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if *running {
@@ -106,6 +125,9 @@ impl RunShared {
     }
 
     fn on_callback(&self, result: *const RkllmResult, state: i32) {
+        if let Some(watch) = self.watch.get() {
+            watch.touch();
+        }
         match state {
             call_state::NORMAL | call_state::WAITING => {
                 if self.abort_requested() {

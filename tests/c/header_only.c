@@ -3,6 +3,8 @@
  * sizes the library was built with. */
 #include <rkl.h>
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 #define RKL_STATIC_ASSERT(cond, msg) static_assert(cond, #msg)
 #else
@@ -12,9 +14,12 @@
 RKL_STATIC_ASSERT(sizeof(rkl_status) == 4, status_is_32_bits);
 RKL_STATIC_ASSERT(sizeof(rkl_finish_reason) == 4, finish_is_32_bits);
 #if UINTPTR_MAX == 0xffffffffffffffffu
-RKL_STATIC_ASSERT(sizeof(rkl_open_params) == 104, open_params_size);
+RKL_STATIC_ASSERT(sizeof(rkl_open_params) == 120, open_params_size);
+/* Version 1 of the struct ended there; later fields only follow it. */
+RKL_STATIC_ASSERT(offsetof(rkl_open_params, flags) == 104, open_params_v1_size);
 RKL_STATIC_ASSERT(sizeof(rkl_generate_params) == 40, generate_params_size);
-RKL_STATIC_ASSERT(sizeof(rkl_stats) == 72, stats_size);
+RKL_STATIC_ASSERT(sizeof(rkl_stats) == 80, stats_size);
+RKL_STATIC_ASSERT(offsetof(rkl_stats, abort_ms) == 72, stats_v1_size);
 RKL_STATIC_ASSERT(sizeof(rkl_model_details) == 40, details_size);
 #endif
 

@@ -3,6 +3,7 @@
 #include "harness.h"
 
 #include <math.h>
+#include <stddef.h>
 
 /* Multi-byte text in the reply exercises the split-character reassembly. */
 #define REPLY "reply = R[{prompt}] héllo wörld ✓ 🚀 ünïcödé 日本語 done\n"
@@ -51,12 +52,12 @@ static void test_version(void) {
 
 static void test_status_str(void) {
     int i, j;
-    for (i = RKL_OK; i <= RKL_ABORTED; i++) {
+    for (i = RKL_OK; i <= RKL_RUNTIME_TIMEOUT; i++) {
         const char *s = rkl_status_str(i);
         CHECK(s && *s && strcmp(s, "unknown status") != 0);
         for (j = RKL_OK; j < i; j++) CHECK(strcmp(s, rkl_status_str(j)) != 0);
     }
-    CHECK(strcmp(rkl_status_str(RKL_ABORTED + 1), "unknown status") == 0);
+    CHECK(strcmp(rkl_status_str(RKL_RUNTIME_TIMEOUT + 1), "unknown status") == 0);
     CHECK(strcmp(rkl_status_str(-1), "unknown status") == 0);
     CHECK(strcmp(rkl_status_str(1 << 30), "unknown status") == 0);
     CHECK(RKL_OK == 0 && RKL_BAD_HANDLE == 11 && RKL_TIMEOUT == 13 && RKL_PANIC == 15);
@@ -105,6 +106,45 @@ static void test_open_params_defaults(void) {
     CHECK(p.skip_special_token == RKL_UNSET && p.embed_flash == RKL_UNSET);
     CHECK(p.enabled_cpus_num == RKL_UNSET && p.enabled_cpus_mask == 0);
     CHECK(p.base_domain_id == RKL_UNSET);
+    CHECK(p.flags == 0 && p.call_timeout_ms == 0 && p.abort_grace_ms == 0 && p.max_restarts == 0);
+}
+
+/* A caller built against version 1 of the structs (rkl_open_params up to
+ * base_domain_id, rkl_stats up to memory_mb) keeps working: the newer
+ * fields read as their defaults and are never written. */
+static void test_version_1_structs(void) {
+    size_t v1_open = offsetof(rkl_open_params, flags);
+    size_t v1_stats = offsetof(rkl_stats, abort_ms);
+    union {
+        rkl_open_params p;
+        unsigned char bytes[sizeof(rkl_open_params)];
+    } old;
+    union {
+        rkl_stats st;
+        unsigned char bytes[sizeof(rkl_stats)];
+    } out;
+    rkl_generate_params g;
+    rkl_model *m = NULL;
+    CHECK(v1_open == (sizeof(void *) == 8 ? 104 : 84)); /* sizeof of version 1 */
+    memset(old.bytes, 0x5a, sizeof old.bytes);
+    CHECK_ST(rkl_open_params_init(&old.p, v1_open), RKL_OK);
+    CHECK(old.p.struct_size == v1_open);
+    CHECK(old.bytes[v1_open] == 0x5a); /* nothing written past the old size */
+    /* What version 1 had as padding may hold anything. */
+    old.p._reserved = 0xdeadbeefu;
+    old.p.model_path = plain_model();
+    CHECK_ST(rkl_open(&old.p, &m), RKL_OK);
+    rkl_generate_params_init(&g, sizeof g);
+    g.prompt = "old";
+    memset(out.bytes, 0x5a, sizeof out.bytes);
+    out.st.struct_size = v1_stats;
+    CHECK_ST(rkl_generate(m, &g, NULL, NULL, &out.st), RKL_OK);
+    CHECK(out.st.finish == RKL_FINISH_END && out.st.tokens > 0);
+    CHECK(out.bytes[v1_stats] == 0x5a);
+    CHECK_ST(rkl_close(m), RKL_OK);
+    /* One byte short of version 1 is refused. */
+    old.p.struct_size = v1_open - 1;
+    CHECK_ST(rkl_open(&old.p, &m), RKL_INVALID_ARGUMENT);
 }
 
 static void test_generate_params_defaults(void) {
@@ -413,6 +453,7 @@ int main(void) {
     RUN(test_status_str);
     RUN(test_last_error_message);
     RUN(test_open_params_defaults);
+    RUN(test_version_1_structs);
     RUN(test_generate_params_defaults);
     RUN(test_open_with_settings_and_info);
     RUN(test_generate);

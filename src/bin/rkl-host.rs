@@ -1,0 +1,7 @@
+//! `rkl-host`: the worker process of rkl's isolation mode. librkl starts it
+//! with a socket as stdin; it runs the RKLLM runtime for one model and
+//! serves the library's requests (see `rkl::isolation`).
+
+fn main() {
+    std::process::exit(rkl::isolation::worker_main());
+}

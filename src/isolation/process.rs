@@ -1,0 +1,155 @@
+//! The worker process: starting it with its end of a socket pair as its
+//! stdin, killing it, and saying how it ended.
+
+use crate::config::ENV_ISOLATED;
+use crate::error::{Error, ErrorKind, Result};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The argument that tells `rkl-host` it was started by rkl.
+pub const WORKER_ARG: &str = "--rkl-worker";
+
+/// A started worker process.
+pub struct Process {
+    pid: u32,
+    child: Mutex<ChildState>,
+}
+
+struct ChildState {
+    child: Child,
+    /// How it ended, once reaped; `Err` when its status was lost (someone
+    /// else reaped it).
+    ended: Option<std::result::Result<ExitStatus, String>>,
+}
+
+impl Process {
+    /// Starts `program` in `cwd` and returns it with the parent's end of the
+    /// socket pair. The worker gets the other end as its stdin; stdout and
+    /// stderr are inherited (the runtime prints there, as in-process).
+    pub fn spawn(program: &Path, cwd: &Path) -> Result<(Process, UnixStream)> {
+        let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("cannot start the worker '{}': {e}", program.display()));
+        let (ours, theirs) = UnixStream::pair().map_err(io)?;
+        let child = Command::new(program)
+            .arg(WORKER_ARG)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            // The worker runs the runtime in-process, whatever the parent's
+            // environment says.
+            .env_remove(ENV_ISOLATED)
+            .current_dir(cwd)
+            .spawn()
+            .map_err(io)?;
+        // The Command (and with it our copy of the worker's end) is gone, so
+        // the socket reports the end as soon as the worker exits.
+        log::debug!("started worker '{}' as pid {}", program.display(), child.id());
+        Ok((Process { pid: child.id(), child: Mutex::new(ChildState { child, ended: None }) }, ours))
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ChildState> {
+        self.child.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends SIGKILL, unless the worker was already reaped (its pid may
+    /// belong to another process by then).
+    pub fn kill(&self) {
+        let mut state = self.lock();
+        if state.ended.is_none() {
+            if let Err(e) = state.child.kill() {
+                log::debug!("killing worker {}: {e}", self.pid);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the worker to end and reaps it; `None` if it
+    /// is still running.
+    pub fn wait(&self, timeout: Duration) -> Option<std::result::Result<ExitStatus, String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut state = self.lock();
+                if state.ended.is_none() {
+                    match state.child.try_wait() {
+                        Ok(Some(status)) => state.ended = Some(Ok(status)),
+                        Ok(None) => {}
+                        Err(e) => state.ended = Some(Err(format!("its exit status is unknown ({e})"))),
+                    }
+                }
+                if let Some(ended) = &state.ended {
+                    return Some(ended.clone());
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Never leave a worker behind, nor a zombie.
+        self.kill();
+        let _ = self.wait(Duration::from_secs(5));
+    }
+}
+
+/// How a worker ended, for messages: "died of SIGSEGV", "exited with status 3".
+pub fn describe(ended: &std::result::Result<ExitStatus, String>) -> String {
+    match ended {
+        Ok(status) => match (status.signal(), status.code()) {
+            (Some(signal), _) => format!("died of {}", signal_name(signal)),
+            (None, Some(code)) => format!("exited with status {code}"),
+            (None, None) => format!("ended ({status})"),
+        },
+        Err(why) => format!("ended; {why}"),
+    }
+}
+
+/// The name of a signal number ("SIGSEGV"), or "signal N".
+pub fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_are_described() {
+        assert_eq!(describe(&Ok(ExitStatus::from_raw(libc::SIGSEGV))), "died of SIGSEGV");
+        assert_eq!(describe(&Ok(ExitStatus::from_raw(libc::SIGABRT | 0x80))), "died of SIGABRT");
+        assert_eq!(describe(&Ok(ExitStatus::from_raw(3 << 8))), "exited with status 3");
+        assert_eq!(signal_name(77), "signal 77");
+    }
+}

@@ -1,0 +1,172 @@
+//! `IsolatedStream`: a generation running in the worker, read from its
+//! replies. It behaves as the in-process stream: text, then one end; an
+//! error is returned once, then the end with `FinishReason::Error`.
+
+use super::client::{Event, Worker};
+use super::model::IsolatedModel;
+use super::protocol::Reply;
+use crate::error::{Error, ErrorKind, Result};
+use crate::generation::{FinishReason, Stats, StreamEvent};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Aborts one isolated stream from any thread.
+#[derive(Clone)]
+pub(crate) struct IsolatedAborter {
+    worker: Arc<Worker>,
+    id: u64,
+}
+
+impl IsolatedAborter {
+    pub fn abort(&self) {
+        self.worker.abort_run(self.id);
+    }
+}
+
+pub(crate) struct IsolatedStream {
+    /// Keeps the model open while the stream lives, as in-process.
+    _model: IsolatedModel,
+    worker: Arc<Worker>,
+    id: u64,
+    events: Receiver<Event>,
+    /// An event received before the stream existed.
+    first: Option<Event>,
+    started_at: Instant,
+    /// The chunk callback asked to stop: later text is dropped, and an
+    /// abort counts as `Stopped`.
+    stopped: bool,
+    stats: Stats,
+    outcome: Option<Result<Stats>>,
+}
+
+impl IsolatedStream {
+    pub fn new(
+        model: IsolatedModel,
+        worker: Arc<Worker>,
+        id: u64,
+        events: Receiver<Event>,
+        first: Option<Event>,
+        started_at: Instant,
+    ) -> IsolatedStream {
+        IsolatedStream {
+            _model: model,
+            worker,
+            id,
+            events,
+            first,
+            started_at,
+            stopped: false,
+            stats: Stats::default(),
+            outcome: None,
+        }
+    }
+
+    pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<StreamEvent> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.outcome.take() {
+                Some(Ok(stats)) => {
+                    self.outcome = Some(Ok(stats));
+                    return Ok(StreamEvent::Finished(stats));
+                }
+                Some(Err(e)) => {
+                    self.outcome = Some(Ok(self.stats));
+                    return Err(e);
+                }
+                None => {}
+            }
+            let received = match (self.first.take(), deadline) {
+                (Some(event), _) => Ok(event),
+                (None, Some(d)) => self.events.recv_deadline(d),
+                (None, None) => self.events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let event = match received {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Timeout) => return Ok(StreamEvent::Timeout),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(Error::new(ErrorKind::Internal, "the worker connection dropped during a generation"));
+                    continue;
+                }
+            };
+            match event {
+                Event::Reply(Reply::Text { text, .. }) => {
+                    if self.stopped {
+                        continue;
+                    }
+                    if self.stats.ttft_ms == 0.0 {
+                        self.stats.ttft_ms = ms(self.started_at.elapsed()).max(f64::MIN_POSITIVE);
+                    }
+                    return Ok(StreamEvent::Text(text));
+                }
+                Event::Reply(Reply::Finished { stats, .. }) => self.finish(stats),
+                Event::Reply(Reply::Failed { error, .. }) => self.fail(error),
+                Event::Gone(death, Some(aborted_at)) if death.ends_aborted_runs() => {
+                    // Killed after an abort it did not obey in time, or
+                    // closed/restarted: the run is over as asked.
+                    let stats = Stats {
+                        abort_ms: ms(aborted_at.elapsed()),
+                        finish: FinishReason::Aborted,
+                        ..Stats::default()
+                    };
+                    self.finish(stats);
+                }
+                Event::Gone(death, _) => self.fail(death.error("a generation")),
+                Event::Reply(other) => log::debug!("ignored {other:?} in a stream"),
+            }
+        }
+    }
+
+    /// Ends with the worker's figures and this side's timing.
+    fn finish(&mut self, worker_stats: Stats) {
+        let ttft_ms = self.stats.ttft_ms;
+        self.stats = worker_stats;
+        self.stats.ttft_ms = ttft_ms;
+        self.stats.total_ms = ms(self.started_at.elapsed());
+        // As in-process, a stop asked by the callback is what ended the
+        // run, whatever the worker saw before the abort reached it.
+        if self.stopped && self.stats.finish != FinishReason::Error {
+            self.stats.finish = FinishReason::Stopped;
+        }
+        self.outcome = Some(Ok(self.stats));
+    }
+
+    fn fail(&mut self, error: Error) {
+        self.stats.total_ms = ms(self.started_at.elapsed());
+        self.stats.finish = FinishReason::Error;
+        self.outcome = Some(Err(error));
+    }
+
+    pub fn abort(&self) {
+        self.worker.abort_run(self.id);
+    }
+
+    pub fn aborter(&self) -> IsolatedAborter {
+        IsolatedAborter { worker: self.worker.clone(), id: self.id }
+    }
+
+    pub fn stats(&self) -> Option<Stats> {
+        self.outcome.as_ref().map(|_| self.stats)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    pub fn stop_by_callback(&mut self) {
+        self.stopped = true;
+        self.abort();
+    }
+}
+
+impl Drop for IsolatedStream {
+    fn drop(&mut self) {
+        if self.outcome.is_none() {
+            self.abort();
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -221,6 +221,11 @@ fn bad_places_to_save_are_clear_errors_and_damage_nothing() {
     model.cache_save(&GenerateRequest::new("p"), &fine).unwrap();
     assert_eq!(rkl::cache::inspect(&fine).verdict, Verdict::Valid);
     assert_eq!(model.cache_save(&GenerateRequest::new(""), &fine).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    let mut with_lora = GenerateRequest::new("p");
+    with_lora.lora = Some("style".into());
+    let err = model.cache_save(&with_lora, &fine).unwrap_err();
+    assert!(err.message().contains("LoRA"), "{err}");
+    assert_eq!(rkl::cache::inspect(&fine).verdict, Verdict::Valid, "the refused save left the cache alone");
 }
 
 #[test]

@@ -59,7 +59,7 @@ pub fn inspect(path: &Path) -> CacheInfo {
         Ok(checked) => {
             let recorded = &checked.manifest.model;
             let verdict = match model_identity(Path::new(&recorded.path)) {
-                Ok(now) if now.fingerprint == recorded.fingerprint => Verdict::Valid,
+                Ok(now) if now.fingerprint == recorded.fingerprint && now.size == recorded.size => Verdict::Valid,
                 Ok(_) => Verdict::Stale(format!("model '{}' changed since the cache was saved", recorded.path)),
                 Err(_) => Verdict::Stale(format!("model '{}' is gone", recorded.path)),
             };
@@ -101,6 +101,11 @@ impl LocalModel {
     /// at `path` intact. Fails while a cache is loaded.
     pub fn cache_save(&self, request: &GenerateRequest, path: &Path) -> Result<CacheInfo> {
         self.check_usable()?;
+        if request.lora.is_some() {
+            // The manifest does not record adapters yet, so such a cache
+            // could later be loaded without the adapter that shaped it.
+            return Err(Error::invalid("prompt caches with a LoRA adapter are not supported; save without `lora`"));
+        }
         if self.inner().loaded_prompt().is_some() {
             return Err(Error::invalid("a prompt cache is loaded; release it before saving another"));
         }

@@ -328,7 +328,8 @@ unsafe fn check_optional_out(out: *mut rkl_cache_info) -> FfiResult {
 ///
 /// The model's KV history is emptied first, so the cache holds this prompt
 /// alone (and the history is empty afterwards). `params->max_new_tokens` and
-/// `params->keep_history` are ignored.
+/// `params->keep_history` are ignored; a `params->lora` is refused with
+/// ::RKL_INVALID_ARGUMENT (the manifest cannot record adapters yet).
 ///
 /// The payload is written under a temporary name in `path`'s directory,
 /// synced, and the manifest is renamed to `path` last: a crash, a kill or a

@@ -134,6 +134,9 @@ typedef struct {
     int finished;
     int failed;
     sem_t *first; /* posted at the first token when set */
+    uint64_t abort_at; /* call rkllm_abort at this callback (1-based), 0: never */
+    uint64_t t_abort;
+    LLMHandle handle;
 } Sink;
 
 /* The application's callback: as cheap as the one given to rkl_generate
@@ -142,7 +145,12 @@ static int on_result(RKLLMResult *r, void *userdata, int state) {
     Sink *s = userdata;
     if (state == NORMAL || state == WAITING) {
         if (r->text) s->bytes += strlen(r->text);
-        if (s->tokens++ == 0 && s->first) sem_post(s->first);
+        uint64_t n = __atomic_add_fetch(&s->tokens, 1, __ATOMIC_RELAXED);
+        if (n == 1 && s->first) sem_post(s->first);
+        if (n == s->abort_at) {
+            s->t_abort = now_ns();
+            rkllm_abort(s->handle);
+        }
     } else if (state == FINISH) {
         s->finished = 1;
     } else if (state == ERROR) {
@@ -244,38 +252,51 @@ typedef struct {
     sem_t first;
     uint64_t max_delay_ns;
     _Atomic uint64_t t_abort;
+    Sink *sink;
+    uint64_t seen_at_abort; /* text callbacks before the abort call */
 } Aborter;
 
 static void *abort_thread(void *arg) {
     Aborter *a = arg;
     wait_then_delay(&a->first, a->max_delay_ns);
     atomic_store(&a->t_abort, now_ns());
+    a->seen_at_abort = __atomic_load_n(&a->sink->tokens, __ATOMIC_RELAXED);
     rkllm_abort(a->h);
     return NULL;
 }
 
 static void bench_abort(const char *model, int rounds, uint64_t max_delay_us) {
     LLMHandle h = open_model(model);
-    double *us = calloc((size_t)rounds, sizeof *us);
+    double *us = calloc((size_t)rounds, sizeof *us), *after = calloc((size_t)rounds, sizeof *after);
     int done = 0;
     for (int i = 0; i < rounds * 5 && done < rounds; i++) {
         Aborter a = {.h = h, .max_delay_ns = max_delay_us * 1000};
         sem_init(&a.first, 0, 0);
-        Sink s = {.first = &a.first};
+        Sink s = {.first = &a.first, .handle = h};
+        a.sink = &s;
         pthread_t t;
-        pthread_create(&t, NULL, abort_thread, &a);
+        if (max_delay_us) pthread_create(&t, NULL, abort_thread, &a);
+        else s.abort_at = abort_index();
         run(h, "bench", 0, &s);
         uint64_t end = now_ns();
-        if (s.tokens == 0) sem_post(&a.first);
-        pthread_join(t, NULL);
+        if (max_delay_us) {
+            if (s.tokens == 0) sem_post(&a.first);
+            pthread_join(t, NULL);
+        } else {
+            atomic_store(&a.t_abort, s.t_abort);
+            a.seen_at_abort = s.abort_at;
+        }
         sem_destroy(&a.first);
         if (s.finished) continue; /* ended before the abort: not a sample */
+        after[done] = (double)(s.tokens - a.seen_at_abort);
         us[done++] = (double)(end - atomic_load(&a.t_abort)) / 1000.0;
     }
-    if (done < rounds) die("abort: too few generations were still running at the abort");
-    emit("raw_abort", "us", us, rounds, NULL);
+    if (done == 0) die("abort: no generation was still running at the abort");
+    emit("raw_abort", "us", us, done, NULL);
+    emit("raw_abort_after", "callbacks", after, done, NULL);
     rkllm_destroy(h);
     free(us);
+    free(after);
 }
 
 int main(int argc, char **argv) {

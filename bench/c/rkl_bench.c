@@ -46,7 +46,10 @@ static rkl_model *open_model(const char *path) {
 typedef struct {
     uint64_t bytes;
     sem_t *first; /* posted at the first text when set */
-    int seen;
+    uint64_t seen;
+    uint64_t abort_at; /* call rkl_abort at this callback (1-based), 0: never */
+    uint64_t t_abort;
+    rkl_model *model;
 } Sink;
 
 /* The application's callback: count the bytes, as the raw driver does. */
@@ -54,7 +57,12 @@ static int on_token(const char *text, size_t len, void *userdata) {
     (void)text;
     Sink *s = userdata;
     s->bytes += len;
-    if (!s->seen++ && s->first) sem_post(s->first);
+    uint64_t n = __atomic_add_fetch(&s->seen, 1, __ATOMIC_RELAXED);
+    if (n == 1 && s->first) sem_post(s->first);
+    if (n == s->abort_at) {
+        s->t_abort = now_ns();
+        rkl_abort(s->model);
+    }
     return 0;
 }
 
@@ -164,38 +172,51 @@ typedef struct {
     sem_t first;
     uint64_t max_delay_ns;
     _Atomic uint64_t t_abort;
+    Sink *sink;
+    uint64_t seen_at_abort; /* text callbacks before the abort call */
 } Aborter;
 
 static void *abort_thread(void *arg) {
     Aborter *a = arg;
     wait_then_delay(&a->first, a->max_delay_ns);
     atomic_store(&a->t_abort, now_ns());
+    a->seen_at_abort = __atomic_load_n(&a->sink->seen, __ATOMIC_RELAXED);
     rkl_abort(a->m);
     return NULL;
 }
 
 static void bench_abort(const char *model, int rounds, uint64_t max_delay_us) {
     rkl_model *m = open_model(model);
-    double *us = calloc((size_t)rounds, sizeof *us);
+    double *us = calloc((size_t)rounds, sizeof *us), *after = calloc((size_t)rounds, sizeof *after);
     int done = 0;
     for (int i = 0; i < rounds * 5 && done < rounds; i++) {
         Aborter a = {.m = m, .max_delay_ns = max_delay_us * 1000};
         sem_init(&a.first, 0, 0);
-        Sink s = {.first = &a.first};
+        Sink s = {.first = &a.first, .model = m};
+        a.sink = &s;
         pthread_t t;
-        pthread_create(&t, NULL, abort_thread, &a);
+        if (max_delay_us) pthread_create(&t, NULL, abort_thread, &a);
+        else s.abort_at = abort_index();
         rkl_stats st = generate(m, "bench", 0, &s);
         uint64_t end = now_ns();
-        if (!s.seen) sem_post(&a.first);
-        pthread_join(t, NULL);
+        if (max_delay_us) {
+            if (!s.seen) sem_post(&a.first);
+            pthread_join(t, NULL);
+        } else {
+            atomic_store(&a.t_abort, s.t_abort);
+            a.seen_at_abort = s.abort_at;
+        }
         sem_destroy(&a.first);
         if (st.finish != RKL_FINISH_ABORTED) continue; /* ended before the abort */
+        after[done] = (double)(s.seen - a.seen_at_abort);
         us[done++] = (double)(end - atomic_load(&a.t_abort)) / 1000.0;
     }
-    if (done < rounds) die("abort: too few generations were still running at the abort");
-    emit("rkl_abort", "us", us, rounds, NULL);
+    if (done == 0) die("abort: no generation was still running at the abort");
+    emit("rkl_abort", "us", us, done, NULL);
+    emit("rkl_abort_after", "callbacks", after, done, NULL);
     check(rkl_close(m), "rkl_close");
     free(us);
+    free(after);
 }
 
 /* ---------------------------------------------------------------- contention */

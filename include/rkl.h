@@ -604,7 +604,10 @@ typedef int (*rkl_token_fn)(const char *text, size_t len, void *userdata);
 
 /**
  * Figures for one generation: the runtime's own counters plus what rkl
- * measured on the caller's side.
+ * measured on the caller's side. The runtime's counters (prefill_*,
+ * decode_*, memory_mb) come with its end-of-run report; a run that was
+ * aborted (including the abort rkl uses to enforce a token limit on 1.2
+ * runtimes) may have none, and then they are 0.
  *
  * An output struct: set `struct_size = sizeof(rkl_stats)` before passing it
  * (C99: `rkl_stats st = { .struct_size = sizeof st };`). rkl writes it only

@@ -30,7 +30,9 @@ pub enum FinishReason {
 }
 
 /// Figures for one generation: the runtime's own perf counters plus what rkl
-/// measured on the caller's side.
+/// measured on the caller's side. The runtime's counters come with its
+/// FINISH report; a run that was aborted (including the abort rkl uses to
+/// enforce a token limit on 1.2 runtimes) may have none, and they are 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     /// Prefill time reported by the runtime (ms).

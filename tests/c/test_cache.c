@@ -260,8 +260,12 @@ static void test_save_and_its_info(void) {
     CHECK(info.save_stats != NULL);
     if (info.save_stats) {
         CHECK(info.save_stats->struct_size == sizeof(rkl_stats));
-        CHECK(info.save_stats->prefill_tokens > 20);
-        CHECK(info.payload_size == 16 + (uint64_t)info.save_stats->prefill_tokens * KV_BYTES);
+        /* 1.2 has no per-run token limit: rkl stops the save run with an
+         * abort, and a runtime that stops on an abort reports no figures, so
+         * there they may be 0. 1.3 stops by itself and always reports them. */
+        if (strcmp(h_abi(), "1.3") == 0) CHECK(info.save_stats->prefill_tokens > 20);
+        if (info.save_stats->prefill_tokens > 0)
+            CHECK(info.payload_size == 16 + (uint64_t)info.save_stats->prefill_tokens * KV_BYTES);
         CHECK(info.save_stats->tokens <= 1);
         CHECK(info.save_stats->total_ms >= 0);
     }

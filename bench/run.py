@@ -115,6 +115,8 @@ def med(values):
 def fmt(x, digits=3):
     if x != x:  # NaN
         return "–"
+    if float(x).is_integer() and abs(x) < 1e12:
+        return f"{int(x):,}"
     if abs(x) >= 100:
         return f"{x:,.0f}"
     if abs(x) >= 10:
@@ -252,20 +254,24 @@ def bench_isolation(r, cfg, res):
     """Section 6: isolation mode, when this rkl has it."""
     work = r.work
     m = model_file(work, "iso", "token " * 1333)
+    short = model_file(work, "iso-short", "Hi there")
     fault = model_file(work, "iso-fault", "token " * 10, extra="fault = segv@token:2\n")
     log("isolation mode")
-    env = {"RKL_ISOLATED": "1"}
+    env = {}
     if r.args.host and Path(r.args.host).exists():
         env["RKL_HOST"] = r.args.host
     try:
-        items = r.c("rkl_bench", "isolation", m, fault, cfg["iso_rounds"], env=env)
+        items = r.c("rkl_bench", "isolation", m, short, fault, cfg["iso_rounds"], env=env)
     except SystemExit as e:
         res["_iso"] = {"error": str(e)}
         return
-    res["_iso"] = {i["case"]: i for i in items}
-    if "iso_unavailable" not in res["_iso"]:
-        for item in r.c("rkl_bench", "openclose", m, cfg["iso_rounds"]):
-            res["_iso"]["inproc_" + item["case"]] = item
+    iso = {}
+    for i in items:  # the token cases come twice (interleaved): merge them
+        if i["case"] in iso:
+            iso[i["case"]]["values"] += i["values"]
+        else:
+            iso[i["case"]] = i
+    res["_iso"] = iso
 
 
 # ----------------------------------------------------------------- machine
@@ -292,6 +298,10 @@ def machine():
         mem = f"{kb / 1024 / 1024:.0f} GiB"
     except (OSError, ValueError, IndexError):
         pass
+    try:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = ""
     commit = sh(f"git -C {ROOT} rev-parse --short HEAD")
     if sh(f"git -C {ROOT} status --porcelain --untracked-files=no -- src sim include"):
         commit += " (with uncommitted changes in src/sim/include)"
@@ -300,6 +310,7 @@ def machine():
         "nproc": os.cpu_count(),
         "kernel": platform.release(),
         "memory": mem,
+        "load": load,
         "rustc": sh("rustc --version"),
         "cc": sh("cc --version | head -n 1"),
         "go": sh("go version"),
@@ -344,7 +355,7 @@ def summarize(res, mode):
             continue
         diffs = [b[case] - b["raw_tokens"] for b in res.get("_blocks", []) if case in b and "raw_tokens" in b]
         s["per_token"].append(dict(case=case, label=label, values=v, med=med(v), p10=pct(v, 10), p90=pct(v, 90),
-                                   diff=med(diffs) if diffs else med(v) - raw_med,
+                                   diff=med(v) - raw_med,
                                    diff_lo=min(diffs) if diffs else None, diff_hi=max(diffs) if diffs else None,
                                    ratio=med(v) / raw_med if raw_med else float("nan"),
                                    paired=bool(diffs)))
@@ -365,11 +376,14 @@ def render(res, mach, mode, plots_rel, cmdline):
       "software cost, never an NPU. rkl's cost is always shown next to a baseline measured in the same run, "
       "as a difference and a ratio, so the results hold on a noisy machine.\n")
     w("Spread: `median (p10–p90)` over all samples when there are 10 or more, else `median [min–max]`. "
-      "All runs alternate between the baseline and rkl in blocks, so drift of the machine hits both.\n")
+      "All runs alternate between the baseline and rkl in blocks, so drift of the machine hits both. "
+      "The machine may be shared with other builds and tests (see the load average below): absolute "
+      "figures move with its load, differences and ratios much less.\n")
     w("## Machine\n")
     w(table(["", ""], [
         ["CPU", f"{mach['cpu']} ({mach['nproc']} logical CPUs)"], ["memory", mach["memory"]],
-        ["kernel", mach["kernel"]], ["compilers", f"{mach['rustc']}; {mach['cc']}"],
+        ["kernel", mach["kernel"]],
+        ["load average (1, 5, 15 min) before / after", f"{mach.get('load_before', '?')} / {mach['load']}"], ["compilers", f"{mach['rustc']}; {mach['cc']}"],
         ["bindings", f"{mach['go']}; node {mach['node']}; Python {mach['python']}"],
         ["rkl commit", mach["commit"]], ["date", mach["date"]], ["command", f"`{cmdline}`"]]))
     w("")
@@ -384,8 +398,8 @@ def render(res, mach, mode, plots_rel, cmdline):
       "calls the simulator's `rkllm_run` with a callback that counts the bytes (`strlen`). rkl's callback "
       "does the same with the length it is given. Time per token = wall time of the whole call / tokens, so a "
       "call's fixed cost is spread over the tokens (it is measured on its own in section 3). "
-      "`+ns/token` is the difference to the baseline, taken per block (median [min–max] over the blocks); "
-      "the ratio divides the medians. Go, Python and Node use the example bindings in `examples/` unchanged.\n")
+      "`+ns/token` is the difference of the medians, with the range of the same difference taken block by "
+      "block in brackets; the ratio divides the medians. Go, Python and Node use the example bindings in `examples/` unchanged.\n")
     rows = []
     for p in s["per_token"]:
         d = "–" if p["case"] == "raw_tokens" else (
@@ -562,25 +576,28 @@ def render(res, mach, mode, plots_rel, cmdline):
     elif "error" in iso:
         w(f"Isolation mode is present but the benchmark failed: {iso['error']}\n")
     elif "iso_unavailable" in iso:
-        w("**isolation mode not available yet**: with `RKL_ISOLATED=1` this rkl started no worker process, "
-          "so there is nothing to measure. The driver (`rkl_bench isolation`) measures, once it is: "
-          "per-token and per-call cost against in-process, open/close, and the restart time after a "
-          "crash (a model with `fault = segv@token:2`; time from the failed request to the first "
-          "successful 1-token request on it).\n")
+        w("**isolation mode not available yet**: this rkl has no `RKL_OPEN_ISOLATED`, or opening with it "
+          "started no worker process, so there is nothing to measure.\n")
     else:
+        w("`RKL_OPEN_ISOLATED`: the runtime runs in a worker process (`rkl-host`) and every call and token "
+          "crosses a socket. Both columns come from one process, measured alternately, with the models of "
+          "sections 1 and 3. Restart after a crash: a model with `fault = segv@token:2` dies of SIGSEGV at "
+          "its third token (`rkl_generate` returns `RKL_RUNTIME_CRASHED`); the time is that of the next "
+          "request (1 token), on which rkl starts a new worker and reopens the model.\n")
         rows = []
 
         def iso_row(label, a, b, unit):
-            av = res.get(a, []) if isinstance(a, str) else a
+            av = iso.get(a, {}).get("values", []) if a else []
             bv = iso.get(b, {}).get("values", [])
             if bv:
                 rows.append([label, spread(av, unit) if av else "–", spread(bv, unit),
                              f"{med(bv) - med(av):+,.1f} {unit}" if av else "–"])
 
-        iso_row("per token (ns)", "rkl_tokens", "iso_tokens", "ns")
-        iso_row("generate, 1 token, round trip", "rkl_roundtrip", "iso_roundtrip", "µs")
-        iso_row("open + close", iso.get("inproc_rkl_openclose", {}).get("values", []), "rkl_openclose", "µs")
-        iso_row("restart after a crash", [], "iso_restart", "µs")
+        iso_row("per token", "inproc_tokens", "iso_tokens", "ns")
+        iso_row("generate, 1 token, round trip", "inproc_roundtrip", "iso_roundtrip", "µs")
+        iso_row("open + close", "inproc_openclose", "iso_openclose", "µs")
+        iso_row("first open + close in the process", "inproc_open_first", "iso_open_first", "µs")
+        iso_row("request after a crash (restart + 1 token)", "iso_roundtrip", "iso_restart", "µs")
         w(table(["measure", "in-process", "isolated", "difference"], rows))
         w("")
     L[summary_at:summary_at] = ["## Summary\n", "The headline figures of this run (details and spread below).\n",
@@ -646,9 +663,17 @@ def summary_table(res, s):
     iso = res.get("_iso", {})
     if "iso_unavailable" in iso:
         rows.append(["isolation mode", "not available yet", "–"])
-    elif "iso_tokens" in iso and "rkl_tokens" in res:
-        d = med(iso["iso_tokens"]["values"]) - med(res["rkl_tokens"])
-        rows.append(["isolation mode, per token", f"{fmt(med(iso['iso_tokens']['values']))} ns", f"{d:+,.0f} ns"])
+    elif "iso_tokens" in iso and "inproc_tokens" in iso:
+        a, b = med(iso["inproc_tokens"]["values"]), med(iso["iso_tokens"]["values"])
+        rows.append(["isolation mode, per token", f"{fmt(b)} ns vs {fmt(a)} ns in-process", f"{b - a:+,.0f} ns"])
+        for key, label in (("roundtrip", "isolation mode, 1-token round trip"),
+                           ("openclose", "isolation mode, open + close")):
+            if f"iso_{key}" in iso and f"inproc_{key}" in iso:
+                a, b = med(iso[f"inproc_{key}"]["values"]), med(iso[f"iso_{key}"]["values"])
+                rows.append([label, f"{fmt(b)} µs vs {fmt(a)} µs in-process", f"{b - a:+,.1f} µs"])
+        if "iso_restart" in iso:
+            rows.append(["isolation mode, request after a crash (restart)",
+                         f"{fmt(med(iso['iso_restart']['values']) / 1000)} ms", "–"])
     return table(["measure", "rkl vs baseline", "rkl's cost"], rows)
 
 
@@ -792,6 +817,10 @@ def main():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     r = Runner(args, work)
+    try:
+        load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load_before = "?"
     res = {}
     t0 = time.monotonic()
     bench_per_token(r, cfg, res)
@@ -801,6 +830,7 @@ def main():
     bench_isolation(r, cfg, res)
     log(f"measured in {time.monotonic() - t0:.0f} s")
     mach = machine()
+    mach["load_before"] = load_before
     plots_rel = args.plots_rel or os.path.relpath(args.plots, Path(args.md).parent)
     md, summary = render(res, mach, args.mode, plots_rel, args.cmdline)
     Path(args.md).write_text(md)

@@ -150,3 +150,26 @@ fn a_stream_aborter_works_from_another_thread_while_the_owner_waits() {
     assert_eq!(stats.finish, FinishReason::Aborted);
     stopper.join().unwrap().abort(); // after the end: harmless
 }
+
+#[test]
+fn no_text_is_delivered_after_an_abort_returns() {
+    // With zero-cost tokens the runtime runs far ahead of the caller; text
+    // it already queued must not reach the callback once abort returned.
+    let model = open("abort-queued-text", &[&format!("reply = {}", "word ".repeat(3000))]);
+    let mut after_abort = 0;
+    let mut aborted = false;
+    let inner = model.clone();
+    let stats = model
+        .generate(&GenerateRequest::new("go"), |_| {
+            if aborted {
+                after_abort += 1;
+            } else {
+                inner.abort();
+                aborted = true;
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(stats.finish, FinishReason::Aborted);
+    assert_eq!(after_abort, 0, "chunks delivered after abort returned");
+}

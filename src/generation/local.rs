@@ -181,7 +181,9 @@ impl LocalStream {
                 None
             }
             RunEvent::Token { waiting, text } => {
-                if self.stop != StopCause::None && self.stop != StopCause::MaxTokens {
+                // After an abort (by anyone) or a stop, text already queued
+                // from a runtime that ran ahead is dropped, not delivered.
+                if self.shared.abort_requested() || (self.stop != StopCause::None && self.stop != StopCause::MaxTokens) {
                     return None;
                 }
                 self.stats.tokens += 1;

@@ -537,8 +537,10 @@ typedef struct rkl_model_details {
      */
     const char *family;
     /**
-     * The runtime's version string as it printed it (e.g. "1.2.3"); empty
-     * when unknown.
+     * The runtime's version (e.g. "1.2.3"). The runtime has no function for
+     * it and only prints it to stdout at init, so rkl listens to file
+     * descriptor 1 during the first init on each runtime, passing every byte
+     * through unchanged; empty when the runtime printed no version.
      */
     const char *runtime_version;
 } rkl_model_details;

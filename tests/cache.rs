@@ -46,6 +46,7 @@ fn save_inspect_load_and_continue() {
     let prompt_tokens = prompt_tokens(&default_prefill(SYSTEM)) as u64;
     assert_eq!(m.payload.size, 16 + prompt_tokens * KV_BYTES, "the runtime's payload, whole");
     assert_eq!(m.runtime_family, sim_abi().name());
+    assert!(m.runtime_version.as_deref().is_some_and(|v| v.starts_with(sim_abi().name())), "{m:?}");
     assert_eq!(m.prompt.bytes, SYSTEM.len() as u64);
     assert_eq!(m.model.path, std::fs::canonicalize(&model_path).unwrap().to_str().unwrap(), "recorded absolute");
     assert_eq!(info.verdict, Verdict::Valid);

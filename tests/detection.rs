@@ -9,6 +9,12 @@ use rkl::{ErrorKind, Family, Model};
 fn detects_the_simulated_release_without_help() {
     let model = open("detect", &[]);
     assert_eq!(model.family(), sim_abi());
+    // Heard on stdout at init, the only place the runtime tells it.
+    let expected = match sim_abi() {
+        Family::V1_2 => "1.2.3",
+        Family::V1_3 => "1.3.0",
+    };
+    assert_eq!(model.runtime_version(), Some(expected));
     assert_eq!(model.runtime_path(), sim_library("").to_str().unwrap());
 }
 

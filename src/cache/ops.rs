@@ -212,7 +212,7 @@ impl LocalModel {
             format: FORMAT_VERSION,
             library_version: env!("CARGO_PKG_VERSION").to_string(),
             runtime_family: self.family().name().to_string(),
-            runtime_version: None,
+            runtime_version: self.runtime_version().map(str::to_string),
             model: self.inner().identity().clone(),
             prompt: PromptRecord {
                 hash: prompt_hash(request.prompt.as_bytes()),

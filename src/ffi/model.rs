@@ -302,8 +302,7 @@ pub unsafe extern "C" fn rkl_open(params: *const rkl_open_params, out: *mut *mut
         let entry = ModelEntry {
             model_path: CString::new(model_path).unwrap_or_default(),
             runtime_path: CString::new(model.runtime_path()).unwrap_or_default(),
-            // The core does not capture the runtime's version line yet.
-            runtime_version: CString::default(),
+            runtime_version: CString::new(model.runtime_version().unwrap_or_default()).unwrap_or_default(),
             model,
         };
         let value = MODELS.insert(entry)?;
@@ -382,8 +381,10 @@ pub struct rkl_model_details {
     pub runtime_path: *const c_char,
     /// The runtime release family in use: "1.2" or "1.3".
     pub family: *const c_char,
-    /// The runtime's version string as it printed it (e.g. "1.2.3"); empty
-    /// when unknown.
+    /// The runtime's version (e.g. "1.2.3"). The runtime has no function for
+    /// it and only prints it to stdout at init, so rkl listens to file
+    /// descriptor 1 during the first init on each runtime, passing every byte
+    /// through unchanged; empty when the runtime printed no version.
     pub runtime_version: *const c_char,
 }
 

@@ -54,6 +54,7 @@ struct Inner {
     key: usize,
     model_path: PathBuf,
     runtime_path: String,
+    runtime_version: Option<String>,
     family: Family,
     program: PathBuf,
     cwd: PathBuf,
@@ -90,12 +91,12 @@ fn answer(events: &crossbeam_channel::Receiver<Event>, during: &str, run: bool) 
 
 /// Starts a worker and opens the model in it; returns it with the family
 /// and runtime path it reported.
-fn start_worker(program: &Path, cwd: &Path, config: &OpenConfig, limits: Limits) -> Result<(Arc<Worker>, Family, String)> {
+fn start_worker(program: &Path, cwd: &Path, config: &OpenConfig, limits: Limits) -> Result<(Arc<Worker>, Family, String, Option<String>)> {
     let worker = Worker::spawn(program, cwd, limits)?;
     let config = Box::new(config.clone());
     let (_, events) = worker.submit(false, |id| Request::Open { id, config })?;
     match answer(&events, "opening the model", false)? {
-        Reply::Opened { family, runtime_path, .. } => Ok((worker, family, runtime_path)),
+        Reply::Opened { family, runtime_path, runtime_version, .. } => Ok((worker, family, runtime_path, runtime_version)),
         other => Err(Error::new(ErrorKind::Internal, format!("the worker answered Open with {other:?}"))),
     }
 }
@@ -125,12 +126,13 @@ impl IsolatedModel {
             host_path: None,
         };
         let limits = Limits { call_timeout: config.call_timeout, abort_grace: config.abort_grace };
-        let (worker, family, runtime_path) = start_worker(&program, &cwd, &worker_config, limits)?;
+        let (worker, family, runtime_path, runtime_version) = start_worker(&program, &cwd, &worker_config, limits)?;
         Ok(IsolatedModel {
             inner: Arc::new(Inner {
                 key: KEY_BIT | NEXT_KEY.fetch_add(1, Ordering::Relaxed),
                 model_path: config.model_path.clone(),
                 runtime_path,
+                runtime_version,
                 family,
                 program,
                 cwd,
@@ -152,6 +154,10 @@ impl IsolatedModel {
 
     pub fn runtime_path(&self) -> &str {
         &self.inner.runtime_path
+    }
+
+    pub fn runtime_version(&self) -> Option<&str> {
+        self.inner.runtime_version.as_deref()
     }
 
     pub fn model_path(&self) -> &Path {
@@ -230,7 +236,7 @@ impl IsolatedModel {
     /// Called with `restarting` held.
     fn start_again(&self) -> Result<Arc<Worker>> {
         let inner = &self.inner;
-        let (worker, _, _) = start_worker(&inner.program, &inner.cwd, &inner.worker_config, inner.limits)?;
+        let (worker, _, _, _) = start_worker(&inner.program, &inner.cwd, &inner.worker_config, inner.limits)?;
         let setup = locked(&inner.setup).clone();
         for (what, call) in setup.calls() {
             let run = |call: Call| -> Result<Reply> {

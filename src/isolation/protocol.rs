@@ -56,7 +56,14 @@ pub enum Call {
 #[derive(Serialize, Deserialize, Debug)]
 pub enum Reply {
     /// The model is open.
-    Opened { id: u64, family: Family, runtime_path: String },
+    Opened {
+        id: u64,
+        family: Family,
+        runtime_path: String,
+        /// The runtime's version as it printed it, if it did.
+        #[serde(default)]
+        runtime_version: Option<String>,
+    },
     /// The generation is queued on the runtime.
     Accepted { id: u64 },
     /// Complete UTF-8 text of a generation.

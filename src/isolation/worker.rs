@@ -88,7 +88,12 @@ pub fn serve(socket: UnixStream) -> i32 {
     let model = match read_message::<Request>(&mut input) {
         Ok(Some(Request::Open { id, config })) => match LocalModel::open(&config) {
             Ok(model) => {
-                let opened = Reply::Opened { id, family: model.family(), runtime_path: model.runtime_path().to_string() };
+                let opened = Reply::Opened {
+                    id,
+                    family: model.family(),
+                    runtime_path: model.runtime_path().to_string(),
+                    runtime_version: model.runtime_version().map(str::to_string),
+                };
                 send(&out, &opened);
                 model
             }

@@ -139,6 +139,11 @@ impl LocalModel {
         self.inner.raw.runtime().path()
     }
 
+    /// The runtime's version as it printed it at init, if it did.
+    pub fn runtime_version(&self) -> Option<&str> {
+        self.inner.raw.runtime().version()
+    }
+
     /// The model file.
     pub fn model_path(&self) -> &Path {
         &self.inner.model_path

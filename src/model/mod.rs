@@ -94,6 +94,12 @@ impl Model {
         both!(self.runtime_path())
     }
 
+    /// The runtime's version ("1.2.1"), as the runtime printed it at init
+    /// (it has no function for it); `None` if it printed none.
+    pub fn runtime_version(&self) -> Option<&str> {
+        both!(self.runtime_version())
+    }
+
     /// The model file.
     pub fn model_path(&self) -> &Path {
         both!(self.model_path())

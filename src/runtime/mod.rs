@@ -10,6 +10,7 @@ mod layout_v1_3;
 mod params;
 mod symbols;
 mod trampoline;
+mod version_line;
 
 pub use family::Family;
 pub use layout_common::PerfStat;
@@ -42,6 +43,8 @@ pub struct Runtime {
     api: Arc<Api>,
     dispatcher: Dispatcher,
     raw_library: usize,
+    /// The version the runtime printed at its first successful listen.
+    version: std::sync::OnceLock<String>,
     _library: Library,
 }
 
@@ -106,8 +109,15 @@ impl Runtime {
             api,
             dispatcher,
             raw_library,
+            version: std::sync::OnceLock::new(),
             _library: library,
         }))
+    }
+
+    /// The runtime's version, as it printed it at init ("1.2.1"); `None` if
+    /// it printed none.
+    pub fn version(&self) -> Option<&str> {
+        self.version.get().map(String::as_str)
     }
 
     /// A number unique to this runtime in the process.
@@ -146,11 +156,19 @@ impl Runtime {
         let params = params.clone();
         let path_for_error = model_path.to_string_lossy().into_owned();
         let owned = InitStorage::new(model_path);
-        let (owned, outcome) = self.dispatcher.call_limited(limit, move || {
+        let listen = self.version.get().is_none();
+        let (owned, outcome, log) = self.dispatcher.call_limited(limit, move || {
             let mut owned = owned;
-            let outcome = owned.init(&api, family, &params);
-            (owned, outcome)
+            let (outcome, log) = if listen {
+                version_line::capture_stdout(|| owned.init(&api, family, &params))
+            } else {
+                (owned.init(&api, family, &params), String::new())
+            };
+            (owned, outcome, log)
         })?;
+        if let Some(version) = version_line::parse(&log) {
+            let _ = self.version.set(version);
+        }
         let handle = match outcome {
             Ok(handle) => handle,
             Err(code) => {

@@ -829,12 +829,17 @@ fn fuzz_stream(rng: &mut Rng, world: &mut World) {
         2 | 3 => {
             let (handle, live) = stream_arg(rng, world);
             let timeout = rng.pick(&[0, 1, 5, 50, -1, i32::MIN, i32::MAX]);
-            let mut text: *const c_char = 0x55 as *const c_char;
-            let mut len: usize = 0x66;
-            let tp = if rng.chance(15) { null_mut() } else { &mut text as *mut _ };
-            let lp = if rng.chance(15) { null_mut() } else { &mut len as *mut _ };
+            let mut text: *const c_char;
+            let mut len: usize;
+            let (null_text, null_len) = (rng.chance(15), rng.chance(15));
             // Read a few pieces in a row.
             for _ in 0..1 + rng.below(8) {
+                // Fresh sentinels each time: a failure after an earlier
+                // success must be judged by what this call wrote.
+                text = 0x55 as *const c_char;
+                len = 0x66;
+                let tp = if null_text { null_mut() } else { &mut text as *mut _ };
+                let lp = if null_len { null_mut() } else { &mut len as *mut _ };
                 // SAFETY: NULL or valid out-pointers.
                 let st = unsafe { rkl_stream_next(handle as *mut rkl_stream, timeout, tp, lp) };
                 world.record(

@@ -41,9 +41,12 @@ sim-variants:
 
 # The Rust suite runs once per runtime ABI the simulator imitates; the tests
 # use the simulator builds in target/sim-*.
+# The bounded fuzzers use fixed seeds here so that `make check` is
+# repeatable; `make hardening` explores fresh random seeds.
+FUZZ_SEED ?= 20261123
 test-rust: build sim-variants
-	RKLLM_SIM_ABI=1.2 $(CARGO) test --workspace
-	RKLLM_SIM_ABI=1.3 $(CARGO) test --workspace
+	RKLLM_SIM_ABI=1.2 RKL_FUZZ_SEED=$(FUZZ_SEED) $(CARGO) test --workspace
+	RKLLM_SIM_ABI=1.3 RKL_FUZZ_SEED=$(FUZZ_SEED) $(CARGO) test --workspace
 
 include mk/*.mk
 

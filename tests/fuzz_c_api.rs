@@ -1599,10 +1599,9 @@ fn concurrent_phase(seed: u64, threads: usize, budget: Duration, files: &[CBuf],
 /// the generation then succeeds, `rkl_generate` returns `RKL_OK` but
 /// `rkl_last_error_message` still holds the nested call's message, though
 /// rkl.h says a call that succeeds clears it. The frame in src/ffi/error.rs
-/// clears the message before the body runs, not after it succeeds. Fix
-/// there (clear it again on success), then drop the `ignore`.
+/// cleared the message before the body ran, not after it succeeded; it now
+/// clears it again on success.
 #[test]
-#[ignore = "known bug: a nested failure's message survives the outer success"]
 fn a_success_clears_the_message_of_a_nested_failure() {
     unsafe extern "C" fn close_inside(_: *const c_char, _: usize, userdata: *mut c_void) -> c_int {
         // SAFETY: userdata is the model handle.

@@ -86,7 +86,12 @@ pub fn status_frame(name: &'static str, body: impl FnOnce() -> FfiResult) -> rkl
     super::log::ensure_installed();
     set_last_error(String::new());
     match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => RKL_OK,
+        Ok(Ok(())) => {
+            // A call the caller's callback made inside this one may have
+            // failed and left its message; this call succeeded.
+            set_last_error(String::new());
+            RKL_OK
+        }
         Ok(Err(e)) => {
             set_last_error(format!("{name}: {}", e.message));
             e.status

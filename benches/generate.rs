@@ -15,7 +15,7 @@
 //! Output: `BENCH {json}` lines, as the C drivers print (bench/c/common.h).
 
 use rkl::ffi;
-use rkl::{GenerateRequest, Model, OpenConfig};
+use rkl::{GenerateRequest, Model, OpenConfig, Step};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::ops::ControlFlow;
@@ -116,11 +116,19 @@ fn main() {
         req.max_new_tokens = (max > 0).then_some(max);
         let mut stream = model.stream(&req).unwrap();
         let mut bytes = 0usize;
-        for text in &mut stream {
-            bytes += text.unwrap().len();
+        // The iterator yields a fresh String per chunk; next_into reuses one.
+        let mut text = String::new();
+        loop {
+            text.clear();
+            match stream.next_into(None, &mut text).unwrap() {
+                Step::Text => bytes += text.len(),
+                Step::Finished(stats) => {
+                    std::hint::black_box(bytes);
+                    break stats.tokens;
+                }
+                Step::Timeout => unreachable!("no timeout was given"),
+            }
         }
-        std::hint::black_box(bytes);
-        stream.stats().unwrap().tokens
     };
     let c_generate = |max: u32| unsafe {
         let mut g = std::mem::MaybeUninit::<ffi::rkl_generate_params>::zeroed();
@@ -164,7 +172,7 @@ fn main() {
 
     let paths: Vec<Path> = vec![
         ("Rust Model::generate", Box::new(rust_generate)),
-        ("Rust Model::stream", Box::new(rust_stream)),
+        ("Rust Stream::next_into", Box::new(rust_stream)),
         ("C rkl_generate", Box::new(c_generate)),
         ("C rkl_stream_next", Box::new(c_stream)),
     ];

@@ -23,7 +23,7 @@ pub mod utf8;
 pub use cache::{CacheInfo, Verdict};
 pub use config::{checked_text, GenerateRequest, OpenConfig, RestartPolicy, Role};
 pub use error::{Error, ErrorKind, Result};
-pub use generation::{FinishReason, Stats, Stream, StreamAborter, StreamEvent};
+pub use generation::{FinishReason, Stats, Step, Stream, StreamAborter, StreamEvent};
 pub use model::Model;
 pub use runtime::{Family, ModelParams};
 

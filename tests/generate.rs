@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use rkl::{FinishReason, GenerateRequest, Model, Role, StreamEvent};
+use rkl::{FinishReason, GenerateRequest, Model, Role, Step, StreamEvent};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -79,6 +79,27 @@ fn the_pull_stream_gives_the_same_text() {
     // The iterator form.
     let text: String = model.stream(&GenerateRequest::new(prompt)).unwrap().map(|c| c.unwrap()).collect();
     assert_eq!(text, reply(prompt));
+    // next_into appends to what the buffer holds, one chunk per call.
+    let mut stream = model.stream(&GenerateRequest::new(prompt)).unwrap();
+    let mut text = String::from("> ");
+    let mut chunks = 0;
+    let stats = loop {
+        let before = text.len();
+        match stream.next_into(Some(Duration::from_secs(10)), &mut text).unwrap() {
+            Step::Text => {
+                assert!(text.len() > before, "a Text step appends something");
+                chunks += 1;
+            }
+            Step::Timeout => panic!("no progress in 10 s"),
+            Step::Finished(stats) => {
+                assert_eq!(text.len(), before, "the end appends nothing");
+                break stats;
+            }
+        }
+    };
+    assert_eq!(text, format!("> {}", reply(prompt)));
+    assert!(chunks > 1, "the reply arrives in several chunks");
+    assert_eq!(stats.finish, FinishReason::End);
 }
 
 #[test]

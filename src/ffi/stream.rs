@@ -9,7 +9,8 @@ use super::handles::{rkl_model, rkl_stream, stream_pointer, stream_value, STREAM
 use super::model::model_entry;
 use super::stats::rkl_stats;
 use super::status::{rkl_status, RKL_BAD_HANDLE, RKL_IN_PROGRESS, RKL_TIMEOUT};
-use crate::{Stream, StreamEvent};
+use crate::generation::Step;
+use crate::Stream;
 use std::ffi::c_char;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,7 +30,8 @@ struct StreamState {
     /// `None` once closed (dropping the stream aborts an unfinished run).
     stream: Option<Stream>,
     /// The last text handed out, NUL-terminated; valid until the next call.
-    text: Vec<u8>,
+    /// Reused, so that reading allocates nothing per token.
+    text: String,
 }
 
 impl StreamEntry {
@@ -67,7 +69,7 @@ pub unsafe extern "C" fn rkl_stream_open(
         let stream = entry.model.stream(&request)?;
         let value = STREAMS.insert(StreamEntry {
             closed: AtomicBool::new(false),
-            state: Mutex::new(StreamState { stream: Some(stream), text: Vec::new() }),
+            state: Mutex::new(StreamState { stream: Some(stream), text: String::new() }),
         })?;
         // SAFETY: `out` was checked non-NULL; the caller promises it writable.
         unsafe { args::put(out, stream_pointer(value)) };
@@ -117,20 +119,20 @@ pub unsafe extern "C" fn rkl_stream_next(
                 Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
                 None => SLICE,
             };
-            match live.next_event(Some(wait))? {
-                StreamEvent::Text(chunk) => {
-                    state.text.clear();
-                    state.text.extend_from_slice(chunk.as_bytes());
-                    state.text.push(0);
+            state.text.clear();
+            match live.next_into(Some(wait), &mut state.text)? {
+                Step::Text => {
+                    let chunk_len = state.text.len();
+                    state.text.push('\0');
                     // SAFETY: both were checked non-NULL; the text lives in
                     // the entry until the next call on the stream.
                     unsafe {
                         args::put(text, state.text.as_ptr().cast::<c_char>());
-                        args::put(len, chunk.len());
+                        args::put(len, chunk_len);
                     }
                     return Ok(());
                 }
-                StreamEvent::Finished(_) => {
+                Step::Finished(_) => {
                     // SAFETY: as above.
                     unsafe {
                         args::put(text, std::ptr::null());
@@ -138,7 +140,7 @@ pub unsafe extern "C" fn rkl_stream_next(
                     }
                     return Ok(());
                 }
-                StreamEvent::Timeout => {
+                Step::Timeout => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(FfiError::new(RKL_TIMEOUT, format!("no text within {timeout_ms} ms")));
                     }

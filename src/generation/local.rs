@@ -1,12 +1,11 @@
 //! A generation in flight in this process: the pull stream over the
 //! runtime's callbacks.
 
-use super::{FinishReason, Stats, StreamEvent};
+use super::{FinishReason, Stats, Step, StreamEvent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::ModelInner;
 use crate::runtime::{PerfStat, RunEvent, RunShared, STALL_POLL};
 use crate::utf8::Reassembler;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,9 +40,9 @@ impl LocalAborter {
 pub(crate) struct LocalStream {
     model: Arc<ModelInner>,
     shared: Arc<RunShared>,
-    events: Receiver<RunEvent>,
+    /// The text of the token being handled (reused).
+    token_text: Vec<u8>,
     reassembler: Reassembler,
-    text: String,
     token_limit: u32,
     stop: StopCause,
     started_at: Instant,
@@ -54,13 +53,12 @@ pub(crate) struct LocalStream {
 }
 
 impl LocalStream {
-    pub(crate) fn new(model: Arc<ModelInner>, shared: Arc<RunShared>, events: Receiver<RunEvent>, token_limit: u32) -> LocalStream {
+    pub(crate) fn new(model: Arc<ModelInner>, shared: Arc<RunShared>, token_limit: u32) -> LocalStream {
         LocalStream {
             model,
             shared,
-            events,
+            token_text: Vec::new(),
             reassembler: Reassembler::new(),
-            text: String::new(),
             token_limit,
             stop: StopCause::None,
             started_at: Instant::now(),
@@ -75,12 +73,23 @@ impl LocalStream {
     /// An error is returned once; afterwards the stream reports `Finished`
     /// with `FinishReason::Error`.
     pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<StreamEvent> {
+        let mut text = String::new();
+        Ok(match self.next_into(timeout, &mut text)? {
+            Step::Text => StreamEvent::Text(text),
+            Step::Timeout => StreamEvent::Timeout,
+            Step::Finished(stats) => StreamEvent::Finished(stats),
+        })
+    }
+
+    /// As [`LocalStream::next_event`], but the text is appended to `text`,
+    /// so that a reused buffer needs no allocation.
+    pub fn next_into(&mut self, timeout: Option<Duration>, text: &mut String) -> Result<Step> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             match self.outcome.take() {
                 Some(Ok(stats)) => {
                     self.outcome = Some(Ok(stats));
-                    return Ok(StreamEvent::Finished(stats));
+                    return Ok(Step::Finished(stats));
                 }
                 Some(Err(e)) => {
                     self.outcome = Some(Ok(self.stats));
@@ -90,14 +99,14 @@ impl LocalStream {
             }
             let event = match self.receive(deadline) {
                 Ok(Some(event)) => event,
-                Ok(None) => return Ok(StreamEvent::Timeout),
+                Ok(None) => return Ok(Step::Timeout),
                 Err(stuck) => {
                     self.give_up(stuck);
                     continue;
                 }
             };
-            if let Some(text) = self.handle(event) {
-                return Ok(StreamEvent::Text(text));
+            if self.handle(event, text) {
+                return Ok(Step::Text);
             }
         }
     }
@@ -142,23 +151,17 @@ impl LocalStream {
             if aborting {
                 wait = wait.min(ABORT_REPEAT);
             }
-            match self.events.recv_timeout(wait) {
-                Ok(event) => return Ok(Some(event)),
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Some(stuck) = self.model.raw.runtime().stuck() {
-                        return Err(stuck);
-                    }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Ok(None);
-                    }
-                    if aborting {
-                        self.abort();
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    // The job ended without reporting its return: treat as failed.
-                    return Ok(Some(RunEvent::Returned(i32::MIN)));
-                }
+            if let Some(event) = self.shared.next_event(wait, &mut self.token_text) {
+                return Ok(Some(event));
+            }
+            if let Some(stuck) = self.model.raw.runtime().stuck() {
+                return Err(stuck);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            if aborting {
+                self.abort();
             }
         }
     }
@@ -173,56 +176,66 @@ impl LocalStream {
         self.outcome = Some(Err(error));
     }
 
-    /// Applies one event; returns text to hand out, if any.
-    fn handle(&mut self, event: RunEvent) -> Option<String> {
+    /// Applies one event; true when it appended text to `out`.
+    fn handle(&mut self, event: RunEvent, out: &mut String) -> bool {
         match event {
             RunEvent::Started => {
                 self.stats.queue_ms = ms(self.started_at.elapsed());
-                None
+                false
             }
-            RunEvent::Token { waiting, text } => {
-                // After an abort (by anyone) or a stop, text already queued
-                // from a runtime that ran ahead is dropped, not delivered.
-                if self.shared.abort_requested() || (self.stop != StopCause::None && self.stop != StopCause::MaxTokens) {
-                    return None;
-                }
-                self.stats.tokens += 1;
-                if waiting {
-                    self.reassembler.waiting(text.as_deref());
-                } else {
-                    self.reassembler.normal(text.as_deref(), &mut self.text);
-                }
-                if self.token_limit != 0 && self.stats.tokens >= self.token_limit && self.stop == StopCause::None {
-                    self.stop = StopCause::MaxTokens;
-                    if self.model.needs_limit_abort() {
-                        self.abort();
-                    }
-                }
-                if self.text.is_empty() {
-                    return None;
-                }
-                if self.stats.ttft_ms == 0.0 {
-                    self.stats.ttft_ms = ms(self.started_at.elapsed()).max(f64::MIN_POSITIVE);
-                }
-                Some(std::mem::take(&mut self.text))
+            RunEvent::Token { waiting, text_len } => {
+                let text = std::mem::take(&mut self.token_text);
+                let delivered = self.take_token(waiting, text_len.map(|_| text.as_slice()), out);
+                self.token_text = text;
+                delivered
             }
             RunEvent::Finish(perf) => {
                 self.perf = Some(perf);
-                None
+                false
             }
             RunEvent::Error => {
                 self.runtime_error = true;
-                None
+                false
             }
             RunEvent::Returned(code) => {
                 self.finish(Some(code));
-                None
+                false
             }
             RunEvent::Skipped => {
                 self.finish(None);
-                None
+                false
             }
         }
+    }
+
+    /// Counts one token and appends the text it completes to `out`; true
+    /// when there is text to hand out.
+    fn take_token(&mut self, waiting: bool, text: Option<&[u8]>, out: &mut String) -> bool {
+        // After an abort (by anyone) or a stop, text already queued from a
+        // runtime that ran ahead is dropped, not delivered.
+        if self.shared.abort_requested() || (self.stop != StopCause::None && self.stop != StopCause::MaxTokens) {
+            return false;
+        }
+        self.stats.tokens += 1;
+        let before = out.len();
+        if waiting {
+            self.reassembler.waiting(text);
+        } else {
+            self.reassembler.normal(text, out);
+        }
+        if self.token_limit != 0 && self.stats.tokens >= self.token_limit && self.stop == StopCause::None {
+            self.stop = StopCause::MaxTokens;
+            if self.model.needs_limit_abort() {
+                self.abort();
+            }
+        }
+        if out.len() == before {
+            return false;
+        }
+        if self.stats.ttft_ms == 0.0 {
+            self.stats.ttft_ms = ms(self.started_at.elapsed()).max(f64::MIN_POSITIVE);
+        }
+        true
     }
 
     fn finish(&mut self, code: Option<i32>) {

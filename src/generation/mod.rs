@@ -73,6 +73,17 @@ pub enum StreamEvent {
     Finished(Stats),
 }
 
+/// What [`Stream::next_into`] found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Step {
+    /// Text was appended to the caller's buffer.
+    Text,
+    /// The timeout passed with no text.
+    Timeout,
+    /// The generation is over.
+    Finished(Stats),
+}
+
 /// A generation read by pulling: [`Stream::next_event`] or the iterator.
 /// Dropping an unfinished stream aborts its run.
 pub struct Stream {
@@ -126,6 +137,24 @@ impl Stream {
         match &mut self.backend {
             StreamBackend::Local(s) => s.next_event(timeout),
             StreamBackend::Isolated(s) => s.next_event(timeout),
+        }
+    }
+
+    /// As [`Stream::next_event`], but the text is appended to `text` (clear
+    /// it first to get only the new text). In-process, reading into a reused
+    /// buffer this way allocates nothing per token; the iterator and
+    /// `next_event` allocate the `String` they hand out.
+    pub fn next_into(&mut self, timeout: Option<Duration>, text: &mut String) -> Result<Step> {
+        match &mut self.backend {
+            StreamBackend::Local(s) => s.next_into(timeout, text),
+            StreamBackend::Isolated(s) => Ok(match s.next_event(timeout)? {
+                StreamEvent::Text(chunk) => {
+                    text.push_str(&chunk);
+                    Step::Text
+                }
+                StreamEvent::Timeout => Step::Timeout,
+                StreamEvent::Finished(stats) => Step::Finished(stats),
+            }),
         }
     }
 

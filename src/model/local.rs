@@ -9,7 +9,6 @@ use std::ffi::CString;
 use crate::error::{Error, ErrorKind, Result};
 use crate::generation::LocalStream;
 use crate::runtime::{Family, RawModel, RunRequest, RunShared, Runtime};
-use crossbeam_channel::unbounded;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -212,9 +211,8 @@ impl LocalModel {
             lora: request.lora.as_deref().map(|name| cstring("lora name", name)).transpose()?,
             save_cache_path: save_to,
         };
-        let (sender, events) = unbounded();
-        let shared = RunShared::new(sender, limit);
-        let stream = LocalStream::new(self.inner.clone(), shared.clone(), events, limit);
+        let shared = RunShared::new(limit);
+        let stream = LocalStream::new(self.inner.clone(), shared.clone(), limit);
         self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner()).push(shared.clone());
         // Closing may have started after the check above: look again now that
         // the run is registered, so close either sees it or refuses it here.

@@ -9,7 +9,7 @@ pub(crate) use local::{LoadedPrompt, LocalModel, ModelInner};
 use crate::cache::CacheInfo;
 use crate::config::{GenerateRequest, OpenConfig};
 use crate::error::{Error, ErrorKind, Result};
-use crate::generation::{Stats, Stream, StreamEvent};
+use crate::generation::{Stats, Step, Stream};
 use crate::isolation::IsolatedModel;
 use crate::runtime::Family;
 use std::cell::Cell;
@@ -148,9 +148,12 @@ impl Model {
     pub fn generate(&self, request: &GenerateRequest, mut on_chunk: impl FnMut(&str) -> ControlFlow<()>) -> Result<Stats> {
         let mut stream = self.stream(request)?;
         let key = self.callback_key();
+        // One buffer for every chunk: no allocation per token.
+        let mut text = String::new();
         loop {
-            match stream.next_event(None)? {
-                StreamEvent::Text(text) => {
+            text.clear();
+            match stream.next_into(None, &mut text)? {
+                Step::Text => {
                     let flow = {
                         let _scope = CallbackScope::enter(key);
                         on_chunk(&text)
@@ -159,8 +162,8 @@ impl Model {
                         stream.stop_by_callback();
                     }
                 }
-                StreamEvent::Finished(stats) => return Ok(stats),
-                StreamEvent::Timeout => {}
+                Step::Finished(stats) => return Ok(stats),
+                Step::Timeout => {}
             }
         }
     }

@@ -8,6 +8,7 @@ mod layout_common;
 mod layout_v1_2;
 mod layout_v1_3;
 mod params;
+mod run_queue;
 mod symbols;
 mod trampoline;
 mod version_line;
@@ -371,7 +372,7 @@ impl RawModel {
         }
     }
 
-    /// Queues a run; its events arrive on the channel inside `shared`.
+    /// Queues a run; its events arrive in `shared`.
     pub fn start_run(&self, request: RunRequest, shared: Arc<RunShared>) -> Result<()> {
         self.check_live()?;
         let api = self.runtime.api.clone();

@@ -6,20 +6,21 @@
 
 use super::dispatch::Watch;
 use super::layout_common::{call_state, PerfStat, RkllmResult};
-use crossbeam_channel::Sender;
+use super::run_queue::RunQueue;
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a run reports back to the thread that consumes it, in order.
 #[derive(Debug)]
 pub enum RunEvent {
     /// The dispatcher started the run (its queue wait ended).
     Started,
-    /// A NORMAL or WAITING callback; `text` is `None` when the runtime gave NULL.
-    Token { waiting: bool, text: Option<Vec<u8>> },
+    /// A NORMAL or WAITING callback; `text_len` is `None` when the runtime
+    /// gave NULL. The text comes with the event from [`RunShared::next_event`].
+    Token { waiting: bool, text_len: Option<usize> },
     /// The FINISH callback with the runtime's own figures.
     Finish(PerfStat),
     /// An ERROR callback.
@@ -33,7 +34,7 @@ pub enum RunEvent {
 /// State one run shares between the dispatcher, the callback and the consumer.
 pub struct RunShared {
     id: usize,
-    events: Sender<RunEvent>,
+    events: RunQueue,
     abort_requested: AtomicBool,
     /// True while `rkllm_run` is executing; `rkllm_abort` is only ever called
     /// while holding this lock with the value true, so the handle cannot be
@@ -57,11 +58,11 @@ fn active() -> MutexGuard<'static, Vec<Arc<RunShared>>> {
 }
 
 impl RunShared {
-    /// A new run whose events go to `events`.
-    pub fn new(events: Sender<RunEvent>, token_limit: u32) -> Arc<RunShared> {
+    /// A new run; its events are read with [`RunShared::next_event`].
+    pub fn new(token_limit: u32) -> Arc<RunShared> {
         Arc::new(RunShared {
             id: NEXT_RUN_ID.fetch_add(1, Ordering::Relaxed),
-            events,
+            events: RunQueue::default(),
             abort_requested: AtomicBool::new(false),
             running: Mutex::new(false),
             token_limit,
@@ -86,9 +87,15 @@ impl RunShared {
         self.id as *mut c_void
     }
 
-    /// Sends an event to the consumer; a consumer that went away is fine.
+    /// Queues an event (not a token: see `on_callback`) for the consumer.
     pub fn send(&self, event: RunEvent) {
-        let _ = self.events.send(event);
+        self.events.push(event, None);
+    }
+
+    /// The run's next event, waiting up to `wait` for one. A token's text
+    /// replaces the contents of `text`.
+    pub fn next_event(&self, wait: Duration, text: &mut Vec<u8>) -> Option<RunEvent> {
+        self.events.pop(wait, text)
     }
 
     /// Whether an abort was asked for.
@@ -143,13 +150,14 @@ impl RunShared {
                     // SAFETY: the runtime passes a valid RkllmResult for the
                     // duration of the callback; a non-NULL text is a
                     // NUL-terminated string valid for the same time. The bytes
-                    // are copied before returning.
+                    // are copied into the queue before returning.
                     unsafe {
                         let text = (*result).text;
-                        (!text.is_null()).then(|| CStr::from_ptr(text).to_bytes().to_vec())
+                        (!text.is_null()).then(|| CStr::from_ptr(text).to_bytes())
                     }
                 };
-                self.send(RunEvent::Token { waiting: state == call_state::WAITING, text });
+                let event = RunEvent::Token { waiting: state == call_state::WAITING, text_len: None };
+                self.events.push(event, text);
             }
             call_state::FINISH => {
                 let perf = if result.is_null() {

@@ -29,59 +29,12 @@ package rkl
 import "C"
 
 import (
-	"io/fs"
 	"math"
 	"runtime"
 	"strings"
 	"time"
 	"unsafe"
 )
-
-// Status is an rkl_status. The statuses other than OK are errors in their own
-// right (sentinels for errors.Is); calls return them wrapped in *Error.
-type Status int32
-
-// The statuses of rkl.h.
-const (
-	OK                    Status = 0
-	ErrInvalidArgument    Status = 1
-	ErrModelNotFound      Status = 2
-	ErrRuntimeNotFound    Status = 3
-	ErrRuntimeUnsupported Status = 4
-	ErrModelLoadFailed    Status = 5
-	ErrRuntimeFailed      Status = 6
-	ErrClosed             Status = 7
-	ErrReentrant          Status = 8
-	ErrNotSupported       Status = 9
-	ErrIO                 Status = 10
-	ErrBadHandle          Status = 11
-	ErrNullArgument       Status = 12
-	statusTimeout         Status = 13
-	ErrInProgress         Status = 14
-	ErrPanic              Status = 15
-)
-
-// Error returns the library's short description of the status.
-func (s Status) Error() string { return C.GoString(C.rkl_status_str(C.int32_t(s))) }
-
-// String is the same as Error.
-func (s Status) String() string { return s.Error() }
-
-// Error is a failed librkl call.
-type Error struct {
-	Status  Status // what kind of failure
-	Message string // the library's message, which names the function
-}
-
-func (e *Error) Error() string { return "rkl: " + e.Message }
-
-// Unwrap gives the Status, so errors.Is(err, rkl.ErrModelNotFound) works.
-func (e *Error) Unwrap() error { return e.Status }
-
-// Is makes a missing model file match fs.ErrNotExist, as os.Open's would.
-func (e *Error) Is(target error) bool {
-	return target == fs.ErrNotExist && e.Status == ErrModelNotFound
-}
 
 // call runs f and turns its status into an error. The thread is locked for
 // the call and the message read, because librkl keeps the last message per
@@ -150,6 +103,13 @@ type Option func(*config)
 type config struct {
 	runtimePath, runtimeABI string
 	set                     []func(*C.rkl_open_params)
+	err                     error // the first option refused before librkl sees it
+}
+
+func (c *config) fail(what string) {
+	if c.err == nil {
+		c.err = &Error{Status: ErrInvalidArgument, Message: "rkl_open: " + what}
+	}
 }
 
 func (c *config) add(f func(*C.rkl_open_params)) { c.set = append(c.set, f) }
@@ -207,6 +167,65 @@ func WithCPUs(n int) Option {
 	return func(c *config) { c.add(func(p *C.rkl_open_params) { p.enabled_cpus_num = i32(n) }) }
 }
 
+// WithIsolation runs the model's runtime in a worker process (rkl-host,
+// installed beside librkl; RKL_HOST names another), so that a crash or hang
+// of the runtime cannot take this process down: the call in flight fails
+// with ErrRuntimeCrashed (or ErrRuntimeTimeout) and the model is reopened on
+// the next call (see WithMaxRestarts, Restart). The API is the same in both
+// modes. RKL_ISOLATED=1 in the environment turns it on for every model.
+func WithIsolation() Option {
+	return func(c *config) { c.add(func(p *C.rkl_open_params) { p.flags |= C.RKL_OPEN_ISOLATED }) }
+}
+
+// durationMs converts d for a uint32 millisecond field, rounding up so that
+// a positive duration never becomes 0 (which means "default" to librkl).
+func durationMs(c *config, what string, d time.Duration) C.uint32_t {
+	ms := (d + time.Millisecond - 1) / time.Millisecond
+	if d <= 0 || ms > math.MaxUint32 {
+		c.fail(what + " must be positive and at most 2^32-1 ms, not " + d.String())
+		return 0
+	}
+	return C.uint32_t(ms)
+}
+
+// WithCallTimeout fails a call or generation on which the runtime makes no
+// progress (no token, no return) for d with ErrRuntimeTimeout. In isolation
+// mode the worker is killed and the model reopened on the next call;
+// in-process the runtime's thread stays stuck and every model on that
+// runtime fails from then on. d must exceed the longest model load and
+// prefill. Without it there is no limit.
+func WithCallTimeout(d time.Duration) Option {
+	return func(c *config) {
+		ms := durationMs(c, "the call timeout", d)
+		c.add(func(p *C.rkl_open_params) { p.call_timeout_ms = ms })
+	}
+}
+
+// WithAbortGrace sets how long the runtime may take to stop after an abort
+// (a cancelled context, Abort, Close) before isolation mode kills its worker
+// (the generation still ends as aborted; the model restarts on the next
+// call); in-process a late stop is logged and shows in Stats.AbortLatency.
+// Default 2 s.
+func WithAbortGrace(d time.Duration) Option {
+	return func(c *config) {
+		ms := durationMs(c, "the abort grace", d)
+		c.add(func(p *C.rkl_open_params) { p.abort_grace_ms = ms })
+	}
+}
+
+// WithMaxRestarts limits the automatic restarts of an isolated model's
+// worker to n per minute (default 3); past them calls fail with
+// ErrRuntimeCrashed until Restart. n <= 0: never restart automatically.
+func WithMaxRestarts(n int) Option {
+	return func(c *config) {
+		v := i32(n)
+		if n <= 0 {
+			v = -1 // librkl: negative = never (0 would be its default, 3)
+		}
+		c.add(func(p *C.rkl_open_params) { p.max_restarts = v })
+	}
+}
+
 // Model is an open model. Its methods may be called from many goroutines.
 type Model struct {
 	// A token checked by librkl, not an address; it stays set after Close
@@ -220,6 +239,9 @@ func Open(path string, opts ...Option) (*Model, error) {
 	var cfg config
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if cfg.err != nil {
+		return nil, cfg.err
 	}
 	var p C.rkl_open_params
 	if err := call(func() C.rkl_status { return C.rkl_open_params_init(&p, C.sizeof_rkl_open_params) }); err != nil {
@@ -252,6 +274,16 @@ func Open(path string, opts ...Option) (*Model, error) {
 // Streams opened on the model stay valid until their own Close.
 func (m *Model) Close() error {
 	return call(func() C.rkl_status { return C.rkl_close(m.h) })
+}
+
+// Restart stops an isolated model's worker process (its generations end as
+// aborted, other calls in flight fail with ErrAborted), starts a new one and
+// opens the model again, restoring the chat template, LoRA adapters and
+// loaded prompt cache, not the KV history. It also resets the count of
+// automatic restarts (WithMaxRestarts). An in-process model gives
+// ErrNotSupported.
+func (m *Model) Restart() error {
+	return call(func() C.rkl_status { return C.rkl_model_restart(m.h) })
 }
 
 // Abort stops every running or queued generation of the model (streams
@@ -365,6 +397,10 @@ type Stats struct {
 	Prefill       time.Duration // the runtime's prefill time
 	Decode        time.Duration // the runtime's decode time
 	MemoryMB      float64       // the runtime's peak memory
+	// AbortLatency is the time from the first abort request to the end of
+	// the run (0 when not aborted). Beyond the abort grace it means the
+	// runtime stopped late, or its worker was killed to stop it.
+	AbortLatency time.Duration
 }
 
 func ms(v C.double) time.Duration { return time.Duration(float64(v) * float64(time.Millisecond)) }
@@ -381,5 +417,15 @@ func statsFrom(s *C.rkl_stats) Stats {
 		Prefill:       ms(s.prefill_ms),
 		Decode:        ms(s.decode_ms),
 		MemoryMB:      float64(s.memory_mb),
+		// A field librkl knows only from version 2 of the struct on (the
+		// struct_size of a SaveCache's stats is the library's).
+		AbortLatency: msIfCovered(s, unsafe.Offsetof(s.abort_ms), s.abort_ms),
 	}
+}
+
+func msIfCovered(s *C.rkl_stats, offset uintptr, v C.double) time.Duration {
+	if uintptr(s.struct_size) < offset+unsafe.Sizeof(v) {
+		return 0
+	}
+	return ms(v)
 }

@@ -29,6 +29,32 @@ type Request struct {
 	Lora           string // a name given to LoadLora, or ""
 }
 
+// requestParams fills rkl_generate_params from req for the C function fn.
+// Free the strings with freeAll once the call has returned.
+func requestParams(fn string, req Request) (C.rkl_generate_params, []*C.char, error) {
+	var p C.rkl_generate_params
+	if err := call(func() C.rkl_status { return C.rkl_generate_params_init(&p, C.sizeof_rkl_generate_params) }); err != nil {
+		return p, nil, err
+	}
+	strs, err := cStrings(fn, "prompt", req.Prompt, "lora", req.Lora)
+	if err != nil {
+		return p, nil, err
+	}
+	p.prompt = strs[0]
+	if req.Lora != "" {
+		p.lora = strs[1]
+	}
+	if req.MaxNewTokens < 0 || req.MaxNewTokens > 1<<31-1 {
+		p.max_new_tokens = C.uint32_t(1 << 31) // out of range: refused with a message
+	} else {
+		p.max_new_tokens = C.uint32_t(req.MaxNewTokens)
+	}
+	p.role = C.int32_t(req.Role)
+	p.keep_history = C.bool(req.KeepHistory)
+	p.enable_thinking = C.bool(req.EnableThinking)
+	return p, strs, nil
+}
+
 // Stream is a generation read by pulling, like bufio.Scanner:
 //
 //	s, err := m.Stream(ctx, "Hello!")
@@ -63,27 +89,11 @@ func (m *Model) StreamRequest(ctx context.Context, req Request) (*Stream, error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var p C.rkl_generate_params
-	if err := call(func() C.rkl_status { return C.rkl_generate_params_init(&p, C.sizeof_rkl_generate_params) }); err != nil {
-		return nil, err
-	}
-	strs, err := cStrings("rkl_stream_open", "prompt", req.Prompt, "lora", req.Lora)
+	p, strs, err := requestParams("rkl_stream_open", req)
 	if err != nil {
 		return nil, err
 	}
 	defer freeAll(strs)
-	p.prompt = strs[0]
-	if req.Lora != "" {
-		p.lora = strs[1]
-	}
-	if req.MaxNewTokens < 0 || req.MaxNewTokens > 1<<31-1 {
-		p.max_new_tokens = C.uint32_t(1 << 31) // out of range: refused with a message
-	} else {
-		p.max_new_tokens = C.uint32_t(req.MaxNewTokens)
-	}
-	p.role = C.int32_t(req.Role)
-	p.keep_history = C.bool(req.KeepHistory)
-	p.enable_thinking = C.bool(req.EnableThinking)
 
 	var h *C.rkl_stream
 	if err := call(func() C.rkl_status { return C.rkl_stream_open(m.h, &p, &h) }); err != nil {

@@ -16,9 +16,18 @@
 // generations one at a time, in the order they were asked for. Cancelling
 // the context of a generation stops that generation only.
 //
+// Prompt caches: SaveCache writes the KV state of a long fixed prompt,
+// LoadCache checks and loads it (then every request gives the full prompt,
+// starting with the cached one), InspectCache reads one without a model.
+//
+// WithIsolation runs the runtime in a worker process: a crash or hang of the
+// runtime then fails the call in flight with ErrRuntimeCrashed or
+// ErrRuntimeTimeout, and the model is reopened on the next call.
+//
 // Errors from librkl are *Error values that carry the Status and the
-// library's message; errors.Is(err, rkl.ErrBadHandle) and the like test the
-// status, and a missing model file also matches fs.ErrNotExist.
+// library's message; errors.Is(err, rkl.ErrCacheCorrupt) and the like test
+// the status (every status of rkl.h has its sentinel), and a missing model
+// file or prompt cache also matches fs.ErrNotExist.
 package rkl
 
 /*

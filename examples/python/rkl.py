@@ -14,6 +14,13 @@ the ``rkl_status`` and the library's message; the common ones also derive from
 the built-in exception a Python programmer expects (a missing model file is a
 ``FileNotFoundError``, a closed model a ``ValueError``).
 
+Prompt caches: ``model.save_cache(path, system_prompt)`` once, then in any
+later process ``model.load_cache(path)`` and requests that give the FULL
+prompt (system prompt + question); ``inspect_cache(path)`` needs no model.
+Isolation mode (``Model(path, isolated=True, call_timeout_ms=...)``) runs the
+runtime in a worker process: its crashes raise RuntimeCrashedError, its hangs
+RuntimeTimeoutError, and this process lives on.
+
 The library is found through ``RKL_LIBRARY`` (a path), else as
 ``librkl.so.0`` by the dynamic loader (``LD_LIBRARY_PATH``, rpath, ldconfig).
 The runtime (``librkllmrt.so``) is found by librkl: ``runtime_path=``, else
@@ -42,6 +49,7 @@ from ctypes import (
     c_int32,
     c_size_t,
     c_uint32,
+    c_uint64,
     c_void_p,
 )
 from dataclasses import dataclass
@@ -52,6 +60,9 @@ __all__ = [
     "Stream",
     "Stats",
     "ModelInfo",
+    "Reply",
+    "CacheInfo",
+    "inspect_cache",
     "RklError",
     "InvalidArgumentError",
     "ModelNotFoundError",
@@ -65,7 +76,21 @@ __all__ = [
     "RklIOError",
     "BadHandleError",
     "NullArgumentError",
+    "StreamTimeoutError",
+    "InProgressError",
     "PanicError",
+    "CacheError",
+    "CacheNotFoundError",
+    "CacheInvalidError",
+    "CacheVersionError",
+    "CacheTruncatedError",
+    "CacheCorruptError",
+    "CacheMismatchError",
+    "AbortedError",
+    "RuntimeCrashedError",
+    "RuntimeTimeoutError",
+    "error_class",
+    "error_for",
     "version",
     "status_str",
     "library",
@@ -89,17 +114,35 @@ NULL_ARGUMENT = 12
 TIMEOUT = 13
 IN_PROGRESS = 14
 PANIC = 15
+CACHE_NOT_FOUND = 16
+CACHE_INVALID = 17
+CACHE_VERSION = 18
+CACHE_TRUNCATED = 19
+CACHE_CORRUPT = 20
+CACHE_MISMATCH = 21
+ABORTED = 22
+RUNTIME_CRASHED = 23
+RUNTIME_TIMEOUT = 24
 
 UNSET = -(2**31)  # RKL_UNSET: "runtime default" for integer open params
 
 FINISH_END, FINISH_MAX_TOKENS, FINISH_ABORTED, FINISH_STOPPED, FINISH_ERROR = range(5)
 FINISH_NAMES = {0: "end", 1: "max_tokens", 2: "aborted", 3: "stopped", 4: "error"}
 ROLES = {"user": 0, "tool": 1}
+OPEN_ISOLATED = 1  # RKL_OPEN_ISOLATED, a bit of rkl_open_params.flags
+VERDICT_VALID, VERDICT_STALE, VERDICT_INVALID = range(3)
+VERDICT_NAMES = {0: "valid", 1: "stale", 2: "invalid"}
 
 
 class RklError(Exception):
     """A failed rkl call. ``status`` is the rkl_status number, ``message``
-    the library's message (it names the function and what was wrong)."""
+    the library's message (it names the function and what was wrong).
+
+    Every status but OK has its own subclass (see :func:`error_class`); the
+    class attribute ``status`` tells which. Catch ``RklError`` for any
+    failure, :class:`CacheError` for any problem with a prompt cache."""
+
+    status: int = -1  # the class's status; instances carry the actual one
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -112,71 +155,157 @@ class RklError(Exception):
 
 class InvalidArgumentError(RklError, ValueError):
     """RKL_INVALID_ARGUMENT: a value out of range, bad text, wrong struct size."""
+    status = INVALID_ARGUMENT
 
 
 class ModelNotFoundError(RklError, FileNotFoundError):
     """RKL_MODEL_NOT_FOUND: the model (or LoRA) file cannot be read."""
+    status = MODEL_NOT_FOUND
 
 
 class RuntimeNotFoundError(RklError, OSError):
-    """RKL_RUNTIME_NOT_FOUND: librkllmrt.so could not be loaded."""
+    """RKL_RUNTIME_NOT_FOUND: librkllmrt.so could not be loaded (or, in
+    isolation mode, the worker program rkl-host was not found)."""
+    status = RUNTIME_NOT_FOUND
 
 
 class RuntimeUnsupportedError(RklError, OSError):
     """RKL_RUNTIME_UNSUPPORTED: a runtime release rkl does not speak."""
+    status = RUNTIME_UNSUPPORTED
 
 
 class ModelLoadError(RklError):
     """RKL_MODEL_LOAD_FAILED: the runtime could not load the model."""
+    status = MODEL_LOAD_FAILED
 
 
 class RuntimeFailedError(RklError, RuntimeError):
     """RKL_RUNTIME_FAILED: a runtime call or a generation failed."""
+    status = RUNTIME_FAILED
 
 
 class ClosedError(RklError, ValueError):
     """RKL_CLOSED: the model was closed while the call waited."""
+    status = CLOSED
 
 
 class ReentrantError(RklError, RuntimeError):
     """RKL_REENTRANT: called from inside a token callback."""
+    status = REENTRANT
 
 
 class NotSupportedError(RklError, NotImplementedError):
-    """RKL_NOT_SUPPORTED: the runtime release lacks this feature."""
+    """RKL_NOT_SUPPORTED: the runtime release lacks this feature (or
+    restart() on a model that is not isolated)."""
+    status = NOT_SUPPORTED
 
 
 class RklIOError(RklError, OSError):
     """RKL_IO: a file operation failed."""
+    status = IO
 
 
 class BadHandleError(RklError, ValueError):
     """RKL_BAD_HANDLE: the model or stream is closed (or was never valid)."""
+    status = BAD_HANDLE
 
 
 class NullArgumentError(RklError, ValueError):
-    """RKL_NULL_ARGUMENT (a bug in this module if it ever shows)."""
+    """RKL_NULL_ARGUMENT: a required pointer was NULL (a bug in this module if
+    it ever shows)."""
+    status = NULL_ARGUMENT
+
+
+class StreamTimeoutError(RklError, TimeoutError):
+    """RKL_TIMEOUT: no text within the wait. Stream.next() returns "" for it
+    instead; only error_for(TIMEOUT) makes one."""
+    status = TIMEOUT
+
+
+class InProgressError(RklError):
+    """RKL_IN_PROGRESS: Stream.stats asked for before the stream's end."""
+    status = IN_PROGRESS
 
 
 class PanicError(RklError):
     """RKL_PANIC: a bug inside librkl; the message says where."""
+    status = PANIC
+
+
+class CacheError(RklError):
+    """Base of the prompt-cache statuses 16..21 (never raised itself)."""
+
+
+class CacheNotFoundError(CacheError, FileNotFoundError):
+    """RKL_CACHE_NOT_FOUND: no prompt-cache manifest at the path."""
+    status = CACHE_NOT_FOUND
+
+
+class CacheInvalidError(CacheError, ValueError):
+    """RKL_CACHE_INVALID: the manifest is unreadable, malformed or not a file."""
+    status = CACHE_INVALID
+
+
+class CacheVersionError(CacheError):
+    """RKL_CACHE_VERSION: a manifest format this librkl does not know."""
+    status = CACHE_VERSION
+
+
+class CacheTruncatedError(CacheError):
+    """RKL_CACHE_TRUNCATED: the payload is missing or not the recorded size."""
+    status = CACHE_TRUNCATED
+
+
+class CacheCorruptError(CacheError):
+    """RKL_CACHE_CORRUPT: the payload does not match its checksum."""
+    status = CACHE_CORRUPT
+
+
+class CacheMismatchError(CacheError, ValueError):
+    """RKL_CACHE_MISMATCH: the cache belongs to another model or runtime
+    release, or (while a cache is loaded) the prompt does not start with the
+    cached prompt or is only the cached prompt."""
+    status = CACHE_MISMATCH
+
+
+class AbortedError(RklError):
+    """RKL_ABORTED: the operation (e.g. save_cache, a call during restart())
+    was aborted before it completed."""
+    status = ABORTED
+
+
+class RuntimeCrashedError(RklError, RuntimeError):
+    """RKL_RUNTIME_CRASHED: isolation mode, the worker process running the
+    runtime died during the call (the message names the signal, e.g. "died of
+    SIGSEGV"). This process is unharmed; the model restarts on the next call
+    (or restart())."""
+    status = RUNTIME_CRASHED
+
+
+class RuntimeTimeoutError(RklError, TimeoutError):
+    """RKL_RUNTIME_TIMEOUT: the runtime made no progress for
+    ``call_timeout_ms``. Isolation mode: the worker was killed and the model
+    restarts on the next call. In-process: the runtime stays stuck and every
+    model on it fails with this from then on."""
+    status = RUNTIME_TIMEOUT
 
 
 _ERRORS = {
-    INVALID_ARGUMENT: InvalidArgumentError,
-    MODEL_NOT_FOUND: ModelNotFoundError,
-    RUNTIME_NOT_FOUND: RuntimeNotFoundError,
-    RUNTIME_UNSUPPORTED: RuntimeUnsupportedError,
-    MODEL_LOAD_FAILED: ModelLoadError,
-    RUNTIME_FAILED: RuntimeFailedError,
-    CLOSED: ClosedError,
-    REENTRANT: ReentrantError,
-    NOT_SUPPORTED: NotSupportedError,
-    IO: RklIOError,
-    BAD_HANDLE: BadHandleError,
-    NULL_ARGUMENT: NullArgumentError,
-    PANIC: PanicError,
+    cls.status: cls
+    for cls in (InvalidArgumentError, ModelNotFoundError, RuntimeNotFoundError,
+                RuntimeUnsupportedError, ModelLoadError, RuntimeFailedError, ClosedError,
+                ReentrantError, NotSupportedError, RklIOError, BadHandleError,
+                NullArgumentError, StreamTimeoutError, InProgressError, PanicError,
+                CacheNotFoundError, CacheInvalidError, CacheVersionError, CacheTruncatedError,
+                CacheCorruptError, CacheMismatchError, AbortedError, RuntimeCrashedError,
+                RuntimeTimeoutError)
 }
+
+
+def error_class(status: int) -> type:
+    """The exception class for a status (RklError for unknown numbers)."""
+    return _ERRORS.get(status, RklError)
+
 
 # ----------------------------------------------------------------- structs
 # Mirrors of include/rkl.h. Their sizes are given to the library, which
@@ -206,6 +335,12 @@ class OpenParams(Structure):
         ("enabled_cpus_num", c_int32),
         ("enabled_cpus_mask", c_uint32),
         ("base_domain_id", c_int32),
+        ("_reserved", c_uint32),
+        # Version 2 (isolation mode).
+        ("flags", c_uint32),
+        ("call_timeout_ms", c_uint32),
+        ("abort_grace_ms", c_uint32),
+        ("max_restarts", c_int32),
     ]
 
 
@@ -244,6 +379,45 @@ class CStats(Structure):
         ("prefill_ms", c_double),
         ("decode_ms", c_double),
         ("memory_mb", c_double),
+        # Version 2.
+        ("abort_ms", c_double),
+    ]
+
+
+class CCacheInfo(Structure):
+    """rkl_cache_info: an output struct whose strings belong to librkl until
+    rkl_cache_info_free(); CacheInfo is the Python copy."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("storage", c_void_p),
+        ("verdict", c_int32),
+        ("verdict_status", c_int32),
+        ("verdict_message", c_char_p),
+        ("manifest_path", c_char_p),
+        ("format_version", c_uint32),
+        ("max_context_len", c_int32),
+        ("library_version", c_char_p),
+        ("runtime_family", c_char_p),
+        ("runtime_version", c_char_p),
+        ("model_path", c_char_p),
+        ("model_size", c_uint64),
+        ("model_mtime_ns", c_uint64),
+        ("model_fingerprint", c_char_p),
+        ("prompt_hash", c_char_p),
+        ("prompt_bytes", c_uint64),
+        ("prompt_preview", c_char_p),
+        ("role", c_char_p),
+        ("enable_thinking", c_bool),
+        ("has_chat_template", c_bool),
+        ("chat_system", c_char_p),
+        ("chat_prefix", c_char_p),
+        ("chat_postfix", c_char_p),
+        ("payload_path", c_char_p),
+        ("payload_size", c_uint64),
+        ("payload_checksum", c_char_p),
+        ("created_unix", c_uint64),
+        ("save_stats", POINTER(CStats)),
     ]
 
 
@@ -294,6 +468,12 @@ _clear_history = _fn("rkl_clear_history", c_int32, c_void_p, c_int)
 _kv_cache_tokens = _fn("rkl_kv_cache_tokens", c_int32, c_void_p, POINTER(c_uint32))
 _set_chat_template = _fn("rkl_set_chat_template", c_int32, c_void_p, c_char_p, c_char_p, c_char_p)
 _load_lora = _fn("rkl_load_lora", c_int32, c_void_p, c_char_p, c_char_p, c_float)
+_model_restart = _fn("rkl_model_restart", c_int32, c_void_p)
+_cache_save = _fn("rkl_cache_save", c_int32, c_void_p, POINTER(GenerateParams), c_char_p, POINTER(CCacheInfo))
+_cache_load = _fn("rkl_cache_load", c_int32, c_void_p, c_char_p, POINTER(CCacheInfo))
+_cache_release = _fn("rkl_cache_release", c_int32, c_void_p)
+_cache_inspect = _fn("rkl_cache_inspect", c_int32, c_char_p, POINTER(CCacheInfo))
+_cache_info_free = _fn("rkl_cache_info_free", c_int32, POINTER(CCacheInfo))
 
 
 def version() -> str:
@@ -320,7 +500,7 @@ def error_for(status: int) -> RklError:
     """The exception for a failed call, with this thread's last message.
     Call right after the failing call, on the same thread."""
     message = last_error_message() or status_str(status)
-    return _ERRORS.get(status, RklError)(status, message)
+    return error_class(status)(status, message)
 
 
 def _check(status: int) -> None:
@@ -353,6 +533,7 @@ class Stats:
     prefill_ms: float
     decode_ms: float
     memory_mb: float
+    abort_ms: float = 0.0  # from the first abort request to the end (0: not aborted)
 
     @classmethod
     def _from(cls, s: CStats) -> "Stats":
@@ -367,6 +548,7 @@ class Stats:
             prefill_ms=s.prefill_ms,
             decode_ms=s.decode_ms,
             memory_mb=s.memory_mb,
+            abort_ms=s.abort_ms,
         )
 
 
@@ -395,6 +577,115 @@ class Reply:
         return self.text
 
 
+def _str(value: Optional[bytes]) -> str:
+    return value.decode("utf-8", "replace") if value else ""
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """A prompt cache's manifest and verdict (rkl_cache_info), copied into
+    Python values. From Model.save_cache(), Model.load_cache() and
+    inspect_cache()."""
+
+    verdict: str  # "valid", "stale" (the model file changed) or "invalid"
+    verdict_status: int  # OK; CACHE_MISMATCH when stale; when invalid what load would fail with
+    verdict_message: str  # why it is stale or invalid; "" when valid
+    manifest_path: str
+    format_version: int
+    max_context_len: int  # as the model was opened; 0 when left unset
+    library_version: str
+    runtime_family: str  # "1.2" or "1.3": the release the cache needs
+    runtime_version: str
+    model_path: str
+    model_size: int
+    model_mtime_ns: int
+    model_fingerprint: str
+    prompt_hash: str
+    prompt_bytes: int  # requests made while it is loaded must start with that prompt
+    prompt_preview: str
+    role: str
+    enable_thinking: bool
+    has_chat_template: bool
+    chat_system: str
+    chat_prefix: str
+    chat_postfix: str
+    payload_path: str
+    payload_size: int
+    payload_checksum: str
+    created_unix: int
+    save_stats: Optional[Stats]  # the save run's figures; only from save_cache()
+
+    @property
+    def valid(self) -> bool:
+        return self.verdict == "valid"
+
+    @property
+    def error(self) -> Optional[RklError]:
+        """The exception load_cache() would raise for this verdict (a
+        CacheTruncatedError, ...; CacheMismatchError when stale), None when
+        valid."""
+        if self.verdict_status == OK:
+            return None
+        return error_class(self.verdict_status)(self.verdict_status, self.verdict_message)
+
+    @classmethod
+    def _from(cls, c: CCacheInfo) -> "CacheInfo":
+        save_stats = None
+        if c.save_stats:
+            # The library's rkl_stats may be older (smaller) than CStats.
+            s = _new_stats()
+            n = min(c.save_stats.contents.struct_size, ctypes.sizeof(CStats))
+            ctypes.memmove(ctypes.addressof(s), c.save_stats, n)
+            s.struct_size = ctypes.sizeof(CStats)
+            save_stats = Stats._from(s)
+        values = {}
+        for name, ctype in CCacheInfo._fields_:
+            if name in ("struct_size", "storage", "save_stats"):
+                continue
+            value = getattr(c, name)
+            values[name] = _str(value) if ctype is c_char_p else value
+        values["verdict"] = VERDICT_NAMES.get(c.verdict, str(c.verdict))
+        return cls(save_stats=save_stats, **values)
+
+
+def _cache_call(call: Callable[[CCacheInfo], int]) -> CacheInfo:
+    """Runs ``call(info)`` on a fresh rkl_cache_info and copies the result
+    out. The struct is handed to rkl_cache_info_free() on every path (after
+    a failure it owns nothing and the free does nothing)."""
+    info = CCacheInfo()
+    info.struct_size = ctypes.sizeof(CCacheInfo)
+    status = call(info)
+    if status != OK:
+        error = error_for(status)  # the message, before the free clears it
+        _cache_info_free(byref(info))  # owns nothing after a failure: does nothing
+        raise error
+    try:
+        return CacheInfo._from(info)
+    finally:
+        _check(_cache_info_free(byref(info)))
+
+
+def _path(value, what: str) -> bytes:
+    value = os.fspath(value)
+    if isinstance(value, bytes):
+        if b"\0" in value:
+            raise InvalidArgumentError(INVALID_ARGUMENT, f"{what} contains a NUL character")
+        return value
+    return _text(value, what)
+
+
+def inspect_cache(path) -> CacheInfo:
+    """Reads a prompt cache without a model (rkl_cache_inspect): everything
+    its manifest records plus a verdict. A damaged payload or a changed model
+    file does not raise: it shows in ``verdict``, ``verdict_status``,
+    ``verdict_message`` (and ``error``). Raises CacheNotFoundError,
+    CacheInvalidError, CacheVersionError or RklIOError when there is no
+    manifest to report on. The verdict does not consider the runtime
+    release: ``runtime_family`` says which one the cache needs."""
+    raw = _path(path, "path")
+    return _cache_call(lambda info: _cache_inspect(raw, byref(info)))
+
+
 def _request(prompt: str, max_new_tokens: int, keep_history: bool, enable_thinking: bool,
              role: str, lora: Optional[str]) -> GenerateParams:
     p = GenerateParams()
@@ -420,22 +711,46 @@ class Model:
     Keyword arguments set rkl_open_params fields of the same name
     (``runtime_path``, ``runtime_abi``, ``max_context_len``,
     ``max_new_tokens``, ``top_k``, ``top_p``, ``temperature``, ...); the others
-    keep the runtime's defaults.
+    keep the runtime's defaults. None means "not set".
+
+    Isolation mode (the runtime runs in a worker process, ``rkl-host``, so
+    its crashes and hangs cannot take this process down):
+
+    - ``isolated=True`` sets RKL_OPEN_ISOLATED in ``flags`` (the environment
+      variable ``RKL_ISOLATED=1`` turns it on for every model). A crash then
+      raises RuntimeCrashedError and the model restarts on the next call.
+    - ``call_timeout_ms``: a call or generation on which the runtime makes
+      no progress for this long raises RuntimeTimeoutError (None or 0: no
+      limit). Must exceed the longest prefill.
+    - ``abort_grace_ms``: how long the runtime may take to stop after
+      abort() before its worker is killed (None or 0: 2000).
+    - ``max_restarts``: automatic restarts per minute after the worker
+      died; past it calls raise RuntimeCrashedError until restart(). None:
+      the library's default (3); 0 (or negative): never restart
+      automatically. (Note: the C field uses -1 for "never" and 0 for the
+      default; this keyword translates.)
     """
 
-    def __init__(self, model_path: str, **settings):
+    _settings = frozenset(name for name, _ in OpenParams._fields_) - {
+        "struct_size", "model_path", "_reserved"} | {"isolated"}
+
+    def __init__(self, model_path, **settings):
         params = OpenParams()
         _check(_open_params_init(byref(params), ctypes.sizeof(params)))
-        params.model_path = _text(os.fspath(model_path), "model_path")
-        known = {name for name, _ in OpenParams._fields_} - {"struct_size", "model_path"}
+        params.model_path = _path(model_path, "model_path")
+        isolated = settings.pop("isolated", None)
         for name, value in settings.items():
-            if name not in known:
-                raise TypeError(f"unknown setting {name!r}; known: {', '.join(sorted(known))}")
+            if name not in self._settings:
+                raise TypeError(f"unknown setting {name!r}; known: {', '.join(sorted(self._settings))}")
             if value is None:
                 continue
+            if name == "max_restarts" and value <= 0:
+                value = -1  # never; the C field's 0 would mean "the default"
             if name in ("runtime_path", "runtime_abi"):
-                value = _text(os.fspath(value), name)
+                value = _path(value, name)
             setattr(params, name, value)
+        if isolated:
+            params.flags |= OPEN_ISOLATED
         handle = c_void_p()
         _check(_open(byref(params), byref(handle)))
         # The handle is a token the library checks, never reused: after
@@ -530,7 +845,55 @@ class Model:
                                   _text(postfix, "postfix")))
 
     def load_lora(self, path: str, name: str, scale: float = 1.0) -> None:
-        _check(_load_lora(self._handle, _text(os.fspath(path), "path"), _text(name, "name"), scale))
+        _check(_load_lora(self._handle, _path(path, "path"), _text(name, "name"), scale))
+
+    def restart(self) -> None:
+        """Isolation mode: stops the worker process (running generations end
+        as "aborted", other calls in flight raise AbortedError), starts a new
+        one and opens the model again, restoring the chat template, function
+        tools, LoRA adapters and loaded prompt cache, not the KV history.
+        Resets the restart count. NotSupportedError for an in-process model."""
+        _check(_model_restart(self._handle))
+
+    # -------------------------------------------------------- prompt caches
+
+    def save_cache(self, path, prompt: str, *, enable_thinking: bool = False,
+                   role: str = "user") -> CacheInfo:
+        """Saves a prompt cache of ``prompt`` (e.g. a long system prompt) at
+        ``path`` (rkl_cache_save): empties the KV history, prefills the
+        prompt through the chat template, writes the runtime's payload beside
+        the manifest, and renames the manifest into place last, so a failure
+        never damages an earlier cache at ``path``. Use the same role and
+        thinking flag as the requests that will use the cache. Raises
+        InvalidArgumentError while a cache is loaded (release it first),
+        RklIOError when the directory is missing or not writable,
+        AbortedError when abort() or close() stopped it. The result has
+        ``save_stats``, the figures of the prefill."""
+        params = _request(prompt, 0, False, enable_thinking, role, None)
+        raw = _path(path, "path")
+        return _cache_call(lambda info: _cache_save(self._handle, byref(params), raw, byref(info)))
+
+    def load_cache(self, path) -> CacheInfo:
+        """Validates the prompt cache at ``path`` and loads it (rkl_cache_load),
+        so that later requests skip prefilling its prompt. Checked before the
+        runtime sees a byte, each with its own exception: CacheNotFoundError,
+        CacheInvalidError, CacheVersionError, CacheTruncatedError,
+        CacheCorruptError, CacheMismatchError (another model file or runtime
+        release). A failed load leaves the model as it was.
+
+        While it is loaded, give every request the FULL prompt: the cached
+        prompt, exactly, followed by the new part. rkl sends only the new
+        part; a prompt that does not start with the cached one, or is only
+        the cached one, raises CacheMismatchError and nothing runs. It stays
+        loaded until release_cache(), clear_history(), another load_cache()
+        or close()."""
+        raw = _path(path, "path")
+        return _cache_call(lambda info: _cache_load(self._handle, raw, byref(info)))
+
+    def release_cache(self) -> None:
+        """Unloads the prompt cache and empties the KV history (harmless
+        without a cache); requests give plain prompts again."""
+        _check(_cache_release(self._handle))
 
 
 # ----------------------------------------------------------------- stream
@@ -597,7 +960,7 @@ class Stream:
     @property
     def stats(self) -> Stats:
         """The figures, once the text was read to its end (before that:
-        RklError with status IN_PROGRESS)."""
+        InProgressError)."""
         if self._stats is None:
             s = _new_stats()
             _check(_stream_stats(self._handle, byref(s)))

@@ -41,3 +41,12 @@ def slow_model(tmp_path):
 @pytest.fixture
 def abi():
     return os.environ.get("RKLLM_SIM_ABI") or "1.3"
+
+
+@pytest.fixture
+def rewrite():
+    """Rewrites a model file in place (a restarted worker reads it again)."""
+    def rewrite(path: str, extra: str = "") -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"RKLLM-SIM 1\nreply = {REPLY}\n{extra}")
+    return rewrite

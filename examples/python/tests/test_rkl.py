@@ -31,13 +31,21 @@ def test_open_params_size_is_accepted_by_the_library():
         assert math.isnan(getattr(p, name)), name
     assert p.enabled_cpus_mask == 0
     assert p.model_path is None and p.runtime_path is None and p.runtime_abi is None
+    # Version 2 of the struct (isolation mode): 0 means "default".
+    assert (p._reserved, p.flags, p.call_timeout_ms, p.abort_grace_ms, p.max_restarts) == (0, 0, 0, 0, 0)
 
 
 def test_wrong_struct_sizes_are_refused():
     p = rkl.OpenParams()
-    for size in (0, 4, ctypes.sizeof(p) - 1):
+    # Anything shorter than version 1 (which ends where `flags` starts) is refused.
+    v1 = rkl.OpenParams.flags.offset
+    for size in (0, 4, v1 - 1):
         assert rkl._open_params_init(ctypes.byref(p), size) == rkl.INVALID_ARGUMENT
         assert "struct_size" in rkl.last_error_message()
+    # A version-1 caller is served: the library writes no version-2 field.
+    buf = (ctypes.c_ubyte * ctypes.sizeof(p))(*([0x55] * ctypes.sizeof(p)))
+    assert rkl._open_params_init(ctypes.cast(buf, ctypes.POINTER(rkl.OpenParams)), v1) == rkl.OK
+    assert bytes(buf[v1:]) == b"\x55" * (ctypes.sizeof(p) - v1)
     g = rkl.GenerateParams()
     assert rkl._generate_params_init(ctypes.byref(g), ctypes.sizeof(g) - 1) == rkl.INVALID_ARGUMENT
     assert rkl._generate_params_init(ctypes.byref(g), ctypes.sizeof(g)) == rkl.OK
@@ -66,6 +74,7 @@ def test_output_struct_sizes(fast_model):
         assert rkl._generate(m._handle, ctypes.byref(g), rkl.TOKEN_FN(0), None,
                              ctypes.byref(st)) == rkl.OK
         assert st.struct_size == ctypes.sizeof(st)
+        assert st.abort_ms == 0  # version 2's field, at the end
         assert st.finish == rkl.FINISH_END and st.tokens > 0 and st.total_ms > 0
         d = rkl.ModelDetails()
         d.struct_size = 0
@@ -87,6 +96,9 @@ def test_fields_land_where_the_library_reads_them(fast_model):
         rkl.Model(fast_model, top_p=1.5)
     with pytest.raises(rkl.InvalidArgumentError, match="enabled_cpus_num"):
         rkl.Model(fast_model, enabled_cpus_num=9)
+    # Version 2: `flags` (after the padding of version 1).
+    with pytest.raises(rkl.InvalidArgumentError, match="flags"):
+        rkl.Model(fast_model, flags=2)
 
 
 # ------------------------------------------------------------ generation

@@ -10,111 +10,31 @@
 // dynamic loader (LD_LIBRARY_PATH, ldconfig). The runtime (librkllmrt.so) is
 // found by librkl: the runtimePath option, else RKL_RUNTIME, else the loader.
 //
-// Tokens are pulled with rkl_stream_next() on koffi's worker threads
-// (fn.async), so waiting for text never blocks the event loop. Every other
-// call is short and synchronous, which also keeps librkl's per-thread error
-// message on the thread that reads it.
+// Nothing long runs on the event loop's thread:
+// - tokens are pulled with rkl_stream_next() on koffi's worker threads
+//   (fn.async), in short slices;
+// - prompt-cache save/load/inspect and model restart run on worker threads
+//   of our own (worker.js), where the call's error message can be read on
+//   the thread that made the call (librkl keeps it per thread);
+// - every other call is short and synchronous, on the main thread, which
+//   also reads its message there.
 
-const koffi = require('koffi');
+const path = require('node:path');
+const { Worker } = require('node:worker_threads');
+const ffi = require('./ffi');
 
-const lib = koffi.load(process.env.RKL_LIBRARY || 'librkl.so.0');
+const { STATUS_NAMES, statusCode, statsFrom } = ffi;
+const LIBRARY = process.env.RKL_LIBRARY || 'librkl.so.0';
+const { koffi, c, types, lastErrorMessage } = ffi.declare(LIBRARY);
+const { OpenParams, GenerateParams, CStats, ModelDetails } = types;
 
 // ------------------------------------------------------------------ statuses
 
-const STATUS_NAMES = [
-  'OK', 'INVALID_ARGUMENT', 'MODEL_NOT_FOUND', 'RUNTIME_NOT_FOUND', 'RUNTIME_UNSUPPORTED',
-  'MODEL_LOAD_FAILED', 'RUNTIME_FAILED', 'CLOSED', 'REENTRANT', 'NOT_SUPPORTED', 'IO',
-  'BAD_HANDLE', 'NULL_ARGUMENT', 'TIMEOUT', 'IN_PROGRESS', 'PANIC',
-];
 /** rkl_status numbers by name, e.g. Status.BAD_HANDLE === 11. */
 const Status = Object.freeze(Object.fromEntries(STATUS_NAMES.map((name, i) => [name, i])));
-const FINISH = ['end', 'max_tokens', 'aborted', 'stopped', 'error'];
-const ROLES = { user: 0, tool: 1 };
+const ROLES = Object.freeze({ user: 0, tool: 1 });
 const UNSET = -2147483648; // RKL_UNSET
-
-// ------------------------------------------------------------------ C types
-// Mirrors of include/rkl.h; their sizes are handed to librkl, which refuses
-// a struct_size it does not know (see test/rkl.test.js).
-
-const rkl_model = koffi.opaque('rkl_model');
-const rkl_stream = koffi.opaque('rkl_stream');
-
-const OpenParams = koffi.struct('rkl_open_params', {
-  struct_size: 'size_t',
-  model_path: 'const char *',
-  runtime_path: 'const char *',
-  runtime_abi: 'const char *',
-  max_context_len: 'int32_t',
-  max_new_tokens: 'int32_t',
-  top_k: 'int32_t',
-  n_keep: 'int32_t',
-  top_p: 'float',
-  temperature: 'float',
-  repeat_penalty: 'float',
-  frequency_penalty: 'float',
-  presence_penalty: 'float',
-  mirostat: 'int32_t',
-  mirostat_tau: 'float',
-  mirostat_eta: 'float',
-  skip_special_token: 'int32_t',
-  embed_flash: 'int32_t',
-  enabled_cpus_num: 'int32_t',
-  enabled_cpus_mask: 'uint32_t',
-  base_domain_id: 'int32_t',
-});
-
-const ModelDetails = koffi.struct('rkl_model_details', {
-  struct_size: 'size_t',
-  model_path: 'const char *',
-  runtime_path: 'const char *',
-  family: 'const char *',
-  runtime_version: 'const char *',
-});
-
-const GenerateParams = koffi.struct('rkl_generate_params', {
-  struct_size: 'size_t',
-  prompt: 'const char *',
-  lora: 'const char *',
-  role: 'int32_t',
-  max_new_tokens: 'uint32_t',
-  enable_thinking: 'bool',
-  keep_history: 'bool',
-});
-
-const CStats = koffi.struct('rkl_stats', {
-  struct_size: 'size_t',
-  finish: 'int32_t',
-  tokens: 'uint32_t',
-  prefill_tokens: 'uint32_t',
-  decode_tokens: 'uint32_t',
-  ttft_ms: 'double',
-  queue_ms: 'double',
-  total_ms: 'double',
-  prefill_ms: 'double',
-  decode_ms: 'double',
-  memory_mb: 'double',
-});
-
-const c = {
-  version: lib.func('const char *rkl_version(void)'),
-  status_str: lib.func('const char *rkl_status_str(int32_t status)'),
-  last_error_message: lib.func('size_t rkl_last_error_message(_Out_ uint8_t *buf, size_t len)'),
-  open_params_init: lib.func('int32_t rkl_open_params_init(_Out_ rkl_open_params *params, size_t size)'),
-  open: lib.func('int32_t rkl_open(const rkl_open_params *params, _Out_ rkl_model **out)'),
-  close: lib.func('int32_t rkl_close(rkl_model *model)'),
-  model_info: lib.func('int32_t rkl_model_info(rkl_model *model, _Inout_ rkl_model_details *out)'),
-  generate_params_init: lib.func('int32_t rkl_generate_params_init(_Out_ rkl_generate_params *params, size_t size)'),
-  abort: lib.func('int32_t rkl_abort(rkl_model *model)'),
-  stream_open: lib.func('int32_t rkl_stream_open(rkl_model *model, const rkl_generate_params *params, _Out_ rkl_stream **out)'),
-  stream_next: lib.func('int32_t rkl_stream_next(rkl_stream *stream, int32_t timeout_ms, _Out_ const char **text, _Out_ size_t *len)'),
-  stream_stats: lib.func('int32_t rkl_stream_stats(rkl_stream *stream, _Inout_ rkl_stats *out)'),
-  stream_abort: lib.func('int32_t rkl_stream_abort(rkl_stream *stream)'),
-  stream_close: lib.func('int32_t rkl_stream_close(rkl_stream *stream)'),
-  clear_history: lib.func('int32_t rkl_clear_history(rkl_model *model, int keep_system_prompt)'),
-  kv_cache_tokens: lib.func('int32_t rkl_kv_cache_tokens(rkl_model *model, _Out_ uint32_t *out)'),
-  set_chat_template: lib.func('int32_t rkl_set_chat_template(rkl_model *model, const char *system, const char *prefix, const char *postfix)'),
-  load_lora: lib.func('int32_t rkl_load_lora(rkl_model *model, const char *path, const char *name, float scale)'),
-};
+const OPEN_ISOLATED = 1; // RKL_OPEN_ISOLATED
 
 // ------------------------------------------------------------------ errors
 
@@ -122,29 +42,43 @@ const c = {
  *  the library's message, which names the function and what was wrong. */
 class RklError extends Error {
   constructor(status, message) {
-    super(message);
-    this.name = 'RklError';
+    super(message || statusStr(status));
+    this.name = new.target.name;
     this.status = status;
-    this.code = 'RKL_' + (STATUS_NAMES[status] || `STATUS_${status}`);
+    this.code = statusCode(status);
+  }
+
+  /** The error for `status`, of the most specific class: CacheError for
+   *  RKL_CACHE_NOT_FOUND .. RKL_CACHE_MISMATCH, RuntimeCrashedError,
+   *  RuntimeTimeoutError, else RklError. `message` defaults to the
+   *  library's description of the status. */
+  static fromStatus(status, message) {
+    const Class = (status >= Status.CACHE_NOT_FOUND && status <= Status.CACHE_MISMATCH) ? CacheError
+      : status === Status.RUNTIME_CRASHED ? RuntimeCrashedError
+        : status === Status.RUNTIME_TIMEOUT ? RuntimeTimeoutError
+          : RklError;
+    return new Class(status, message);
   }
 }
+
+/** A prompt cache was refused: RKL_CACHE_NOT_FOUND, _INVALID, _VERSION,
+ *  _TRUNCATED, _CORRUPT or _MISMATCH (see `code`). */
+class CacheError extends RklError {}
+
+/** Isolation mode: the runtime's worker process died during the call (the
+ *  message names the signal). The model restarts on the next call. */
+class RuntimeCrashedError extends RklError {}
+
+/** The runtime made no progress for `callTimeoutMs`. */
+class RuntimeTimeoutError extends RklError {}
 
 function statusStr(status) {
   return c.status_str(status);
 }
 
-// This thread's last error message. Only meaningful right after a failed
-// synchronous call: librkl keeps the message per thread.
-function lastErrorMessage() {
-  const n = Number(c.last_error_message(null, 0));
-  if (n === 0) return '';
-  const buf = Buffer.alloc(n + 1);
-  c.last_error_message(buf, n + 1);
-  return buf.toString('utf8', 0, n);
-}
-
+// Throws for a failed call made just now on this thread.
 function check(status) {
-  if (status !== Status.OK) throw new RklError(status, lastErrorMessage() || statusStr(status));
+  if (status !== Status.OK) throw RklError.fromStatus(status, lastErrorMessage() || statusStr(status));
 }
 
 // A string for C: the text is cut at a NUL there, so one inside is refused.
@@ -154,19 +88,66 @@ function cText(what, value) {
   return value;
 }
 
-function statsFrom(s) {
-  return {
-    finish: FINISH[s.finish] || String(s.finish),
-    tokens: s.tokens,
-    prefillTokens: s.prefill_tokens,
-    decodeTokens: s.decode_tokens,
-    ttftMs: s.ttft_ms,
-    queueMs: s.queue_ms,
-    totalMs: s.total_ms,
-    prefillMs: s.prefill_ms,
-    decodeMs: s.decode_ms,
-    memoryMb: s.memory_mb,
+// ------------------------------------------------------------------ workers
+
+// Worker threads (worker.js) for the long calls. A call takes an idle worker
+// or starts one; at most MAX_IDLE are kept, unref'd, so they never hold the
+// process open. Calls in flight on different workers run concurrently, as
+// librkl allows (it orders the calls on one runtime itself).
+const MAX_IDLE = 2;
+const idle = [];
+let nextId = 1;
+
+function startWorker() {
+  const worker = new Worker(path.join(__dirname, 'worker.js'), { workerData: { library: LIBRARY } });
+  worker.pending = null; // { id, resolve, reject } of the call it runs
+  worker.on('message', (reply) => {
+    const call = worker.pending;
+    if (!call || reply.id !== call.id) return;
+    worker.pending = null;
+    release(worker);
+    if (reply.thrown) call.reject(new Error(`rkl worker: ${reply.thrown}`));
+    else call.resolve(reply);
+  });
+  const fail = (err) => {
+    const i = idle.indexOf(worker);
+    if (i >= 0) idle.splice(i, 1);
+    const call = worker.pending;
+    worker.pending = null;
+    worker.dead = true;
+    if (call) call.reject(err instanceof Error ? err : new Error(`rkl worker exited with code ${err}`));
   };
+  worker.on('error', fail);
+  worker.on('exit', fail);
+  return worker;
+}
+
+function release(worker) {
+  if (worker.dead) return;
+  if (idle.length < MAX_IDLE) {
+    worker.unref();
+    idle.push(worker);
+  } else {
+    void worker.terminate();
+  }
+}
+
+// Runs worker.js's `op` with `args`: resolves to { status, message, value }.
+function onWorker(op, ...args) {
+  return new Promise((resolve, reject) => {
+    const worker = idle.pop() || startWorker();
+    worker.ref(); // a call in flight keeps the process alive
+    const id = nextId++;
+    worker.pending = { id, resolve, reject };
+    worker.postMessage({ id, op, args });
+  });
+}
+
+// The value of a worker call, or its failure as an RklError.
+async function workerValue(op, ...args) {
+  const r = await onWorker(op, ...args);
+  if (r.status !== Status.OK) throw RklError.fromStatus(r.status, r.message || statusStr(r.status));
+  return r.value;
 }
 
 // ------------------------------------------------------------------ model
@@ -192,6 +173,18 @@ const OPEN_OPTIONS = {
   cpus: 'enabled_cpus_num',
   cpuMask: 'enabled_cpus_mask',
   baseDomainId: 'base_domain_id',
+  // Version 2 of rkl_open_params: isolation and time limits.
+  isolated: 'flags',
+  callTimeoutMs: 'call_timeout_ms',
+  abortGraceMs: 'abort_grace_ms',
+  maxRestarts: 'max_restarts',
+};
+
+// Fields koffi would wrap silently when out of range: checked here.
+const RANGES = {
+  call_timeout_ms: [0, 0xffffffff],
+  abort_grace_ms: [0, 0xffffffff],
+  max_restarts: [-0x80000000, 0x7fffffff],
 };
 
 function openParams(modelPath, options = {}) {
@@ -202,7 +195,16 @@ function openParams(modelPath, options = {}) {
     const field = OPEN_OPTIONS[key];
     if (!field) throw new TypeError(`unknown option ${key}; known: ${Object.keys(OPEN_OPTIONS).join(', ')}`);
     if (value === undefined || value === null) continue;
-    if (typeof value === 'string') p[field] = cText(key, value);
+    if (field === 'flags') {
+      if (typeof value !== 'boolean') throw new TypeError('isolated must be a boolean');
+      p.flags = value ? OPEN_ISOLATED : 0;
+    } else if (RANGES[field]) {
+      const [lo, hi] = RANGES[field];
+      if (!Number.isInteger(value) || value < lo || value > hi) {
+        throw new RklError(Status.INVALID_ARGUMENT, `${key} must be an integer in ${lo}..${hi}, not ${value}`);
+      }
+      p[field] = value;
+    } else if (typeof value === 'string') p[field] = cText(key, value);
     else if (typeof value === 'boolean') p[field] = value ? 1 : 0;
     else p[field] = value;
   }
@@ -230,10 +232,22 @@ function generateParams(prompt, opts = {}) {
   if (opts.enableThinking !== undefined) g.enable_thinking = !!opts.enableThinking;
   if (opts.lora !== undefined) g.lora = cText('lora', opts.lora);
   if (opts.role !== undefined) {
-    if (!(opts.role in ROLES)) throw new TypeError(`role must be one of ${Object.keys(ROLES).join(', ')}`);
+    if (!Object.hasOwn(ROLES, opts.role)) throw new TypeError(`role must be one of ${Object.keys(ROLES).join(', ')}`);
     g.role = ROLES[opts.role];
   }
   return g;
+}
+
+/**
+ * Reads a prompt cache without a model: everything its manifest records and
+ * a verdict ('valid', 'stale' or 'invalid' with verdictCode and
+ * verdictMessage). Resolves whenever the manifest could be read, whatever
+ * the verdict; rejects (CacheError RKL_CACHE_NOT_FOUND, _INVALID, _VERSION,
+ * or RklError RKL_IO) when there is no manifest to report on. Runs on a
+ * worker thread: it checksums the payload.
+ */
+async function inspectCache(manifestPath) {
+  return workerValue('cacheInspect', cText('path', manifestPath));
 }
 
 class Model {
@@ -253,7 +267,8 @@ class Model {
     check(c.close(this.#h));
   }
 
-  /** Stops every running or queued generation of this model. */
+  /** Stops every running or queued generation of this model (and a cache
+   *  save in progress, which then rejects with RKL_ABORTED). */
   abort() {
     check(c.abort(this.#h));
   }
@@ -291,6 +306,7 @@ class Model {
     return { modelPath: d.model_path, runtimePath: d.runtime_path, family: d.family, runtimeVersion: d.runtime_version };
   }
 
+  /** Empties the KV history (and unloads a loaded prompt cache). */
   clearHistory(keepSystemPrompt = false) {
     check(c.clear_history(this.#h, keepSystemPrompt ? 1 : 0));
   }
@@ -307,6 +323,49 @@ class Model {
 
   loadLora(path, name, scale = 1.0) {
     check(c.load_lora(this.#h, cText('path', path), cText('name', name), scale));
+  }
+
+  /**
+   * Saves a prompt cache of `prompt` at `manifestPath` (a manifest, plus
+   * the runtime's payload beside it): prefills the prompt through the chat
+   * template, as a request with the same `role` and `enableThinking` would,
+   * and resolves to the cache's CacheInfo (with `saveStats`). Empties the
+   * model's history first and leaves it empty. Refused (RKL_INVALID_ARGUMENT)
+   * while a cache is loaded on the model, and with `lora`. A failure never
+   * damages a cache already at `manifestPath`. Runs on a worker thread.
+   */
+  async saveCache(manifestPath, prompt, options = {}) {
+    const params = generateParams(prompt, options);
+    return workerValue('cacheSave', this.#h, params, cText('path', manifestPath));
+  }
+
+  /**
+   * Validates the prompt cache at `manifestPath` and loads it; resolves to
+   * its CacheInfo. Rejects with a CacheError (RKL_CACHE_NOT_FOUND,
+   * _INVALID, _VERSION, _TRUNCATED, _CORRUPT, _MISMATCH: another model or
+   * runtime release) before the runtime sees the payload. While it is
+   * loaded, every request gives the FULL prompt, starting with the cached
+   * one; only the rest is prefilled. Await it before generating.
+   */
+  async loadCache(manifestPath) {
+    return workerValue('cacheLoad', this.#h, cText('path', manifestPath));
+  }
+
+  /** Unloads the prompt cache and empties the KV history; requests give
+   *  plain prompts again. Harmless without a cache. */
+  releaseCache() {
+    check(c.cache_release(this.#h));
+  }
+
+  /**
+   * Isolation mode: stops the model's worker process (its generations end
+   * as aborted), starts a new one and opens the model again, restoring the
+   * chat template, function tools, LoRA adapters and loaded prompt cache,
+   * not the KV history; resets the restart count. Rejects with
+   * RKL_NOT_SUPPORTED for an in-process model. Runs on a worker thread.
+   */
+  async restart() {
+    await workerValue('modelRestart', this.#h);
   }
 }
 
@@ -367,10 +426,12 @@ class TokenStream {
         if (this.#closeWanted) return;
         if (r.status === Status.TIMEOUT) continue;
         if (r.status !== Status.OK) {
-          // The worker thread holds the message; ask again on this thread.
+          // The pool thread holds the message; ask again on this thread
+          // (a failure of the generation itself is reported only once, so
+          // then only the status's description is left).
           const again = c.stream_next(this.#h, 0, [null], [0]);
           if (again !== Status.OK && again !== Status.TIMEOUT) check(again);
-          throw new RklError(r.status, `rkl_stream_next: ${statusStr(r.status)}`);
+          throw RklError.fromStatus(r.status, `rkl_stream_next: ${statusStr(r.status)}`);
         }
         if (r.text === null) {
           this.#stats = this.#readStats();
@@ -416,17 +477,22 @@ class TokenStream {
   }
 }
 
+
 module.exports = {
   open,
+  inspectCache,
   Model,
   TokenStream,
   RklError,
+  CacheError,
+  RuntimeCrashedError,
+  RuntimeTimeoutError,
   Status,
   UNSET,
   version: () => c.version(),
   statusStr,
   // For tests and the curious: the C structs and functions as declared here.
   _c: c,
-  _types: { OpenParams, GenerateParams, CStats, ModelDetails },
+  _types: types,
   _lastErrorMessage: lastErrorMessage,
 };

@@ -48,7 +48,12 @@ test('struct sizes come from the library', () => {
     assert.ok(Number.isNaN(p[f]), f);
   }
   assert.equal(p.model_path, null);
-  assert.equal(rkl._c.open_params_init({}, koffi.sizeof(OpenParams) - 1), rkl.Status.INVALID_ARGUMENT);
+  // Version 2's fields (isolation, time limits): 0 means the default.
+  for (const f of ['flags', 'call_timeout_ms', 'abort_grace_ms', 'max_restarts']) assert.equal(p[f], 0, f);
+  // A caller of version 1 (which ended where `flags` begins) is served; less is refused.
+  const v1 = koffi.offsetof(OpenParams, 'flags');
+  assert.equal(rkl._c.open_params_init({}, v1), rkl.Status.OK);
+  assert.equal(rkl._c.open_params_init({}, v1 - 1), rkl.Status.INVALID_ARGUMENT);
   assert.match(rkl._lastErrorMessage(), /struct_size/);
   const g = {};
   assert.equal(rkl._c.generate_params_init(g, koffi.sizeof(GenerateParams) - 1), rkl.Status.INVALID_ARGUMENT);

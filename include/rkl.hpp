@@ -15,8 +15,15 @@
  * (system prompt + question); `rkl::cache_inspect(path)` needs no model.
  * They return rkl::CacheInfo, a copy (rkl's strings are freed at once).
  *
+ * Isolation mode: `rkl::OpenParams(path).set_isolated().set_call_timeout(...)`
+ * runs the runtime in a worker process; a crash then throws
+ * rkl::RuntimeCrashed, a hang rkl::RuntimeTimeout, the process lives on and
+ * the model restarts on the next call (or `model.restart()`).
+ *
  * Every failing call throws rkl::Error, which carries the ::rkl_status and
- * the library's message. Objects are move-only; destroying a Model closes
+ * the library's message; statuses a program may want to handle apart throw
+ * a subclass (rkl::CacheError, rkl::Aborted, rkl::RuntimeCrashed,
+ * rkl::RuntimeTimeout). Objects are move-only; destroying a Model closes
  * it, destroying a Stream closes (and so aborts) it. Thread-safety is that of
  * the C API: a Model may be used from several threads at once.
  */
@@ -52,6 +59,38 @@ private:
     rkl_status status_;
 };
 
+/** A prompt cache could not be used: RKL_CACHE_NOT_FOUND, _INVALID,
+ *  _VERSION, _TRUNCATED, _CORRUPT or _MISMATCH (another model or runtime
+ *  release, or a prompt that breaks the prefix rule); status() says which. */
+class CacheError : public Error {
+public:
+    using Error::Error;
+};
+
+/** RKL_ABORTED: the operation (a cache save, a call cut short by restart())
+ *  was aborted before it completed. */
+class Aborted : public Error {
+public:
+    using Error::Error;
+};
+
+/** RKL_RUNTIME_CRASHED: isolation mode, the worker process running the
+ *  runtime died during the call (what() names the signal). This process is
+ *  unharmed; the model restarts on the next call, or with Model::restart(). */
+class RuntimeCrashed : public Error {
+public:
+    using Error::Error;
+};
+
+/** RKL_RUNTIME_TIMEOUT: the runtime made no progress for `call_timeout_ms`.
+ *  Isolation mode: its worker was killed and the model restarts on the next
+ *  call. In-process: the runtime stays stuck and every model on it throws
+ *  this from then on. */
+class RuntimeTimeout : public Error {
+public:
+    using Error::Error;
+};
+
 namespace detail {
 
 /** The calling thread's last error message. */
@@ -62,9 +101,40 @@ inline std::string last_message() {
     return text;
 }
 
-/** Throws rkl::Error unless `status` is RKL_OK. */
+/** Throws the exception for a failed status (rkl::Error or the subclass
+ *  for its status). */
+[[noreturn]] inline void raise(rkl_status status, const std::string &message) {
+    switch (status) {
+    case RKL_CACHE_NOT_FOUND:
+    case RKL_CACHE_INVALID:
+    case RKL_CACHE_VERSION:
+    case RKL_CACHE_TRUNCATED:
+    case RKL_CACHE_CORRUPT:
+    case RKL_CACHE_MISMATCH:
+        throw CacheError(status, message);
+    case RKL_ABORTED:
+        throw Aborted(status, message);
+    case RKL_RUNTIME_CRASHED:
+        throw RuntimeCrashed(status, message);
+    case RKL_RUNTIME_TIMEOUT:
+        throw RuntimeTimeout(status, message);
+    default:
+        throw Error(status, message);
+    }
+}
+
+/** Throws unless `status` is RKL_OK, with this thread's last message. */
 inline void check(rkl_status status) {
-    if (status != RKL_OK) throw Error(status, last_message());
+    if (status != RKL_OK) raise(status, last_message());
+}
+
+/** A duration in whole ms for a uint32_t field, or rkl::Error. */
+inline std::uint32_t milliseconds(std::chrono::milliseconds value, const char *what) {
+    if (value.count() < 0 || value.count() > static_cast<std::chrono::milliseconds::rep>(UINT32_MAX)) {
+        throw Error(RKL_INVALID_ARGUMENT, std::string(what) + ": " + std::to_string(value.count()) +
+                                              " ms is out of range (0 .. 4294967295)");
+    }
+    return static_cast<std::uint32_t>(value.count());
 }
 
 }  // namespace detail
@@ -72,11 +142,42 @@ inline void check(rkl_status status) {
 /** Figures of one generation (rkl_stats). */
 using Stats = rkl_stats;
 
-/** rkl_open_params filled with the defaults by its constructor. */
+/** rkl_open_params filled with the defaults by its constructor. Its fields
+ *  may be set directly; the setters below cover isolation mode. The strings
+ *  it points to must live until the Model is constructed. */
 struct OpenParams : rkl_open_params {
     explicit OpenParams(const char *model = nullptr) : rkl_open_params() {
         detail::check(rkl_open_params_init(this, sizeof(rkl_open_params)));
         model_path = model;
+    }
+
+    /** Isolation mode (RKL_OPEN_ISOLATED): the runtime runs in a worker
+     *  process (`rkl-host`, found beside librkl or through `RKL_HOST`), so
+     *  its crashes and hangs throw instead of ending this process. */
+    OpenParams &set_isolated(bool on = true) noexcept {
+        flags = on ? (flags | RKL_OPEN_ISOLATED) : (flags & ~static_cast<std::uint32_t>(RKL_OPEN_ISOLATED));
+        return *this;
+    }
+    /** A call or generation on which the runtime makes no progress for this
+     *  long throws rkl::RuntimeTimeout; 0 (default): no limit. Must exceed
+     *  the longest prefill. */
+    OpenParams &set_call_timeout(std::chrono::milliseconds timeout) {
+        call_timeout_ms = detail::milliseconds(timeout, "call timeout");
+        return *this;
+    }
+    /** How long the runtime may take to stop after an abort; isolation mode
+     *  then kills its worker. 0: the default, 2 s. */
+    OpenParams &set_abort_grace(std::chrono::milliseconds grace) {
+        abort_grace_ms = detail::milliseconds(grace, "abort grace");
+        return *this;
+    }
+    /** Isolation mode: automatic restarts allowed per minute after the
+     *  worker died (default 3); past it calls throw rkl::RuntimeCrashed
+     *  until Model::restart(). 0 or negative: never restart automatically
+     *  (unlike the C field, where 0 means the default and -1 never). */
+    OpenParams &set_max_restarts(int per_minute) noexcept {
+        max_restarts = per_minute > 0 ? static_cast<std::int32_t>(per_minute) : -1;
+        return *this;
     }
 };
 
@@ -135,6 +236,12 @@ struct CacheInfo {
     std::optional<Stats> save_stats;
 
     bool valid() const noexcept { return verdict == RKL_VERDICT_VALID; }
+    /** Throws what Model::cache_load() would throw for this verdict
+     *  (rkl::CacheError: RKL_CACHE_MISMATCH when stale, else why it is
+     *  invalid); returns when the cache is valid. */
+    void check() const {
+        if (verdict_status != RKL_OK) detail::raise(verdict_status, verdict_message);
+    }
 };
 
 namespace detail {
@@ -194,7 +301,8 @@ struct RawCacheInfo {
 
 /** Reads a prompt cache's manifest and verdict without a model
  *  (rkl_cache_inspect). A damaged payload or a changed model is reported in
- *  the verdict; throws rkl::Error when there is no manifest to report on. */
+ *  the verdict; throws rkl::CacheError (or rkl::Error with RKL_IO) when
+ *  there is no manifest to report on. */
 inline CacheInfo cache_inspect(const std::string &path) {
     detail::RawCacheInfo raw;
     detail::check(rkl_cache_inspect(path.c_str(), &raw.raw));
@@ -394,9 +502,11 @@ public:
         return cache_save(GenerateParams(prompt.c_str()), path);
     }
 
-    /** Validates and loads the cache at `path` (rkl_cache_load). While it is
-     *  loaded, every request gives the FULL prompt, starting with the cached
-     *  prompt; anything else throws rkl::Error with RKL_CACHE_MISMATCH. */
+    /** Validates and loads the cache at `path` (rkl_cache_load); a cache
+     *  that is missing, malformed, damaged or not this model's throws
+     *  rkl::CacheError. While it is loaded, every request gives the FULL
+     *  prompt, starting with the cached prompt; anything else throws
+     *  rkl::CacheError with RKL_CACHE_MISMATCH. */
     CacheInfo cache_load(const std::string &path) {
         detail::RawCacheInfo raw;
         detail::check(rkl_cache_load(handle_, path.c_str(), &raw.raw));
@@ -412,6 +522,14 @@ public:
         detail::check(rkl_model_info(handle_, &details));
         return ModelInfo{details.model_path, details.runtime_path, details.family, details.runtime_version};
     }
+
+    /** Isolation mode: stops the worker process (running generations end
+     *  with RKL_FINISH_ABORTED, other calls in flight throw rkl::Aborted),
+     *  starts a new one and opens the model again, restoring the chat
+     *  template, function tools, LoRA adapters and loaded prompt cache (not
+     *  the history). Resets the restart count. An in-process model throws
+     *  rkl::Error with RKL_NOT_SUPPORTED. */
+    void restart() { detail::check(rkl_model_restart(handle_)); }
 
     /** The C handle (still owned by this object). */
     rkl_model *get() const noexcept { return handle_; }

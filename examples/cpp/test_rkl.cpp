@@ -4,6 +4,7 @@
 #include <rkl.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -199,6 +200,155 @@ void test_concurrent_generations() {
     CHECK(b.queue_ms >= 0.7 * (a.total_ms - a.queue_ms));
 }
 
+// Runs `f`, which must throw E with status `want`; false otherwise.
+template <class E, class F>
+bool throws(rkl_status want, F f, const char *needle = "") {
+    try {
+        f();
+    } catch (const E &e) {
+        bool ok = e.status() == want && std::string(e.what()).find(needle) != std::string::npos;
+        if (!ok) std::cerr << "  got status " << e.status() << ": " << e.what() << "\n";
+        return ok;
+    } catch (const std::exception &e) {
+        std::cerr << "  got another exception: " << e.what() << "\n";
+        return false;
+    }
+    std::cerr << "  nothing was thrown\n";
+    return false;
+}
+
+const char *kFast = "time_scale = 0\n";
+
+rkl::Model open_isolated(const std::string &path, std::chrono::milliseconds timeout = {}, int max_restarts = 3) {
+    rkl::OpenParams params(path.c_str());
+    params.set_isolated().set_call_timeout(timeout).set_max_restarts(max_restarts);
+    return rkl::Model(params);
+}
+
+void test_open_setters() {
+    rkl::OpenParams p;
+    CHECK(p.flags == 0 && p.call_timeout_ms == 0 && p.abort_grace_ms == 0 && p.max_restarts == 0);
+    p.set_isolated().set_call_timeout(std::chrono::seconds(2)).set_abort_grace(std::chrono::milliseconds(150));
+    CHECK(p.flags == RKL_OPEN_ISOLATED && p.call_timeout_ms == 2000 && p.abort_grace_ms == 150);
+    CHECK(p.set_max_restarts(5).max_restarts == 5);
+    CHECK(p.set_max_restarts(0).max_restarts == -1);  // never, not the C field's "default"
+    CHECK(p.set_isolated(false).flags == 0);
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { p.set_call_timeout(std::chrono::milliseconds(-1)); }));
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { p.set_abort_grace(std::chrono::hours(2000)); }));
+    CHECK(p.call_timeout_ms == 2000 && p.abort_grace_ms == 150);  // unchanged by the refusals
+    // A flag the library does not know is refused by name.
+    std::string path = fast_model();
+    p.model_path = path.c_str();
+    p.flags = 2;
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { rkl::Model m(p); }, "flags"));
+}
+
+void test_typed_errors() {
+    // Statuses 16..21 are rkl::CacheError, 22..24 have their own classes,
+    // the others are plain rkl::Error; all carry status and message.
+    for (int n = 1; n <= 24; n++) {
+        auto status = static_cast<rkl_status>(n);
+        try {
+            rkl::detail::raise(status, "why");
+        } catch (const rkl::Error &e) {
+            bool cache = dynamic_cast<const rkl::CacheError *>(&e) != nullptr;
+            bool aborted = dynamic_cast<const rkl::Aborted *>(&e) != nullptr;
+            bool crashed = dynamic_cast<const rkl::RuntimeCrashed *>(&e) != nullptr;
+            bool timeout = dynamic_cast<const rkl::RuntimeTimeout *>(&e) != nullptr;
+            CHECK(cache == (n >= RKL_CACHE_NOT_FOUND && n <= RKL_CACHE_MISMATCH));
+            CHECK(aborted == (n == RKL_ABORTED));
+            CHECK(crashed == (n == RKL_RUNTIME_CRASHED));
+            CHECK(timeout == (n == RKL_RUNTIME_TIMEOUT));
+            CHECK(e.status() == status && std::string(e.what()) == "why");
+        }
+        CHECK(std::string(rkl_status_str(n)) != "unknown status");
+    }
+    // Without a message of the library's, the status text stands in.
+    CHECK(std::string(rkl::Error(RKL_RUNTIME_TIMEOUT, "").what()) == rkl_status_str(RKL_RUNTIME_TIMEOUT));
+    // From real calls.
+    CHECK(throws<rkl::CacheError>(RKL_CACHE_NOT_FOUND, [] { rkl::cache_inspect("/nonexistent/x.rklcache"); }));
+    rkl::Model model(fast_model());
+    CHECK(throws<rkl::Error>(RKL_NOT_SUPPORTED, [&] { model.restart(); }));
+}
+
+void test_cache_errors_are_typed() {
+    const char *dir = std::getenv("RKL_TEST_TMP");
+    std::string path = std::string(dir && *dir ? dir : "/tmp") + "/" + std::to_string(getpid()) + "-sys.rklcache";
+    const std::string system = "You are a terse assistant for Rockchip boards. ";
+    std::string model_path = write_model("cache", "time_scale = 0\nkv_bytes_per_token = 64\n");
+    std::string other_path = write_model("cache-other", "time_scale = 0\nkv_bytes_per_token = 64\nname = other\n");
+    rkl::CacheInfo saved;
+    {
+        rkl::Model model(model_path);
+        saved = model.cache_save(system, path);
+    }
+    CHECK(saved.valid() && saved.save_stats.has_value());
+    saved.check();  // valid: returns
+    rkl::Model model(model_path);
+    CHECK(model.cache_load(path).prompt_hash == saved.prompt_hash);
+    rkl::Stats stats;
+    CHECK(model.complete(system + "NPU?", &stats) == expected("NPU?"));
+    CHECK(throws<rkl::CacheError>(RKL_CACHE_MISMATCH, [&] { model.complete("NPU?"); }));
+    rkl::Model other(other_path);
+    CHECK(throws<rkl::CacheError>(RKL_CACHE_MISMATCH, [&] { other.cache_load(path); }));
+    // A corrupt payload: inspect reports it, check() and load throw it.
+    {
+        std::fstream f(saved.payload_path, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(static_cast<std::streamoff>(saved.payload_size / 2));
+        f.put('\x5a');
+    }
+    rkl::CacheInfo seen = rkl::cache_inspect(path);
+    CHECK(seen.verdict == RKL_VERDICT_INVALID && seen.verdict_status == RKL_CACHE_CORRUPT);
+    CHECK(throws<rkl::CacheError>(RKL_CACHE_CORRUPT, [&] { seen.check(); }));
+    rkl::Model fresh(model_path);
+    CHECK(throws<rkl::CacheError>(RKL_CACHE_CORRUPT, [&] { fresh.cache_load(path); }));
+    std::remove(saved.payload_path.c_str());
+    std::remove(path.c_str());
+}
+
+void test_isolated_generate() {
+    rkl::Model model = open_isolated(fast_model());
+    CHECK(model.complete("isolated") == expected("isolated"));
+    std::string text;
+    for (std::string_view piece : model.stream("streamed")) text += piece;
+    CHECK(text == expected("streamed"));
+    model.restart();
+    CHECK(model.complete("again") == expected("again"));
+}
+
+void test_isolated_crash_is_survived() {
+    std::string path = write_model("segv", std::string(kFast) + "fault = segv@token:3\n");
+    rkl::Model model = open_isolated(path);
+    std::string text;
+    CHECK(throws<rkl::RuntimeCrashed>(RKL_RUNTIME_CRASHED, [&] {
+        model.generate("crash", [&](std::string_view piece) { text += piece; });
+    }, "died of SIGSEGV"));
+    CHECK(expected("crash").compare(0, text.size(), text) == 0);
+    // The fault gone from the model file, the next call restarts the worker.
+    write_model("segv", kFast);
+    CHECK(model.complete("alive") == expected("alive"));
+}
+
+void test_isolated_hang_times_out() {
+    std::string path = write_model("hang", std::string(kFast) + "fault = hang@prefill\n");
+    rkl::Model model = open_isolated(path, std::chrono::milliseconds(300));
+    CHECK(throws<rkl::RuntimeTimeout>(RKL_RUNTIME_TIMEOUT, [&] { model.complete("hang"); }, "300 ms"));
+    write_model("hang", kFast);
+    model.restart();
+    CHECK(model.complete("after") == expected("after"));
+}
+
+void test_restart_policy() {
+    std::string path = write_model("policy", std::string(kFast) + "fault = abort@prefill\n");
+    rkl::Model model = open_isolated(path, {}, 0);
+    CHECK(throws<rkl::RuntimeCrashed>(RKL_RUNTIME_CRASHED, [&] { model.complete("one"); }, "SIGABRT"));
+    write_model("policy", kFast);
+    // Never restarted automatically: down until restart().
+    CHECK(throws<rkl::RuntimeCrashed>(RKL_RUNTIME_CRASHED, [&] { model.complete("two"); }));
+    model.restart();
+    CHECK(model.complete("three") == expected("three"));
+}
+
 }  // namespace
 
 int main() {
@@ -210,6 +360,13 @@ int main() {
     run("bad_model_path", test_bad_model_path);
     run("use_after_close", test_use_after_close);
     run("concurrent_generations", test_concurrent_generations);
+    run("open_setters", test_open_setters);
+    run("typed_errors", test_typed_errors);
+    run("cache_errors_are_typed", test_cache_errors_are_typed);
+    run("isolated_generate", test_isolated_generate);
+    run("isolated_crash_is_survived", test_isolated_crash_is_survived);
+    run("isolated_hang_times_out", test_isolated_hang_times_out);
+    run("restart_policy", test_restart_policy);
     for (const std::string &path : written) std::remove(path.c_str());
     std::cout << passed << " passed, " << failed << " failed" << std::endl;
     return failed ? 1 : 0;

@@ -1,76 +1,21 @@
 // Prompt caches through the C++17 wrapper (rkl.hpp): Model::cache_save,
-// cache_load, cache_release, rkl::cache_inspect, errors as rkl::Error.
-#include <rkl.hpp>
+// cache_load, cache_release, rkl::cache_inspect; cache problems throw
+// rkl::CacheError, other failures rkl::Error.
+#include "harness.hpp"
 
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int passed, failed, failures;
-
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            failures++;                                                                    \
-            std::fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-        }                                                                                  \
-    } while (0)
-
-template <class F>
-static void run(const char *name, F test) {
-    failures = 0;
-    try {
-        test();
-    } catch (const std::exception &e) {
-        failures++;
-        std::fprintf(stderr, "%s: unexpected exception: %s\n", name, e.what());
-    }
-    if (failures) {
-        failed++;
-        std::printf("FAIL %s\n", name);
-    } else {
-        passed++;
-        std::printf("ok   %s\n", name);
-    }
-}
-
-static std::string tmp_dir() {
-    const char *dir = std::getenv("RKL_TEST_TMP");
-    return std::string(dir && *dir ? dir : "/tmp");
-}
-
-static std::string model_file(const char *name, const char *body) {
-    std::string path = tmp_dir() + "/cpp-cache-" + std::to_string(::getpid()) + "-" + name + ".sim";
-    FILE *f = std::fopen(path.c_str(), "w");
-    if (!f) std::exit(2);
-    std::fprintf(f, "RKLLM-SIM 1\n%s\n", body);
-    std::fclose(f);
-    return path;
-}
-
-// Runs `f`, which must throw rkl::Error with `want`.
-template <class F>
-static bool throws(rkl_status want, F f) {
-    try {
-        f();
-    } catch (const rkl::Error &e) {
-        if (e.status() != want) std::fprintf(stderr, "got status %d (%s), want %d\n", e.status(), e.what(), want);
-        return e.status() == want;
-    }
-    return false;
-}
 
 static const std::string SYSTEM =
     "You are a careful assistant for a Rockchip board; answer briefly and exactly, in the user's language. ";
 
 int main() {
     std::printf("rkl %s (C++ wrapper, prompt caches)\n", rkl::version().c_str());
-    std::string model_path = model_file("m", "reply = answer to {prompt}\nkv_bytes_per_token = 64");
-    std::string other_path = model_file("other", "reply = other {prompt}\nkv_bytes_per_token = 64\nname = other");
+    std::string model_path = model_file("cache-m", "reply = answer to {prompt}\nkv_bytes_per_token = 64");
+    std::string other_path = model_file("cache-other", "reply = other {prompt}\nkv_bytes_per_token = 64\nname = other");
     std::string dir = tmp_dir() + "/cpp-cache-" + std::to_string(::getpid());
     ::mkdir(dir.c_str(), 0755);
     std::string path = dir + "/system ✓.rklcache";
@@ -103,7 +48,7 @@ int main() {
         CHECK(text == "answer to Hi?");
         CHECK(warm.prefill_tokens < cold.prefill_tokens / 2);
         // The prefix rule.
-        CHECK(throws(RKL_CACHE_MISMATCH, [&] { model.complete("Hi?"); }));
+        CHECK(throws<rkl::CacheError>(RKL_CACHE_MISMATCH, [&] { model.complete("Hi?"); }));
         CHECK(throws(RKL_INVALID_ARGUMENT, [&] { model.cache_save(SYSTEM, dir + "/second.rklcache"); }));
         model.cache_release();
         CHECK(model.complete("Hi?") == "answer to Hi?");
@@ -111,9 +56,9 @@ int main() {
 
     run("errors", [&] {
         rkl::Model other(other_path);
-        CHECK(throws(RKL_CACHE_NOT_FOUND, [&] { rkl::cache_inspect(dir + "/absent"); }));
-        CHECK(throws(RKL_CACHE_NOT_FOUND, [&] { other.cache_load(dir + "/absent"); }));
-        CHECK(throws(RKL_CACHE_MISMATCH, [&] { other.cache_load(path); }));
+        CHECK(throws<rkl::CacheError>(RKL_CACHE_NOT_FOUND, [&] { rkl::cache_inspect(dir + "/absent"); }));
+        CHECK(throws<rkl::CacheError>(RKL_CACHE_NOT_FOUND, [&] { other.cache_load(dir + "/absent"); }));
+        CHECK(throws<rkl::CacheError>(RKL_CACHE_MISMATCH, [&] { other.cache_load(path); }));
         CHECK(throws(RKL_IO, [&] { other.cache_save(SYSTEM, dir + "/missing dir/c.rklcache"); }));
         // A damaged payload: inspect reports it, load refuses it.
         rkl::CacheInfo info = rkl::cache_inspect(path);
@@ -123,13 +68,14 @@ int main() {
         rkl::CacheInfo damaged = rkl::cache_inspect(path);
         CHECK(damaged.verdict == RKL_VERDICT_INVALID && damaged.verdict_status == RKL_CACHE_TRUNCATED);
         CHECK(!damaged.verdict_message.empty() && damaged.prompt_hash == info.prompt_hash);
+        CHECK(throws<rkl::CacheError>(RKL_CACHE_TRUNCATED, [&] { damaged.check(); }));
+        info.check();  // the copy taken while it was whole: no throw
         rkl::Model model(model_path);
-        CHECK(throws(RKL_CACHE_TRUNCATED, [&] { model.cache_load(path); }));
+        CHECK(throws<rkl::CacheError>(RKL_CACHE_TRUNCATED, [&] { model.cache_load(path); }));
         std::remove(info.payload_path.c_str());
         std::remove(path.c_str());
     });
 
     ::rmdir(dir.c_str());
-    std::printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return harness::finish();
 }

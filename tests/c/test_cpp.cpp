@@ -1,53 +1,12 @@
 // The C++17 wrapper (rkl.hpp) against the simulator: RAII, exceptions,
 // lambda callbacks, streams as ranges.
-#include <rkl.hpp>
+#include "harness.hpp"
 
+#include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
-#include <string>
 #include <thread>
-
-#include <unistd.h>
-
-static int passed, failed, failures;
-
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            failures++;                                                                    \
-            std::fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-        }                                                                                  \
-    } while (0)
-
-template <class F>
-static void run(const char *name, F test) {
-    failures = 0;
-    try {
-        test();
-    } catch (const std::exception &e) {
-        failures++;
-        std::fprintf(stderr, "%s: unexpected exception: %s\n", name, e.what());
-    }
-    if (failures) {
-        failed++;
-        std::printf("FAIL %s\n", name);
-    } else {
-        passed++;
-        std::printf("ok   %s\n", name);
-    }
-}
-
-static std::string model_file(const char *name, const char *body) {
-    const char *dir = std::getenv("RKL_TEST_TMP");
-    std::string path = std::string(dir && *dir ? dir : "/tmp") + "/cpp-" + std::to_string(::getpid()) + "-" + name + ".sim";
-    FILE *f = std::fopen(path.c_str(), "w");
-    if (!f) std::exit(2);
-    std::fprintf(f, "RKLLM-SIM 1\n%s\n", body);
-    std::fclose(f);
-    return path;
-}
 
 static const char *REPLY = "reply = R[{prompt}] ünï 🚀 日本語 end";
 
@@ -164,6 +123,21 @@ int main() {
         CHECK(model.kv_cache_tokens() == 0);
     });
 
-    std::printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    run("isolation_crash_restart", [&] {
+        std::string crash = model_file("segv", "reply = R[{prompt}]\ntime_scale = 0\nfault = segv@token:2");
+        rkl::OpenParams p(crash.c_str());
+        p.set_isolated().set_call_timeout(std::chrono::seconds(30));
+        rkl::Model model(p);
+        CHECK(throws<rkl::RuntimeCrashed>(RKL_RUNTIME_CRASHED, [&] { model.complete("x"); }));
+        model_file("segv", "reply = R[{prompt}]\ntime_scale = 0");
+        model.restart();
+        CHECK(model.complete("y") == "R[y]");
+        rkl::Model in_process(path);
+        CHECK(throws(RKL_NOT_SUPPORTED, [&] { in_process.restart(); }));
+        std::remove(crash.c_str());
+    });
+
+    std::remove(path.c_str());
+    std::remove(slow.c_str());
+    return harness::finish();
 }

@@ -20,18 +20,44 @@ export declare const Status: Readonly<{
   TIMEOUT: 13;
   IN_PROGRESS: 14;
   PANIC: 15;
+  CACHE_NOT_FOUND: 16;
+  CACHE_INVALID: 17;
+  CACHE_VERSION: 18;
+  CACHE_TRUNCATED: 19;
+  CACHE_CORRUPT: 20;
+  CACHE_MISMATCH: 21;
+  ABORTED: 22;
+  RUNTIME_CRASHED: 23;
+  RUNTIME_TIMEOUT: 24;
 }>;
 
 /** RKL_UNSET: "the runtime's default" for integer open parameters. */
 export declare const UNSET: -2147483648;
 
-/** A failed rkl call. */
+/** A failed rkl call; `message` is rkl's own (it names the function). */
 export declare class RklError extends Error {
+  constructor(status: number, message?: string);
   /** The rkl_status number. */
   readonly status: number;
-  /** "RKL_" + the status name, e.g. "RKL_MODEL_NOT_FOUND". */
+  /** "RKL_" + the status name, e.g. "RKL_MODEL_NOT_FOUND" ("RKL_STATUS_<n>"
+   *  for a number this module does not know). */
   readonly code: string;
+  /** The error of the most specific class for `status` (CacheError for
+   *  16..21, RuntimeCrashedError, RuntimeTimeoutError, else RklError);
+   *  `message` defaults to statusStr(status). */
+  static fromStatus(status: number, message?: string): RklError;
 }
+
+/** A prompt cache was refused: code RKL_CACHE_NOT_FOUND, _INVALID,
+ *  _VERSION, _TRUNCATED, _CORRUPT or _MISMATCH. */
+export declare class CacheError extends RklError {}
+
+/** Isolation mode: the runtime's worker process died during the call
+ *  (RKL_RUNTIME_CRASHED). The model restarts on the next call. */
+export declare class RuntimeCrashedError extends RklError {}
+
+/** The runtime made no progress for `callTimeoutMs` (RKL_RUNTIME_TIMEOUT). */
+export declare class RuntimeTimeoutError extends RklError {}
 
 /** Settings of open(); those not given keep the runtime's defaults. */
 export interface OpenOptions {
@@ -58,6 +84,20 @@ export interface OpenOptions {
   cpus?: number;
   cpuMask?: number;
   baseDomainId?: number;
+  /** Run the runtime in a worker process (rkl-host): its crashes and hangs
+   *  reject the call instead of taking this process down (RKL_OPEN_ISOLATED;
+   *  RKL_ISOLATED=1 turns it on for every model). */
+  isolated?: boolean;
+  /** A call on which the runtime makes no progress for this long fails with
+   *  RKL_RUNTIME_TIMEOUT (0, the default: no limit). Must exceed the longest
+   *  prefill. In-process, the runtime then stays stuck for good. */
+  callTimeoutMs?: number;
+  /** How long the runtime may take to stop after an abort (0: 2000 ms);
+   *  isolation mode then kills its worker. */
+  abortGraceMs?: number;
+  /** Isolation mode: automatic restarts per minute (0: 3; negative: never,
+   *  only Model.restart()). */
+  maxRestarts?: number;
 }
 
 /** Settings of one request. */
@@ -90,6 +130,63 @@ export interface Stats {
   prefillMs: number;
   decodeMs: number;
   memoryMb: number;
+  /** Time from the first abort request to the end of the run (0 when not
+   *  aborted); beyond abortGraceMs the runtime stopped late. */
+  abortMs: number;
+}
+
+/** What inspectCache() concluded: 'stale' when the model file the manifest
+ *  names changed or is gone; 'invalid' when a load would fail. */
+export type CacheVerdict = 'valid' | 'stale' | 'invalid';
+
+/** Everything a prompt cache's manifest records, plus a verdict. */
+export interface CacheInfo {
+  verdict: CacheVerdict;
+  /** Status.OK when valid; CACHE_MISMATCH when stale; when invalid, the
+   *  status loadCache() would fail with. */
+  verdictStatus: number;
+  /** The same as "RKL_" + name, e.g. "RKL_CACHE_TRUNCATED". */
+  verdictCode: string;
+  /** Why it is stale or invalid; "" when valid. */
+  verdictMessage: string;
+  manifestPath: string;
+  formatVersion: number;
+  /** The maxContextLen the model was opened with; 0 when unset. */
+  maxContextLen: number;
+  libraryVersion: string;
+  /** The runtime release family it needs: "1.2" or "1.3". */
+  runtimeFamily: string;
+  runtimeVersion: string;
+  /** The model file, as given to open() when saving. */
+  modelPath: string;
+  modelSize: number;
+  /** The model file's modification time then, in ns since the epoch. */
+  modelMtimeNs: bigint;
+  /** Decides whether a model matches (not its path). */
+  modelFingerprint: string;
+  promptHash: string;
+  /** Length of the cached prompt in UTF-8 bytes. */
+  promptBytes: number;
+  /** Its first characters (at most 80). */
+  promptPreview: string;
+  role: 'user' | 'tool';
+  enableThinking: boolean;
+  /** The chat template set when saving, or null. */
+  chatTemplate: { system: string; prefix: string; postfix: string } | null;
+  payloadPath: string;
+  payloadSize: number;
+  payloadChecksum: string;
+  /** When it was written, in seconds since the epoch. */
+  createdUnix: number;
+  /** From saveCache() only: the figures of the prefill run that wrote it. */
+  saveStats: Stats | null;
+}
+
+/** How to save a cache: the role and thinking flag of the requests that
+ *  will use it. */
+export interface SaveCacheOptions {
+  role?: 'user' | 'tool';
+  enableThinking?: boolean;
 }
 
 export interface ModelInfo {
@@ -132,7 +229,25 @@ export declare class Model {
   kvCacheTokens(): number;
   setChatTemplate(system: string, prefix: string, postfix: string): void;
   loadLora(path: string, name: string, scale?: number): void;
+  /** Saves a prompt cache of `prompt` (prefilled as a request would be) at
+   *  `manifestPath`; leaves the history empty. Refused while a cache is
+   *  loaded. Off the event loop. */
+  saveCache(manifestPath: string, prompt: string, options?: SaveCacheOptions): Promise<CacheInfo>;
+  /** Validates and loads a prompt cache (rejects with a CacheError). While
+   *  it is loaded, every request gives the FULL prompt, starting with the
+   *  cached one. Await it before generating. Off the event loop. */
+  loadCache(manifestPath: string): Promise<CacheInfo>;
+  /** Unloads the prompt cache and empties the history. */
+  releaseCache(): void;
+  /** Isolation mode: a new worker process, the model reopened with its
+   *  chat template, tools, LoRA and loaded cache (not the history).
+   *  RKL_NOT_SUPPORTED in-process. */
+  restart(): Promise<void>;
 }
+
+/** Reads a prompt cache without a model; resolves with any verdict,
+ *  rejects when there is no manifest to report on. Off the event loop. */
+export declare function inspectCache(manifestPath: string): Promise<CacheInfo>;
 
 /** Opens a model (synchronously: it loads the runtime and the model). */
 export declare function open(modelPath: string, options?: OpenOptions): Model;

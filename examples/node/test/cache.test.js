@@ -296,3 +296,26 @@ test('saving runs off the event loop, and abort() stops it', async () => {
     m.close();
   }
 });
+
+test('the README\'s prompt-cache example runs as written', async () => {
+  const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('### Prompt caches'));
+  const code = section.slice(section.indexOf('```js\n') + 6, section.indexOf('\n```', section.indexOf('```js\n')));
+  const dir = subDir('readme');
+  const model = rkl.open(modelA);
+  const AsyncFunction = (async () => {}).constructor;
+  const run = new AsyncFunction('rkl', 'model', `${code
+    .replaceAll("'qwen3-0.6b.rkllm'", JSON.stringify(modelA))
+    .replaceAll("'system.rklcache'", JSON.stringify(path.join(dir, 'system.rklcache')))}
+    ;return { text, stats, other };`);
+  try {
+    const { text, stats, other } = await run(rkl, model);
+    other.close();
+    assert.equal(text, expected('What is an NPU?'));
+    // Only the question, in the simulator's default template, was prefilled
+    // (ceil(characters / 4) tokens).
+    assert.equal(stats.prefillTokens, Math.ceil('<user>What is an NPU?</user><assistant>'.length / 4));
+  } finally {
+    model.close();
+  }
+});

@@ -14,10 +14,22 @@ async function main(): Promise<void> {
   if (stats) console.log(stats.finish === 'aborted', stats.ttftMs);
   const { text, stats: s } = await model.generate('Again', { onText: (t: string) => t.length });
   console.log(text.length, s.tokens, model.info.family, rkl.version(), rkl.Status.BAD_HANDLE);
+  const saved: rkl.CacheInfo = await model.saveCache('system.rklcache', 'You are terse. ', { role: 'user' });
+  const prefill: number | undefined = saved.saveStats?.prefillTokens;
+  const loaded = await model.loadCache('system.rklcache');
+  const verdict: rkl.CacheVerdict = (await rkl.inspectCache('system.rklcache')).verdict;
+  const mtime: bigint = loaded.modelMtimeNs;
+  console.log(prefill, verdict, mtime, loaded.chatTemplate?.system, loaded.verdictCode);
+  model.releaseCache();
+  const isolated = rkl.open('model.rkllm', { isolated: true, callTimeoutMs: 30000, abortGraceMs: 500, maxRestarts: -1 });
+  await isolated.restart();
+  const err: rkl.RklError = rkl.RklError.fromStatus(rkl.Status.RUNTIME_TIMEOUT);
   try {
     model.close();
   } catch (e) {
-    if (e instanceof rkl.RklError) console.log(e.code, e.status, e.message);
+    if (e instanceof rkl.CacheError || e instanceof rkl.RuntimeCrashedError) console.log(e.code);
+    else if (e instanceof rkl.RuntimeTimeoutError) console.log(e.status);
+    else if (e instanceof rkl.RklError) console.log(e.code, e.status, e.message, err.code);
   }
 }
 

@@ -256,3 +256,43 @@ fn two_threads_saving_to_one_path_leave_one_whole_cache() {
     // payload is reported as an orphan, never as a broken cache.
     assert!(leftovers.iter().all(|f| matches!(f, Found::Orphan(_))), "{leftovers:?}");
 }
+
+/// An abort of the model while a save waits behind another generation (its
+/// run not registered yet) stops the save as well, and leaves no cache.
+#[test]
+fn an_abort_while_a_save_waits_its_turn_stops_the_save() {
+    let path = model_file(
+        "cache-abort-queued",
+        &["reply = a long and slow answer to {prompt}", "time_scale = 1", "decode_us_per_token = 20000"],
+    );
+    let model = Model::open(&config(&path)).unwrap();
+    let dir = temp_dir("cache-abort-queued");
+    let target = dir.join("system.rklcache");
+    let mut busy = model.stream(&GenerateRequest::new("keep the runtime busy")).unwrap();
+    assert!(matches!(busy.next(), Some(Ok(_))), "the first generation is running");
+    let saver = {
+        let (model, target) = (model.clone(), target.clone());
+        std::thread::spawn(move || model.cache_save(&GenerateRequest::new(SYSTEM), &target))
+    };
+    // The save creates its temporary payload file before it queues.
+    let waited = std::time::Instant::now();
+    while std::fs::read_dir(&dir).unwrap().count() == 0 {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(30), "the save never started");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    model.abort();
+    let saved = saver.join().unwrap();
+    assert_eq!(saved.map(|_| ()).unwrap_err().kind(), ErrorKind::Aborted);
+    assert_eq!(busy.by_ref().count(), 0, "the running generation was aborted too");
+    assert_eq!(busy.stats().unwrap().finish, rkl::FinishReason::Aborted);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "an aborted save leaves nothing behind");
+    // The model works on.
+    saved_then_loaded(&model, &dir);
+}
+
+fn saved_then_loaded(model: &Model, dir: &Path) {
+    let cache = saved(model, dir, "after.rklcache");
+    model.cache_load(&cache).unwrap();
+    let (text, _) = text_and_stats(model, &format!("{SYSTEM}and now?")).unwrap();
+    assert!(text.starts_with("a long and slow answer to"), "{text}");
+}

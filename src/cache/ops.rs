@@ -100,6 +100,9 @@ impl LocalModel {
     /// after the first token. A crash at any point leaves the previous cache
     /// at `path` intact. Fails while a cache is loaded.
     pub fn cache_save(&self, request: &GenerateRequest, path: &Path) -> Result<CacheInfo> {
+        // An abort of the model before the save's run is registered (the
+        // clear below may wait behind other calls) must stop the save too.
+        let aborts = self.inner().abort_count();
         self.check_usable()?;
         if request.lora.is_some() {
             // The manifest does not record adapters yet, so such a cache
@@ -126,6 +129,9 @@ impl LocalModel {
         run.max_new_tokens = Some(1);
         run.keep_history = false;
         let mut stream = self.start_stream(&run, Some(cstring("cache path", &temp_text)?))?;
+        if self.inner().abort_count() != aborts {
+            stream.abort();
+        }
         for chunk in &mut stream {
             chunk?;
         }

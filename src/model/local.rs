@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::generation::LocalStream;
 use crate::runtime::{Family, RawModel, RunRequest, RunShared, Runtime};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ pub(crate) struct ModelInner {
     loaded_prompt: Mutex<Option<LoadedPrompt>>,
     closed: AtomicBool,
     inflight: Mutex<Vec<Arc<RunShared>>>,
+    /// How many times `abort_all` ran: a multi-step call (a cache save) that
+    /// sees it change knows it was aborted between its steps.
+    aborts: AtomicU64,
     abort_grace: Duration,
 }
 
@@ -85,7 +88,13 @@ impl ModelInner {
         *locked(&self.loaded_prompt) = prompt;
     }
 
+    /// A count that changes on every abort of the whole model.
+    pub(crate) fn abort_count(&self) -> u64 {
+        self.aborts.load(Ordering::Acquire)
+    }
+
     fn abort_all(&self) {
+        self.aborts.fetch_add(1, Ordering::AcqRel);
         let runs = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for run in runs {
             self.raw.abort_run(&run);
@@ -123,6 +132,7 @@ impl LocalModel {
                 loaded_prompt: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 inflight: Mutex::new(Vec::new()),
+                aborts: AtomicU64::new(0),
                 abort_grace: config.abort_grace,
             }),
         })

@@ -1009,7 +1009,10 @@ rkl_status rkl_generate_params_init(struct rkl_generate_params *params, size_t s
  *         `out->finish`); ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
  *         ::RKL_INVALID_ARGUMENT (bad struct, prompt not UTF-8, ...);
  *         ::RKL_CLOSED; ::RKL_REENTRANT (called from a token callback);
- *         ::RKL_RUNTIME_FAILED (the runtime reported an error).
+ *         ::RKL_CACHE_MISMATCH (a prompt cache is loaded and the prompt
+ *         does not start with its prompt); ::RKL_RUNTIME_FAILED (the
+ *         runtime reported an error); ::RKL_RUNTIME_TIMEOUT (no progress
+ *         within `call_timeout_ms`); ::RKL_RUNTIME_CRASHED (isolation mode).
  *
  * Thread-safe: generations on models of one runtime run one at a time in
  * the order they were asked for; rkl_abort() and rkl_close() from other
@@ -1041,7 +1044,10 @@ rkl_status rkl_abort(struct rkl_model *model);
  * @param out     receives the stream handle, only on success; valid until
  *                rkl_stream_close(), also after the model is closed.
  * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
- *         ::RKL_INVALID_ARGUMENT; ::RKL_CLOSED; ::RKL_REENTRANT.
+ *         ::RKL_INVALID_ARGUMENT; ::RKL_CLOSED; ::RKL_REENTRANT;
+ *         ::RKL_CACHE_MISMATCH (a prompt cache is loaded and the prompt
+ *         does not start with its prompt); ::RKL_RUNTIME_TIMEOUT (the
+ *         runtime is stuck); ::RKL_RUNTIME_CRASHED (isolation mode).
  *
  * Thread-safe. The generation queues behind other calls on the runtime and
  * runs while the caller pulls; an unread stream buffers its text.
@@ -1064,8 +1070,10 @@ rkl_status rkl_stream_open(struct rkl_model *model,
  * @return ::RKL_OK with text, or with `*text == NULL` at the end (again on
  *         every later call; then rkl_stream_stats() has the figures);
  *         ::RKL_TIMEOUT when nothing arrived in time (outputs untouched; call
- *         again); ::RKL_RUNTIME_FAILED once when the generation failed (the
- *         stream then reports the end); ::RKL_BAD_HANDLE (also when another
+ *         again); ::RKL_RUNTIME_FAILED, ::RKL_RUNTIME_TIMEOUT (no progress
+ *         within `call_timeout_ms`) or ::RKL_RUNTIME_CRASHED (isolation
+ *         mode) once when the generation failed (the stream then reports
+ *         the end); ::RKL_BAD_HANDLE (also when another
  *         thread closed the stream while this call waited);
  *         ::RKL_NULL_ARGUMENT.
  *
@@ -1237,7 +1245,8 @@ rkl_status rkl_load_lora(struct rkl_model *model, const char *path, const char *
  *         at `path` is damaged); ::RKL_ABORTED (rkl_abort() or rkl_close()
  *         stopped the run; nothing at `path` is damaged); ::RKL_CLOSED;
  *         ::RKL_REENTRANT (called from a token callback);
- *         ::RKL_RUNTIME_FAILED (the runtime failed or wrote nothing).
+ *         ::RKL_RUNTIME_FAILED (the runtime failed or wrote nothing);
+ *         ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED (isolation mode).
  *
  * Thread-safe; the run queues behind other calls on the runtime like a
  * generation. Generating on the same model from another thread meanwhile
@@ -1286,7 +1295,8 @@ rkl_status rkl_cache_save(struct rkl_model *model,
  *         ::RKL_INVALID_ARGUMENT; the ::RKL_CACHE_NOT_FOUND ..
  *         ::RKL_CACHE_MISMATCH statuses above; ::RKL_IO (a file could not
  *         be read); ::RKL_CLOSED; ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED
- *         (the runtime refused the payload).
+ *         (the runtime refused the payload); ::RKL_RUNTIME_TIMEOUT;
+ *         ::RKL_RUNTIME_CRASHED (isolation mode).
  *
  * Thread-safe.
  */
@@ -1299,7 +1309,8 @@ rkl_status rkl_cache_load(struct rkl_model *model, const char *path, struct rkl_
  *
  * @param model  a handle from rkl_open().
  * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_CLOSED; ::RKL_REENTRANT;
- *         ::RKL_RUNTIME_FAILED.
+ *         ::RKL_RUNTIME_FAILED; ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED
+ *         (isolation mode).
  *
  * Thread-safe.
  */

@@ -359,7 +359,8 @@ unsafe fn check_optional_out(out: *mut rkl_cache_info) -> FfiResult {
 ///         at `path` is damaged); ::RKL_ABORTED (rkl_abort() or rkl_close()
 ///         stopped the run; nothing at `path` is damaged); ::RKL_CLOSED;
 ///         ::RKL_REENTRANT (called from a token callback);
-///         ::RKL_RUNTIME_FAILED (the runtime failed or wrote nothing).
+///         ::RKL_RUNTIME_FAILED (the runtime failed or wrote nothing);
+///         ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED (isolation mode).
 ///
 /// Thread-safe; the run queues behind other calls on the runtime like a
 /// generation. Generating on the same model from another thread meanwhile
@@ -426,7 +427,8 @@ pub unsafe extern "C" fn rkl_cache_save(
 ///         ::RKL_INVALID_ARGUMENT; the ::RKL_CACHE_NOT_FOUND ..
 ///         ::RKL_CACHE_MISMATCH statuses above; ::RKL_IO (a file could not
 ///         be read); ::RKL_CLOSED; ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED
-///         (the runtime refused the payload).
+///         (the runtime refused the payload); ::RKL_RUNTIME_TIMEOUT;
+///         ::RKL_RUNTIME_CRASHED (isolation mode).
 ///
 /// Thread-safe.
 #[no_mangle]
@@ -452,7 +454,8 @@ pub unsafe extern "C" fn rkl_cache_load(model: *mut rkl_model, path: *const c_ch
 ///
 /// @param model  a handle from rkl_open().
 /// @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_CLOSED; ::RKL_REENTRANT;
-///         ::RKL_RUNTIME_FAILED.
+///         ::RKL_RUNTIME_FAILED; ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED
+///         (isolation mode).
 ///
 /// Thread-safe.
 #[no_mangle]

@@ -152,7 +152,10 @@ pub type rkl_token_fn = Option<unsafe extern "C" fn(text: *const c_char, len: us
 ///         `out->finish`); ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
 ///         ::RKL_INVALID_ARGUMENT (bad struct, prompt not UTF-8, ...);
 ///         ::RKL_CLOSED; ::RKL_REENTRANT (called from a token callback);
-///         ::RKL_RUNTIME_FAILED (the runtime reported an error).
+///         ::RKL_CACHE_MISMATCH (a prompt cache is loaded and the prompt
+///         does not start with its prompt); ::RKL_RUNTIME_FAILED (the
+///         runtime reported an error); ::RKL_RUNTIME_TIMEOUT (no progress
+///         within `call_timeout_ms`); ::RKL_RUNTIME_CRASHED (isolation mode).
 ///
 /// Thread-safe: generations on models of one runtime run one at a time in
 /// the order they were asked for; rkl_abort() and rkl_close() from other

@@ -51,7 +51,10 @@ fn closed_while_waiting() -> FfiError {
 /// @param out     receives the stream handle, only on success; valid until
 ///                rkl_stream_close(), also after the model is closed.
 /// @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
-///         ::RKL_INVALID_ARGUMENT; ::RKL_CLOSED; ::RKL_REENTRANT.
+///         ::RKL_INVALID_ARGUMENT; ::RKL_CLOSED; ::RKL_REENTRANT;
+///         ::RKL_CACHE_MISMATCH (a prompt cache is loaded and the prompt
+///         does not start with its prompt); ::RKL_RUNTIME_TIMEOUT (the
+///         runtime is stuck); ::RKL_RUNTIME_CRASHED (isolation mode).
 ///
 /// Thread-safe. The generation queues behind other calls on the runtime and
 /// runs while the caller pulls; an unread stream buffers its text.
@@ -90,8 +93,10 @@ pub unsafe extern "C" fn rkl_stream_open(
 /// @return ::RKL_OK with text, or with `*text == NULL` at the end (again on
 ///         every later call; then rkl_stream_stats() has the figures);
 ///         ::RKL_TIMEOUT when nothing arrived in time (outputs untouched; call
-///         again); ::RKL_RUNTIME_FAILED once when the generation failed (the
-///         stream then reports the end); ::RKL_BAD_HANDLE (also when another
+///         again); ::RKL_RUNTIME_FAILED, ::RKL_RUNTIME_TIMEOUT (no progress
+///         within `call_timeout_ms`) or ::RKL_RUNTIME_CRASHED (isolation
+///         mode) once when the generation failed (the stream then reports
+///         the end); ::RKL_BAD_HANDLE (also when another
 ///         thread closed the stream while this call waited);
 ///         ::RKL_NULL_ARGUMENT.
 ///

@@ -143,6 +143,32 @@ function onWorker(op, ...args) {
   });
 }
 
+// Models with a cache save in flight (handle -> count). Node joins its
+// worker threads when the process exits, so a save running on one would
+// hold process.exit() up for as long as its prefill takes: at exit, saves
+// are aborted (what a kill would do anyway; rkl never leaves a half cache).
+const saving = new Map();
+let exitHookInstalled = false;
+
+function abortSavesAtExit() {
+  for (const handle of saving.keys()) c.abort(handle);
+}
+
+async function whileSaving(handle, work) {
+  if (!exitHookInstalled) {
+    process.once('exit', abortSavesAtExit);
+    exitHookInstalled = true;
+  }
+  saving.set(handle, (saving.get(handle) || 0) + 1);
+  try {
+    return await work();
+  } finally {
+    const n = saving.get(handle) - 1;
+    if (n > 0) saving.set(handle, n);
+    else saving.delete(handle);
+  }
+}
+
 // The value of a worker call, or its failure as an RklError.
 async function workerValue(op, ...args) {
   const r = await onWorker(op, ...args);
@@ -336,7 +362,8 @@ class Model {
    */
   async saveCache(manifestPath, prompt, options = {}) {
     const params = generateParams(prompt, options);
-    return workerValue('cacheSave', this.#h, params, cText('path', manifestPath));
+    const file = cText('path', manifestPath);
+    return whileSaving(this.#h, () => workerValue('cacheSave', this.#h, params, file));
   }
 
   /**

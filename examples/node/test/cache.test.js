@@ -319,3 +319,20 @@ test('the README\'s prompt-cache example runs as written', async () => {
     model.close();
   }
 });
+
+test('process.exit() during a save is not held up by it', () => {
+  const dir = subDir('exit');
+  // About 5 s of prefill, if it were left to run.
+  const slow = writeModel('cache-exit', 'time_scale = 1\nprefill_us_per_token = 200000\n');
+  const script = `
+    const rkl = require(${JSON.stringify(path.join(__dirname, '..'))});
+    const m = rkl.open(${JSON.stringify(slow)});
+    m.saveCache(${JSON.stringify(path.join(dir, 'c.rklcache'))}, 'a system prompt of some length, about 5 s');
+    setTimeout(() => process.exit(3), 200);`;
+  const started = Date.now();
+  const r = require('node:child_process').spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20000 });
+  const took = Date.now() - started;
+  assert.equal(r.status, 3, r.stderr);
+  assert.ok(took < 3000, `exit took ${took} ms`);
+  assert.deepEqual(fs.readdirSync(dir), []); // and left nothing behind
+});

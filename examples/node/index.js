@@ -90,17 +90,22 @@ function cText(what, value) {
 
 // ------------------------------------------------------------------ workers
 
-// Worker threads (worker.js) for the long calls. A call takes an idle worker
-// or starts one; at most MAX_IDLE are kept, unref'd, so they never hold the
-// process open. Calls in flight on different workers run concurrently, as
-// librkl allows (it orders the calls on one runtime itself).
-const MAX_IDLE = 2;
+// Worker threads (worker.js) for the long calls. A call takes an idle worker,
+// or starts one while fewer than MAX_WORKERS run, or waits in line. At most
+// MAX_IDLE idle workers are kept, unref'd, so they never hold the process
+// open. Calls on different workers run concurrently, as librkl allows (it
+// orders the calls on one runtime itself).
+const MAX_WORKERS = 4;
+const MAX_IDLE = 1;
 const idle = [];
+const waiting = []; // calls without a worker yet: { op, args, resolve, reject }
+let live = 0; // workers started and not ended
 let nextId = 1;
 
 function startWorker() {
   const worker = new Worker(path.join(__dirname, 'worker.js'), { workerData: { library: LIBRARY } });
-  worker.pending = null; // { id, resolve, reject } of the call it runs
+  live++;
+  worker.pending = null; // the call it runs
   worker.on('message', (reply) => {
     const call = worker.pending;
     if (!call || reply.id !== call.id) return;
@@ -110,36 +115,55 @@ function startWorker() {
     else call.resolve(reply);
   });
   const fail = (err) => {
+    if (worker.ended) return;
+    worker.ended = true;
+    live--;
     const i = idle.indexOf(worker);
     if (i >= 0) idle.splice(i, 1);
     const call = worker.pending;
     worker.pending = null;
-    worker.dead = true;
     if (call) call.reject(err instanceof Error ? err : new Error(`rkl worker exited with code ${err}`));
+    dispatch();
   };
   worker.on('error', fail);
   worker.on('exit', fail);
   return worker;
 }
 
+// Hands waiting calls to idle or new workers.
+function dispatch() {
+  while (waiting.length > 0) {
+    let worker = idle.pop();
+    if (!worker) {
+      if (live >= MAX_WORKERS) return;
+      worker = startWorker();
+    }
+    const call = waiting.shift();
+    call.id = nextId++;
+    worker.pending = call;
+    worker.ref(); // a call in flight keeps the process alive
+    worker.postMessage({ id: call.id, op: call.op, args: call.args });
+  }
+}
+
 function release(worker) {
-  if (worker.dead) return;
-  if (idle.length < MAX_IDLE) {
-    worker.unref();
-    idle.push(worker);
-  } else {
-    void worker.terminate();
+  if (worker.ended) return;
+  worker.unref();
+  idle.push(worker);
+  dispatch();
+  while (idle.length > MAX_IDLE) {
+    const extra = idle.shift();
+    extra.ended = true;
+    live--;
+    void extra.terminate();
   }
 }
 
 // Runs worker.js's `op` with `args`: resolves to { status, message, value }.
 function onWorker(op, ...args) {
   return new Promise((resolve, reject) => {
-    const worker = idle.pop() || startWorker();
-    worker.ref(); // a call in flight keeps the process alive
-    const id = nextId++;
-    worker.pending = { id, resolve, reject };
-    worker.postMessage({ id, op, args });
+    waiting.push({ op, args, resolve, reject });
+    dispatch();
   });
 }
 

@@ -96,3 +96,12 @@ test('a failed call carries rkl\'s own message', async () => {
     return true;
   });
 });
+
+test('concurrent long calls each get their own message', async () => {
+  const paths = Array.from({ length: 8 }, (_, i) => `/nonexistent/${i}/c.rklcache`);
+  const errors = await Promise.all(paths.map((p) => rkl.inspectCache(p).then(() => null, (e) => e)));
+  errors.forEach((err, i) => {
+    assert.ok(err instanceof rkl.CacheError, String(err));
+    assert.equal(err.message, `rkl_cache_inspect: no prompt cache at '${paths[i]}'`);
+  });
+});

@@ -1085,6 +1085,26 @@ rkl_status rkl_stream_next(struct rkl_stream *stream,
                            size_t *len);
 
 /**
+ * Copies the message of the failure rkl_stream_next() reported for this
+ * stream, on whichever thread it was read: for callers whose pulls run on
+ * other threads (rkl_last_error_message() is per thread).
+ *
+ * Copies like rkl_last_error_message(): at most `len - 1` bytes (cut at a
+ * UTF-8 character boundary) and a NUL into `buf`; returns the full length
+ * in bytes, without the NUL.
+ *
+ * @param stream  a handle from rkl_stream_open().
+ * @param buf     caller memory of at least `len` bytes, written during the
+ *                call only; or NULL with `len` 0 (to ask for the length).
+ * @param len     size of `buf` in bytes.
+ * @return the length of the message; 0 (and an empty string in `buf`) when
+ *         the stream has not failed or is not an open stream.
+ *
+ * Thread-safe; does not change the calling thread's last error.
+ */
+size_t rkl_stream_error_message(struct rkl_stream *stream, char *buf, size_t len);
+
+/**
  * The figures of a finished stream.
  *
  * @param stream  a handle from rkl_stream_open().
@@ -1221,7 +1241,8 @@ rkl_status rkl_load_lora(struct rkl_model *model, const char *path, const char *
  * synced, and the manifest is renamed to `path` last: a crash, a kill or a
  * failure at any point leaves the previous cache at `path` (if any) whole
  * and never a half-written file under the final names. The payload is a
- * file beside the manifest, named `<file name>.<checksum>.kv`; temporary
+ * file beside the manifest, named `<file name>.<16 hex digits>.kv` (unique
+ * per save, so a concurrent save never replaces it); temporary
  * files start with `.` and end in `.tmp`. The `rkl-cache` tool lists and
  * cleans such directories.
  *

@@ -335,7 +335,8 @@ unsafe fn check_optional_out(out: *mut rkl_cache_info) -> FfiResult {
 /// synced, and the manifest is renamed to `path` last: a crash, a kill or a
 /// failure at any point leaves the previous cache at `path` (if any) whole
 /// and never a half-written file under the final names. The payload is a
-/// file beside the manifest, named `<file name>.<checksum>.kv`; temporary
+/// file beside the manifest, named `<file name>.<16 hex digits>.kv` (unique
+/// per save, so a concurrent save never replaces it); temporary
 /// files start with `.` and end in `.tmp`. The `rkl-cache` tool lists and
 /// cleans such directories.
 ///

@@ -142,22 +142,32 @@ pub unsafe extern "C" fn rkl_last_error_message(buf: *mut c_char, len: usize) ->
         LAST_ERROR
             .try_with(|slot| {
                 let Ok(message) = slot.try_borrow() else { return 0 };
-                if !buf.is_null() && len > 0 {
-                    let mut n = message.len().min(len - 1);
-                    while !message.is_char_boundary(n) {
-                        n -= 1;
-                    }
-                    // SAFETY: the caller promises `buf` has `len` writable
-                    // bytes; n + 1 <= len, and the source is our own string.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);
-                        *buf.add(n) = 0;
-                    }
-                }
-                message.len()
+                // SAFETY: passed on from the caller, as documented above.
+                unsafe { copy_message(&message, buf, len) }
             })
             .unwrap_or(0)
     })
+}
+
+/// Copies `message` into `buf` the way `snprintf` does (cut at a UTF-8
+/// character boundary, NUL-terminated) and returns its full length.
+///
+/// # Safety
+/// `buf` is NULL, or has `len` writable bytes.
+pub unsafe fn copy_message(message: &str, buf: *mut c_char, len: usize) -> usize {
+    if !buf.is_null() && len > 0 {
+        let mut n = message.len().min(len - 1);
+        while !message.is_char_boundary(n) {
+            n -= 1;
+        }
+        // SAFETY: the caller promises `buf` has `len` writable bytes;
+        // n + 1 <= len, and the source is our own string.
+        unsafe {
+            std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+        }
+    }
+    message.len()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! `rkl_stream_abort`, `rkl_stream_close`.
 
 use super::args;
-use super::error::FfiError;
+use super::error::{copy_message, FfiError};
 use super::generate::{read_request, rkl_generate_params};
 use super::handles::{rkl_model, rkl_stream, stream_pointer, stream_value, STREAMS};
 use super::model::model_entry;
@@ -32,6 +32,8 @@ struct StreamState {
     /// The last text handed out, NUL-terminated; valid until the next call.
     /// Reused, so that reading allocates nothing per token.
     text: String,
+    /// The message of the failure rkl_stream_next() returned, if any.
+    failure: Option<String>,
 }
 
 impl StreamEntry {
@@ -72,7 +74,7 @@ pub unsafe extern "C" fn rkl_stream_open(
         let stream = entry.model.stream(&request)?;
         let value = STREAMS.insert(StreamEntry {
             closed: AtomicBool::new(false),
-            state: Mutex::new(StreamState { stream: Some(stream), text: String::new() }),
+            state: Mutex::new(StreamState { stream: Some(stream), text: String::new(), failure: None }),
         })?;
         // SAFETY: `out` was checked non-NULL; the caller promises it writable.
         unsafe { args::put(out, stream_pointer(value)) };
@@ -125,7 +127,12 @@ pub unsafe extern "C" fn rkl_stream_next(
                 None => SLICE,
             };
             state.text.clear();
-            match live.next_into(Some(wait), &mut state.text)? {
+            let step = live.next_into(Some(wait), &mut state.text).map_err(|e| {
+                let e = FfiError::from(e);
+                state.failure.get_or_insert_with(|| format!("rkl_stream_next: {}", e.message));
+                e
+            })?;
+            match step {
                 Step::Text => {
                     let chunk_len = state.text.len();
                     state.text.push('\0');
@@ -152,6 +159,34 @@ pub unsafe extern "C" fn rkl_stream_next(
                 }
             }
         }
+    })
+}
+
+/// Copies the message of the failure rkl_stream_next() reported for this
+/// stream, on whichever thread it was read: for callers whose pulls run on
+/// other threads (rkl_last_error_message() is per thread).
+///
+/// Copies like rkl_last_error_message(): at most `len - 1` bytes (cut at a
+/// UTF-8 character boundary) and a NUL into `buf`; returns the full length
+/// in bytes, without the NUL.
+///
+/// @param stream  a handle from rkl_stream_open().
+/// @param buf     caller memory of at least `len` bytes, written during the
+///                call only; or NULL with `len` 0 (to ask for the length).
+/// @param len     size of `buf` in bytes.
+/// @return the length of the message; 0 (and an empty string in `buf`) when
+///         the stream has not failed or is not an open stream.
+///
+/// Thread-safe; does not change the calling thread's last error.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_stream_error_message(stream: *mut rkl_stream, buf: *mut c_char, len: usize) -> usize {
+    ffi_fn!(value on panic: 0, {
+        let message = match STREAMS.get(stream_value(stream)) {
+            Ok(entry) => entry.lock().failure.clone().unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        // SAFETY: the caller promises `buf` has `len` writable bytes, or is NULL.
+        unsafe { copy_message(&message, buf, len) }
     })
 }
 

@@ -330,6 +330,42 @@ static void test_stream_abort(void) {
     CHECK_ST(rkl_close(m), RKL_OK);
 }
 
+/* A failed generation's message stays with the stream, for callers that
+ * pulled on another thread; later successful calls do not clear it. */
+static void test_stream_failure_message(void) {
+    rkl_model *m = h_open(h_model("failing-stream", REPLY "fault = error@token:2\n"));
+    rkl_generate_params g;
+    rkl_stream *s = NULL;
+    const char *text;
+    size_t len, n;
+    int guard = 0;
+    char last[512], kept[512], tiny[8];
+    rkl_status r;
+    rkl_generate_params_init(&g, sizeof g);
+    g.prompt = "fail me";
+    CHECK_ST(rkl_stream_open(m, &g, &s), RKL_OK);
+    CHECK(rkl_stream_error_message(s, kept, sizeof kept) == 0 && kept[0] == '\0');
+    while ((r = rkl_stream_next(s, -1, &text, &len)) == RKL_OK && text && guard++ < 1000) {
+    }
+    CHECK_ST(r, RKL_RUNTIME_FAILED);
+    CHECK(rkl_last_error_message(last, sizeof last) > 0);
+    CHECK(strncmp(last, "rkl_stream_next: ", 17) == 0);
+    /* The end is reported next, which clears the thread's message... */
+    CHECK_ST(rkl_stream_next(s, -1, &text, &len), RKL_OK);
+    CHECK(text == NULL && rkl_last_error_message(NULL, 0) == 0);
+    /* ...but the stream keeps its own. */
+    n = rkl_stream_error_message(s, kept, sizeof kept);
+    CHECK(n == strlen(last) && strcmp(kept, last) == 0);
+    CHECK(rkl_stream_error_message(s, NULL, 0) == n);
+    CHECK(rkl_stream_error_message(s, tiny, sizeof tiny) == n);
+    CHECK(strlen(tiny) == sizeof tiny - 1 && strncmp(tiny, last, sizeof tiny - 1) == 0);
+    CHECK_ST(rkl_stream_close(s), RKL_OK);
+    /* A closed or bogus stream has no message. */
+    CHECK(rkl_stream_error_message(s, kept, sizeof kept) == 0 && kept[0] == '\0');
+    CHECK(rkl_stream_error_message(NULL, kept, sizeof kept) == 0);
+    CHECK_ST(rkl_close(m), RKL_OK);
+}
+
 static void test_chat_template(void) {
     rkl_model *m = h_open(h_model("template", "reply = [{system}] {prompt}\n"));
     rkl_generate_params g;
@@ -462,6 +498,7 @@ int main(void) {
     RUN(test_stream);
     RUN(test_stream_polling);
     RUN(test_stream_abort);
+    RUN(test_stream_failure_message);
     RUN(test_chat_template);
     RUN(test_function_tools_and_tool_role);
     RUN(test_lora);

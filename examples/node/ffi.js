@@ -161,6 +161,7 @@ function declare(library) {
     stream_stats: lib.func('int32_t rkl_stream_stats(rkl_stream *stream, _Inout_ rkl_stats *out)'),
     stream_abort: lib.func('int32_t rkl_stream_abort(rkl_stream *stream)'),
     stream_close: lib.func('int32_t rkl_stream_close(rkl_stream *stream)'),
+    stream_error_message: lib.func('size_t rkl_stream_error_message(rkl_stream *stream, _Out_ uint8_t *buf, size_t len)'),
     clear_history: lib.func('int32_t rkl_clear_history(rkl_model *model, int keep_system_prompt)'),
     kv_cache_tokens: lib.func('int32_t rkl_kv_cache_tokens(rkl_model *model, _Out_ uint32_t *out)'),
     set_chat_template: lib.func('int32_t rkl_set_chat_template(rkl_model *model, const char *system, const char *prefix, const char *postfix)'),
@@ -185,12 +186,22 @@ function declare(library) {
     return buf.toString('utf8', 0, n);
   }
 
+  // The failure of a stream, whichever thread pulled it.
+  function streamErrorMessage(stream) {
+    const n = Number(c.stream_error_message(stream, null, 0));
+    if (n === 0) return '';
+    const buf = Buffer.alloc(n + 1);
+    c.stream_error_message(stream, buf, n + 1);
+    return buf.toString('utf8', 0, n);
+  }
+
   return {
     koffi,
     lib,
     c,
     types: { OpenParams, GenerateParams, CStats, CStatsV1, ModelDetails, CacheInfo },
     lastErrorMessage,
+    streamErrorMessage,
   };
 }
 

@@ -25,7 +25,7 @@ const ffi = require('./ffi');
 
 const { STATUS_NAMES, statusCode, statsFrom } = ffi;
 const LIBRARY = process.env.RKL_LIBRARY || 'librkl.so.0';
-const { koffi, c, types, lastErrorMessage } = ffi.declare(LIBRARY);
+const { koffi, c, types, lastErrorMessage, streamErrorMessage } = ffi.declare(LIBRARY);
 const { OpenParams, GenerateParams, CStats, ModelDetails } = types;
 
 // ------------------------------------------------------------------ statuses
@@ -477,9 +477,11 @@ class TokenStream {
         if (this.#closeWanted) return;
         if (r.status === Status.TIMEOUT) continue;
         if (r.status !== Status.OK) {
-          // The pool thread holds the message; ask again on this thread
-          // (a failure of the generation itself is reported only once, so
-          // then only the status's description is left).
+          // The pool thread holds its last error message; the stream keeps
+          // a failed generation's. Other failures (a closed handle) are
+          // reported again on this thread by a look at the stream.
+          const message = streamErrorMessage(this.#h);
+          if (message) throw RklError.fromStatus(r.status, message);
           const again = c.stream_next(this.#h, 0, [null], [0]);
           if (again !== Status.OK && again !== Status.TIMEOUT) check(again);
           throw RklError.fromStatus(r.status, `rkl_stream_next: ${statusStr(r.status)}`);

@@ -45,6 +45,8 @@ test('a crash of the runtime rejects with RuntimeCrashedError; this process live
       assert.ok(err instanceof rkl.RuntimeCrashedError && err instanceof rkl.RklError);
       assert.equal(err.code, 'RKL_RUNTIME_CRASHED');
       assert.equal(err.status, 23);
+      // Pulled on a koffi thread, yet rkl's own message, with the signal.
+      assert.match(err.message, /^rkl_stream_next: .*SIGSEGV/);
       return true;
     });
     assert.ok(pieces <= 3, `${pieces} pieces before the crash`);

@@ -13,9 +13,13 @@ FAST = "time_scale = 0\n"
 
 
 def staged_host() -> str:
-    """The rkl-host beside the librkl this process loaded."""
+    """The rkl-host in ../libexec from the librkl this process loaded."""
     with open("/proc/self/maps", encoding="utf-8") as f:
-        lib = next(line.split()[-1] for line in f if "librkl.so" in line.split()[-1])
+        # The path is the sixth field; " (deleted)" follows it when the
+        # file was replaced since (a concurrent `make stage`).
+        paths = [line.split(maxsplit=5)[-1].strip() for line in f if line.count(" ") >= 5]
+    lib = next(p for p in paths if os.path.basename(p).startswith("librkl.so"))
+    lib = lib.removesuffix(" (deleted)")
     return os.path.normpath(os.path.join(os.path.dirname(lib), "..", "libexec", "rkl-host"))
 
 

@@ -1150,7 +1150,8 @@ rkl_status rkl_stream_close(struct rkl_stream *stream);
  * @param model               a handle from rkl_open().
  * @param keep_system_prompt  non-zero: keep the system prompt's tokens.
  * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_CLOSED; ::RKL_REENTRANT;
- *         ::RKL_RUNTIME_FAILED.
+ *         ::RKL_RUNTIME_FAILED; ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED
+ *         (isolation mode).
  *
  * Thread-safe; runs after calls already queued on the runtime.
  */
@@ -1162,7 +1163,8 @@ rkl_status rkl_clear_history(struct rkl_model *model, int keep_system_prompt);
  * @param model  a handle from rkl_open().
  * @param out    receives the count, only on success.
  * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT; ::RKL_CLOSED;
- *         ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED.
+ *         ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED; ::RKL_RUNTIME_TIMEOUT;
+ *         ::RKL_RUNTIME_CRASHED (isolation mode).
  *
  * Thread-safe.
  */
@@ -1179,7 +1181,8 @@ rkl_status rkl_kv_cache_tokens(struct rkl_model *model, uint32_t *out);
  *                 All three are copied during the call.
  * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
  *         ::RKL_INVALID_ARGUMENT; ::RKL_CLOSED; ::RKL_REENTRANT;
- *         ::RKL_RUNTIME_FAILED.
+ *         ::RKL_RUNTIME_FAILED; ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED
+ *         (isolation mode).
  *
  * Thread-safe.
  */
@@ -1199,7 +1202,8 @@ rkl_status rkl_set_chat_template(struct rkl_model *model,
  *                       All three are copied during the call.
  * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
  *         ::RKL_INVALID_ARGUMENT; ::RKL_CLOSED; ::RKL_REENTRANT;
- *         ::RKL_RUNTIME_FAILED.
+ *         ::RKL_RUNTIME_FAILED; ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED
+ *         (isolation mode).
  *
  * Send the tool's result back with a request whose role is ::RKL_ROLE_TOOL.
  * Thread-safe.
@@ -1220,7 +1224,8 @@ rkl_status rkl_set_function_tools(struct rkl_model *model,
  * @param scale  the adapter's weight (finite; usually 1.0).
  * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
  *         ::RKL_INVALID_ARGUMENT; ::RKL_MODEL_NOT_FOUND (no such file);
- *         ::RKL_CLOSED; ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED.
+ *         ::RKL_CLOSED; ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED;
+ *         ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED (isolation mode).
  *
  * Thread-safe.
  */

@@ -181,6 +181,22 @@ fn a_request_token_limit_stops_on_whole_characters() {
     assert_eq!((stats.finish, stats.tokens), (FinishReason::End, total), "a limit above the reply is not hit");
 }
 
+/// On 1.2, rkl enforces a request's limit with an abort of its own; a
+/// runtime slow to stop makes that neither an aborted generation nor an
+/// abort latency.
+#[test]
+fn a_token_limit_reached_on_a_slow_stopping_runtime_is_not_an_abort() {
+    let model = open(
+        "limit-slow-abort",
+        &[&format!("reply = {RICH_REPLY}"), "slow_abort_ms = 200", "time_scale = 1", "decode_us_per_token = 20000"],
+    );
+    let mut req = GenerateRequest::new("p");
+    req.max_new_tokens = Some(3);
+    let stats = model.generate(&req, |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!((stats.finish, stats.tokens), (FinishReason::MaxTokens, 3));
+    assert_eq!(stats.abort_ms, 0.0, "{stats:?}");
+}
+
 #[test]
 fn the_init_token_limit_applies_to_every_request() {
     let mut cfg = config(&model_file("init-limit", &[&format!("reply = {RICH_REPLY}")]));

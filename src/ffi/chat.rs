@@ -15,7 +15,8 @@ use std::path::Path;
 /// @param model               a handle from rkl_open().
 /// @param keep_system_prompt  non-zero: keep the system prompt's tokens.
 /// @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_CLOSED; ::RKL_REENTRANT;
-///         ::RKL_RUNTIME_FAILED.
+///         ::RKL_RUNTIME_FAILED; ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED
+///         (isolation mode).
 ///
 /// Thread-safe; runs after calls already queued on the runtime.
 #[no_mangle]
@@ -28,7 +29,8 @@ pub unsafe extern "C" fn rkl_clear_history(model: *mut rkl_model, keep_system_pr
 /// @param model  a handle from rkl_open().
 /// @param out    receives the count, only on success.
 /// @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT; ::RKL_CLOSED;
-///         ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED.
+///         ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED; ::RKL_RUNTIME_TIMEOUT;
+///         ::RKL_RUNTIME_CRASHED (isolation mode).
 ///
 /// Thread-safe.
 #[no_mangle]
@@ -53,7 +55,8 @@ pub unsafe extern "C" fn rkl_kv_cache_tokens(model: *mut rkl_model, out: *mut u3
 ///                 All three are copied during the call.
 /// @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
 ///         ::RKL_INVALID_ARGUMENT; ::RKL_CLOSED; ::RKL_REENTRANT;
-///         ::RKL_RUNTIME_FAILED.
+///         ::RKL_RUNTIME_FAILED; ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED
+///         (isolation mode).
 ///
 /// Thread-safe.
 #[no_mangle]
@@ -83,7 +86,8 @@ pub unsafe extern "C" fn rkl_set_chat_template(
 ///                       All three are copied during the call.
 /// @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
 ///         ::RKL_INVALID_ARGUMENT; ::RKL_CLOSED; ::RKL_REENTRANT;
-///         ::RKL_RUNTIME_FAILED.
+///         ::RKL_RUNTIME_FAILED; ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED
+///         (isolation mode).
 ///
 /// Send the tool's result back with a request whose role is ::RKL_ROLE_TOOL.
 /// Thread-safe.
@@ -118,7 +122,8 @@ pub unsafe extern "C" fn rkl_set_function_tools(
 /// @param scale  the adapter's weight (finite; usually 1.0).
 /// @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
 ///         ::RKL_INVALID_ARGUMENT; ::RKL_MODEL_NOT_FOUND (no such file);
-///         ::RKL_CLOSED; ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED.
+///         ::RKL_CLOSED; ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED;
+///         ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED (isolation mode).
 ///
 /// Thread-safe.
 #[no_mangle]

@@ -255,7 +255,11 @@ impl LocalStream {
         let aborted = self.shared.abort_requested();
         if let Some(asked) = self.shared.aborted_at() {
             let late = asked.elapsed();
-            self.stats.abort_ms = ms(late);
+            // The abort that enforces a token limit on 1.2 is rkl's own, not
+            // an abort of the generation.
+            if self.stop != StopCause::MaxTokens {
+                self.stats.abort_ms = ms(late);
+            }
             let grace = self.model.abort_grace();
             if late > grace {
                 log::warn!(

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How often the watchdog looks while requests are open.
@@ -99,6 +99,12 @@ impl Death {
     pub fn ends_aborted_runs(&self) -> bool {
         matches!(self.reason, Some(EndReason::AbortGrace(_) | EndReason::Closing | EndReason::Restart))
     }
+
+    /// Whether the worker was ended because the model was closed or
+    /// restarted, which stops every run of it as an abort does.
+    pub fn aborts_every_run(&self) -> bool {
+        matches!(self.reason, Some(EndReason::Closing | EndReason::Restart))
+    }
 }
 
 /// What a waiting request receives.
@@ -110,11 +116,57 @@ pub(crate) enum Event {
     Gone(Death, Option<Instant>),
 }
 
+/// What the parent side knows of one request beyond its replies; shared by
+/// the reader thread, the watchdog and whoever waits for the request.
+#[derive(Default, Debug)]
+pub(crate) struct RequestFlags {
+    /// When the caller first asked the run to stop.
+    aborted_at: OnceLock<Instant>,
+    /// Text of the run arrived after that and was dropped.
+    dropped_text: AtomicBool,
+}
+
+impl RequestFlags {
+    /// When the run was first asked to stop, if it was.
+    pub fn aborted_at(&self) -> Option<Instant> {
+        self.aborted_at.get().copied()
+    }
+
+    /// Whether the run was asked to stop: from then on its text is not
+    /// delivered, as in-process (text the worker sent before the abort
+    /// reached it may still be on its way).
+    pub fn is_aborted(&self) -> bool {
+        self.aborted_at.get().is_some()
+    }
+
+    /// Marks the run as asked to stop (the first time counts).
+    pub fn abort(&self, now: Instant) {
+        let _ = self.aborted_at.set(now);
+    }
+
+    /// Records that text of the run was dropped after an abort.
+    pub fn drop_text(&self) {
+        self.dropped_text.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether text of the run was dropped after an abort.
+    pub fn dropped_text(&self) -> bool {
+        self.dropped_text.load(Ordering::Relaxed)
+    }
+}
+
+/// A request sent: its id, where its replies arrive, and its flags.
+pub(crate) struct Submitted {
+    pub id: u64,
+    pub events: Receiver<Event>,
+    pub flags: Arc<RequestFlags>,
+}
+
 struct Entry {
     events: Sender<Event>,
     /// A generation or a cache save: stopped by aborts.
     run: bool,
-    aborted_at: Option<Instant>,
+    flags: Arc<RequestFlags>,
 }
 
 struct State {
@@ -201,9 +253,11 @@ impl Worker {
         self.shared.lock().death.clone()
     }
 
-    /// Sends the request `make(id)` and returns its id and where its replies
-    /// arrive. `run`: abortable (a generation or a cache save).
-    pub fn submit(&self, run: bool, make: impl FnOnce(u64) -> Request) -> Result<(u64, Receiver<Event>)> {
+    /// Sends the request `make(id)` and returns its id, where its replies
+    /// arrive and its flags (`flags`, given by the caller so that it can
+    /// register them before the request exists). `run`: abortable (a
+    /// generation or a cache save).
+    pub fn submit(&self, run: bool, flags: Arc<RequestFlags>, make: impl FnOnce(u64) -> Request) -> Result<Submitted> {
         let (sender, events) = unbounded();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode(&make(id)).map_err(|e| Error::invalid(format!("cannot send the request to the worker: {e}")))?;
@@ -221,13 +275,19 @@ impl Worker {
                 // last request's end.
                 state.last_progress = Instant::now();
             }
-            state.open.insert(id, Entry { events: sender, run, aborted_at: None });
+            state.open.insert(id, Entry { events: sender, run, flags: flags.clone() });
         }
         self.shared.wake.notify_all();
         // A failed send means the worker is gone; the reader then ends this
         // request with how it went.
         self.send_frame(&frame);
-        Ok((id, events))
+        if run && flags.is_aborted() {
+            // Aborted before it was sent (`abort_run` found no entry to
+            // notify): the worker must hear it too, or the watchdog would
+            // hold the run to the abort grace while it runs to its end.
+            self.notify(&Request::Abort { id });
+        }
+        Ok(Submitted { id, events, flags })
     }
 
     /// Sends a request that has no reply (abort, close).
@@ -245,27 +305,24 @@ impl Worker {
         }
     }
 
-    /// Aborts the run `id` (the watchdog then holds it to the abort grace).
-    pub fn abort_run(&self, id: u64) {
-        {
-            let mut state = self.shared.lock();
-            match state.open.get_mut(&id) {
-                Some(entry) => {
-                    entry.aborted_at.get_or_insert_with(Instant::now);
-                }
-                None => return,
-            }
+    /// Aborts the run `id` with `flags` (the watchdog then holds it to the
+    /// abort grace). Once this returns, no more of its text is delivered,
+    /// also when its end has already arrived here.
+    pub fn abort_run(&self, id: u64, flags: &RequestFlags) {
+        flags.abort(Instant::now());
+        if self.shared.lock().open.contains_key(&id) {
+            self.notify(&Request::Abort { id });
         }
-        self.notify(&Request::Abort { id });
     }
 
-    /// Aborts every run of the worker.
+    /// Aborts every run of the worker. Once this returns, no more of their
+    /// text is delivered.
     pub fn abort_all(&self) {
         {
-            let mut state = self.shared.lock();
+            let state = self.shared.lock();
             let now = Instant::now();
-            for entry in state.open.values_mut().filter(|e| e.run) {
-                entry.aborted_at.get_or_insert(now);
+            for entry in state.open.values().filter(|e| e.run) {
+                entry.flags.abort(now);
             }
         }
         self.notify(&Request::AbortAll);
@@ -376,7 +433,7 @@ fn read_loop(shared: &Shared, process: &Process, mut socket: UnixStream) {
     shared.wake.notify_all();
     let death = shared.lock().death.clone().expect("just set");
     for entry in open {
-        let _ = entry.events.send(Event::Gone(death.clone(), entry.aborted_at));
+        let _ = entry.events.send(Event::Gone(death.clone(), entry.flags.aborted_at()));
     }
 }
 
@@ -391,7 +448,16 @@ fn route(shared: &Shared, reply: Reply) {
         if reply.is_last() {
             state.open.remove(&id).map(|e| e.events)
         } else {
-            state.open.get(&id).map(|e| e.events.clone())
+            match state.open.get(&id) {
+                // Text of a run the caller aborted is dropped here already
+                // (the stream drops what was routed before the abort).
+                Some(entry) if matches!(reply, Reply::Text { .. }) && entry.flags.is_aborted() => {
+                    entry.flags.drop_text();
+                    return;
+                }
+                Some(entry) => Some(entry.events.clone()),
+                None => None,
+            }
         }
     };
     match target {
@@ -417,7 +483,7 @@ fn watch_loop(shared: &Shared, process: &Process, limits: Limits) {
         let late = state
             .open
             .values()
-            .any(|e| e.aborted_at.is_some_and(|at| now.duration_since(at) > limits.abort_grace));
+            .any(|e| e.flags.aborted_at().is_some_and(|at| now.duration_since(at) > limits.abort_grace));
         let reason = match (stalled, late) {
             (Some(limit), _) => Some(EndReason::Timeout(limit)),
             (None, true) => Some(EndReason::AbortGrace(limits.abort_grace)),

@@ -4,7 +4,7 @@
 //! template, function tools, LoRA adapters, loaded prompt cache) is
 //! restored in the new one. The KV history is not.
 
-use super::client::{EndReason, Event, Limits, Worker};
+use super::client::{EndReason, Event, Limits, RequestFlags, Submitted, Worker};
 use super::locate::locate;
 use super::protocol::{Call, Reply, Request, Value};
 use super::stream::IsolatedStream;
@@ -16,7 +16,7 @@ use crate::runtime::Family;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
 /// Callback keys of isolated models: the top bit set, so they never equal a
@@ -66,6 +66,10 @@ struct Inner {
     /// Held while a worker is being started; when automatic restarts happened.
     restarting: Mutex<VecDeque<Instant>>,
     setup: Mutex<Setup>,
+    /// The flags of the model's streams that still exist, whichever worker
+    /// they ran on: `abort`, `restart` and `close` stop them on this side at
+    /// once, so no text of theirs is delivered after those return.
+    streams: Mutex<Vec<Weak<RequestFlags>>>,
     closed: AtomicBool,
     restarts: AtomicU32,
 }
@@ -94,7 +98,7 @@ fn answer(events: &crossbeam_channel::Receiver<Event>, during: &str, run: bool) 
 fn start_worker(program: &Path, cwd: &Path, config: &OpenConfig, limits: Limits) -> Result<(Arc<Worker>, Family, String, Option<String>)> {
     let worker = Worker::spawn(program, cwd, limits)?;
     let config = Box::new(config.clone());
-    let (_, events) = worker.submit(false, |id| Request::Open { id, config })?;
+    let events = worker.submit(false, Arc::default(), |id| Request::Open { id, config })?.events;
     match answer(&events, "opening the model", false)? {
         Reply::Opened { family, runtime_path, runtime_version, .. } => Ok((worker, family, runtime_path, runtime_version)),
         other => Err(Error::new(ErrorKind::Internal, format!("the worker answered Open with {other:?}"))),
@@ -142,6 +146,7 @@ impl IsolatedModel {
                 current: Mutex::new(Some(worker)),
                 restarting: Mutex::new(VecDeque::new()),
                 setup: Mutex::new(Setup::default()),
+                streams: Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
                 restarts: AtomicU32::new(0),
             }),
@@ -240,7 +245,7 @@ impl IsolatedModel {
         let setup = locked(&inner.setup).clone();
         for (what, call) in setup.calls() {
             let run = |call: Call| -> Result<Reply> {
-                let (_, events) = worker.submit(false, |id| Request::Call { id, call })?;
+                let events = worker.submit(false, Arc::default(), |id| Request::Call { id, call })?.events;
                 answer(&events, "restoring the model's setup", false)
             };
             if let Err(e) = run(call) {
@@ -263,20 +268,41 @@ impl IsolatedModel {
     pub fn restart(&self) -> Result<()> {
         self.check_usable()?;
         let mut recent = locked(&self.inner.restarting);
+        // Its generations end aborted (other calls in flight fail with
+        // `Aborted`); also one that reached the old worker as it was being
+        // killed: no text of theirs comes after this returns.
+        self.abort_streams();
         if let Some(old) = self.current() {
             old.kill(EndReason::Restart);
             old.wait_death();
         }
+        self.abort_streams();
         recent.clear();
         self.start_again().map(|_| ())
+    }
+
+    /// Sends a request to the live worker. A request that finds its worker
+    /// ended, or being ended by a restart, was never sent: it goes to the
+    /// next worker (the one the restart starts, or a new one after a crash,
+    /// within the policy), once.
+    fn submit(&self, run: bool, flags: Arc<RequestFlags>, make: impl Fn(u64) -> Request) -> Result<(Arc<Worker>, Submitted)> {
+        let worker = self.worker()?;
+        match worker.submit(run, flags.clone(), &make) {
+            Ok(submitted) => Ok((worker, submitted)),
+            Err(_) if worker.is_gone() => {
+                let worker = self.worker()?;
+                let submitted = worker.submit(run, flags, &make)?;
+                Ok((worker, submitted))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs one call in the worker. `run`: it runs a generation (abortable).
     fn call(&self, during: &str, run: bool, call: Call) -> Result<Value> {
         self.check_usable()?;
-        let worker = self.worker()?;
-        let (_, events) = worker.submit(run, |id| Request::Call { id, call })?;
-        match answer(&events, during, run)? {
+        let (_, submitted) = self.submit(run, Arc::default(), |id| Request::Call { id, call: call.clone() })?;
+        match answer(&submitted.events, during, run)? {
             Reply::Done { value, .. } => Ok(value),
             other => Err(Error::new(ErrorKind::Internal, format!("the worker answered {during} with {other:?}"))),
         }
@@ -293,9 +319,20 @@ impl IsolatedModel {
     pub fn stream(&self, request: &GenerateRequest) -> Result<IsolatedStream> {
         self.check_usable()?;
         let started_at = Instant::now();
-        let worker = self.worker()?;
-        let (id, events) = worker.submit(true, |id| Request::Generate { id, request: request.clone() })?;
-        let first = match events.recv() {
+        // Registered before it is sent, and the model is looked at again
+        // after: `close` (which marks the model closed, then aborts every
+        // registered stream) either aborts this one or it is refused here.
+        let flags = Arc::new(RequestFlags::default());
+        {
+            let mut streams = locked(&self.inner.streams);
+            streams.retain(|s| s.strong_count() > 0);
+            streams.push(Arc::downgrade(&flags));
+        }
+        if self.is_closed() {
+            return Err(Error::new(ErrorKind::Closed, "the model is closed"));
+        }
+        let (worker, submitted) = self.submit(true, flags, |id| Request::Generate { id, request: request.clone() })?;
+        let first = match submitted.events.recv() {
             Ok(Event::Reply(Reply::Accepted { .. })) => None,
             Ok(Event::Reply(Reply::Failed { error, .. })) => return Err(error),
             // The worker may die of the run before its acceptance got out;
@@ -304,10 +341,19 @@ impl IsolatedModel {
             Ok(other) => return Err(Error::new(ErrorKind::Internal, format!("the worker answered Generate with {other:?}"))),
             Err(_) => return Err(Error::new(ErrorKind::Internal, "the worker connection dropped starting a generation")),
         };
-        Ok(IsolatedStream::new(self.clone(), worker, id, events, first, started_at))
+        Ok(IsolatedStream::new(self.clone(), worker, submitted, first, started_at))
+    }
+
+    /// Marks every stream of the model as aborted; returns at once.
+    fn abort_streams(&self) {
+        let now = Instant::now();
+        for flags in locked(&self.inner.streams).iter().filter_map(Weak::upgrade) {
+            flags.abort(now);
+        }
     }
 
     pub fn abort(&self) {
+        self.abort_streams();
         if let Some(worker) = self.current() {
             worker.abort_all();
         }
@@ -386,6 +432,8 @@ impl IsolatedModel {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // As in-process, its generations end aborted.
+        self.abort_streams();
         // Wait for a restart in progress, so its worker is closed too.
         let _restarting = locked(&self.inner.restarting);
         if let Some(worker) = locked(&self.inner.current).take() {

@@ -2,7 +2,7 @@
 //! replies. It behaves as the in-process stream: text, then one end; an
 //! error is returned once, then the end with `FinishReason::Error`.
 
-use super::client::{Event, Worker};
+use super::client::{Event, RequestFlags, Submitted, Worker};
 use super::model::IsolatedModel;
 use super::protocol::Reply;
 use crate::error::{Error, ErrorKind, Result};
@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 pub(crate) struct IsolatedAborter {
     worker: Arc<Worker>,
     id: u64,
+    flags: Arc<RequestFlags>,
 }
 
 impl IsolatedAborter {
     pub fn abort(&self) {
-        self.worker.abort_run(self.id);
+        self.worker.abort_run(self.id, &self.flags);
     }
 }
 
@@ -30,6 +31,8 @@ pub(crate) struct IsolatedStream {
     worker: Arc<Worker>,
     id: u64,
     events: Receiver<Event>,
+    /// Whether (and when) the caller aborted the run.
+    flags: Arc<RequestFlags>,
     /// An event received before the stream existed.
     first: Option<Event>,
     started_at: Instant,
@@ -44,16 +47,17 @@ impl IsolatedStream {
     pub fn new(
         model: IsolatedModel,
         worker: Arc<Worker>,
-        id: u64,
-        events: Receiver<Event>,
+        submitted: Submitted,
         first: Option<Event>,
         started_at: Instant,
     ) -> IsolatedStream {
+        let Submitted { id, events, flags } = submitted;
         IsolatedStream {
             _model: model,
             worker,
             id,
             events,
+            flags,
             first,
             started_at,
             stopped: false,
@@ -91,7 +95,11 @@ impl IsolatedStream {
             };
             match event {
                 Event::Reply(Reply::Text { text, .. }) => {
-                    if self.stopped {
+                    // As in-process: once an abort (by anyone) or a stop
+                    // was asked for, text the worker sent before it heard
+                    // is dropped, not delivered.
+                    if self.stopped || self.flags.is_aborted() {
+                        self.flags.drop_text();
                         continue;
                     }
                     if self.stats.ttft_ms == 0.0 {
@@ -101,14 +109,14 @@ impl IsolatedStream {
                 }
                 Event::Reply(Reply::Finished { stats, .. }) => self.finish(stats),
                 Event::Reply(Reply::Failed { error, .. }) => self.fail(error),
-                Event::Gone(death, Some(aborted_at)) if death.ends_aborted_runs() => {
+                Event::Gone(death, aborted_at)
+                    if (aborted_at.is_some() && death.ends_aborted_runs()) || death.aborts_every_run() =>
+                {
                     // Killed after an abort it did not obey in time, or
-                    // closed/restarted: the run is over as asked.
-                    let stats = Stats {
-                        abort_ms: ms(aborted_at.elapsed()),
-                        finish: FinishReason::Aborted,
-                        ..Stats::default()
-                    };
+                    // closed/restarted (which abort every run, also one that
+                    // started as that began): the run is over as asked.
+                    self.flags.abort(Instant::now());
+                    let stats = Stats { finish: FinishReason::Aborted, ..Stats::default() };
                     self.finish(stats);
                 }
                 Event::Gone(death, _) => self.fail(death.error("a generation")),
@@ -124,9 +132,19 @@ impl IsolatedStream {
         self.stats.ttft_ms = ttft_ms;
         self.stats.total_ms = ms(self.started_at.elapsed());
         // As in-process, a stop asked by the callback is what ended the
-        // run, whatever the worker saw before the abort reached it.
-        if self.stopped && self.stats.finish != FinishReason::Error {
-            self.stats.finish = FinishReason::Stopped;
+        // run, whatever the worker saw before the abort reached it; and so
+        // is an abort asked for before the end arrived: the worker may have
+        // finished first, but text after the abort was not delivered. (A
+        // token limit still counts when its last text was delivered.)
+        if let Some(at) = self.flags.aborted_at() {
+            self.stats.abort_ms = ms(at.elapsed());
+            if self.stopped && self.stats.finish != FinishReason::Error {
+                self.stats.finish = FinishReason::Stopped;
+            } else if self.stats.finish == FinishReason::End
+                || (self.stats.finish == FinishReason::MaxTokens && self.flags.dropped_text())
+            {
+                self.stats.finish = FinishReason::Aborted;
+            }
         }
         self.outcome = Some(Ok(self.stats));
     }
@@ -138,11 +156,11 @@ impl IsolatedStream {
     }
 
     pub fn abort(&self) {
-        self.worker.abort_run(self.id);
+        self.worker.abort_run(self.id, &self.flags);
     }
 
     pub fn aborter(&self) -> IsolatedAborter {
-        IsolatedAborter { worker: self.worker.clone(), id: self.id }
+        IsolatedAborter { worker: self.worker.clone(), id: self.id, flags: self.flags.clone() }
     }
 
     pub fn stats(&self) -> Option<Stats> {

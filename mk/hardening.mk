@@ -5,6 +5,9 @@
 # integration tests (tests/prop_utf8.rs, tests/fuzz_c_api.rs,
 # tests/fuzz_cache.rs, tests/stress.rs) and run in `make test-rust`, bounded:
 # full size in the default-ABI run (1.3), a third in the 1.2 run.
+# tests/stress.rs stresses both modes: in-process, and isolation mode with
+# worker crashes (a model that dies of SIGSEGV, workers killed, restarts);
+# RKL_HARDENING_SCALE sets the volume of both (3,200 operations each at 1).
 #
 #   make c-stress     tests/c/test_stress.c: a long open/generate/stream/
 #                     abort/cache/close loop under LeakSanitizer (ASan) and

@@ -184,6 +184,7 @@ impl Runtime {
             handle,
             limit,
             destroyed: AtomicBool::new(false),
+            handle_gone: Arc::new(AtomicBool::new(false)),
             owned: Mutex::new(Some(owned)),
         })
     }
@@ -334,6 +335,10 @@ pub struct RawModel {
     /// How long a call may go without progress (the model's call_timeout).
     limit: Option<Duration>,
     destroyed: AtomicBool,
+    /// Set on the dispatcher thread right before `rkllm_destroy`: a call
+    /// that passed `check_live` while a close was starting, and was queued
+    /// behind the destroy, sees it there and never touches the handle.
+    handle_gone: Arc<AtomicBool>,
     owned: Mutex<Option<InitStorage>>,
 }
 
@@ -358,10 +363,15 @@ impl RawModel {
         self.check_live()?;
         let api = self.runtime.api.clone();
         let handle = self.handle;
-        self.runtime.dispatcher.call_limited(self.limit, move || {
+        let gone = self.handle_gone.clone();
+        let result = self.runtime.dispatcher.call_limited(self.limit, move || {
+            if gone.load(Ordering::Acquire) {
+                return None;
+            }
             let h = handle;
-            f(&api, h.0)
-        })
+            Some(f(&api, h.0))
+        })?;
+        result.ok_or_else(|| Error::new(ErrorKind::Closed, "the model is closed"))
     }
 
     /// Runs a status-returning runtime function and maps non-zero to an error.
@@ -483,8 +493,10 @@ impl RawModel {
         let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner()).take();
         let api = self.runtime.api.clone();
         let handle = self.handle;
+        let gone = self.handle_gone.clone();
         let result = self.runtime.dispatcher.call(move || {
             let h = handle;
+            gone.store(true, Ordering::Release);
             // SAFETY: the flag above makes this the only destroy of a live handle.
             let code = unsafe { (api.destroy)(h.0) };
             // The init strings may be referenced by the runtime until now.

@@ -154,6 +154,8 @@ struct Tally {
     /// Workers killed with SIGKILL, and restarts asked for.
     kills: u64,
     restarts_asked: u64,
+    /// Generations asked for (each must end up in exactly one count above).
+    asked: u64,
 }
 
 impl Tally {
@@ -170,6 +172,7 @@ impl Tally {
         self.calls_crashed += other.calls_crashed;
         self.kills += other.kills;
         self.restarts_asked += other.restarts_asked;
+        self.asked += other.asked;
     }
     fn finished(&mut self, finish: FinishReason) {
         match finish {
@@ -325,6 +328,7 @@ fn worker(t: usize, iterations: usize, slots: &[Slot], progress: &AtomicU64, boa
             // Generate with a callback; sometimes stop it or abort the
             // model from inside it, sometimes a token limit.
             0..=59 => {
+                tally.asked += 1;
                 let stop_after = if rng.below(8) == 0 { Some(1 + rng.below(5)) } else { None };
                 let abort_after = if rng.below(20) == 0 { Some(1 + rng.below(5)) } else { None };
                 let mut request = GenerateRequest::new(prompt.clone());
@@ -371,6 +375,7 @@ fn worker(t: usize, iterations: usize, slots: &[Slot], progress: &AtomicU64, boa
             // A stream, read to the end or dropped mid-way, or aborted
             // through its aborter from another thread.
             60..=89 => {
+                tally.asked += 1;
                 let stream = model.stream(&GenerateRequest::new(prompt.clone()));
                 let mut stream = match stream {
                     Ok(s) => s,
@@ -391,6 +396,7 @@ fn worker(t: usize, iterations: usize, slots: &[Slot], progress: &AtomicU64, boa
                 });
                 let mut text = String::new();
                 let mut pieces = 0;
+                let mut failed = false;
                 let finish = loop {
                     if drop_after.is_some_and(|n| pieces >= n) {
                         break None;
@@ -409,6 +415,7 @@ fn worker(t: usize, iterations: usize, slots: &[Slot], progress: &AtomicU64, boa
                                 Ok(StreamEvent::Finished(stats)) => assert_eq!(stats.finish, FinishReason::Error, "{at}"),
                                 other => panic!("{at}: after the error {e}: {other:?}"),
                             }
+                            failed = true;
                             break None;
                         }
                     }
@@ -422,7 +429,7 @@ fn worker(t: usize, iterations: usize, slots: &[Slot], progress: &AtomicU64, boa
                             assert_eq!(text, want, "{at}");
                         }
                     }
-                    None if drop_after.is_some() => {
+                    None if !failed => {
                         tally.streams_dropped += 1;
                         tally.aborted += 1;
                     }
@@ -581,6 +588,7 @@ fn stress(mode: Mode) {
     });
     let elapsed = started.elapsed();
     assert_eq!(progress.load(Ordering::Relaxed), (threads * per_thread) as u64, "every operation completed");
+    assert_eq!(total.generations(), total.asked, "every generation ended exactly once: {total:?}");
     let restarts: u32 = slots.iter().map(Slot::restarts).sum();
     if mode == Mode::Isolated {
         assert_isolated_models_recover(&slots);

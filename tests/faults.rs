@@ -172,14 +172,9 @@ fn isolated_run_faults_fail_the_call_and_the_model_restarts() {
         let pid = model.worker_pid().unwrap();
         let (text, result) = run(&model, "x", None);
         assert_fails(&cell, result, kind);
-        if point == "prefill" {
-            assert_eq!(text, "", "{cell}");
-        } else if kind == "segv" || kind == "abort" {
-            // Text sent before the crash arrives; the rest died with it.
-            assert!(BEFORE_TOKEN_3.starts_with(&text), "{cell}: {text:?}");
-        } else {
-            assert_eq!(text, BEFORE_TOKEN_3, "{cell}");
-        }
+        // The text of the tokens before the fault arrives, also before a
+        // crash, as in-process.
+        assert_eq!(text, if point == "prefill" { "" } else { BEFORE_TOKEN_3 }, "{cell}");
         let killed = kind != "error";
         assert_eq!(model.worker_pid().is_none(), killed, "{cell}");
         assert_recovers(&cell, &model, &path, killed);
@@ -202,7 +197,7 @@ fn isolated_stream_reports_a_crash_once_then_the_end() {
         }
     };
     assert_eq!(err.kind(), ErrorKind::RuntimeCrashed, "{err}");
-    assert!(BEFORE_TOKEN_3.starts_with(&text));
+    assert_eq!(text, BEFORE_TOKEN_3);
     match stream.next_event(None).unwrap() {
         StreamEvent::Finished(stats) => assert_eq!(stats.finish, FinishReason::Error),
         other => panic!("{other:?}"),
@@ -580,4 +575,40 @@ fn in_process_segv_and_abort_kill_the_process() {
             .unwrap();
         assert_eq!(out.status.signal(), Some(signal), "in-process {fault}: {out:?}");
     });
+}
+
+#[test]
+fn isolated_text_sent_before_a_crash_arrives_before_the_error() {
+    // With zero-cost tokens the runtime reaches the fault at once; the
+    // three chunks before it must still reach the caller, then the crash
+    // (in-process a callback would have had them too). Repeated, as losing
+    // them is a race.
+    for kind in ["segv", "abort"] {
+        let path = fault_model(&format!("iso-crash-text-{kind}"), &[&format!("fault = {kind}@token:3")]);
+        let mut c = settings(Mode::Isolated, &path);
+        c.restart = RestartPolicy { max_restarts: 100, window: Duration::from_secs(60) };
+        let model = Model::open(&c).unwrap();
+        for round in 0..8 {
+            let cell = format!("{kind}@token:3, round {round}");
+            let (text, result) = run(&model, "x", None);
+            assert_fails(&cell, result, kind);
+            assert_eq!(text, BEFORE_TOKEN_3, "{cell}: callback");
+
+            let mut stream = model.stream(&request("x", None)).unwrap();
+            let mut text = String::new();
+            let err = loop {
+                match stream.next_event(Some(Duration::from_secs(10))) {
+                    Ok(StreamEvent::Text(t)) => text.push_str(&t),
+                    Ok(other) => panic!("{cell}: {other:?}"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(text, BEFORE_TOKEN_3, "{cell}: stream");
+            assert_fails(&cell, Err::<(), _>(err), kind);
+            match stream.next_event(None).unwrap() {
+                StreamEvent::Finished(stats) => assert_eq!(stats.finish, FinishReason::Error, "{cell}"),
+                other => panic!("{cell}: {other:?}"),
+            }
+        }
+    }
 }

@@ -170,6 +170,7 @@ impl LocalStream {
     /// is stuck: its run stays registered as aborted.
     fn give_up(&mut self, error: Error) {
         self.abort();
+        self.shared.reader_gone();
         self.model.end_run(&self.shared);
         self.stats.total_ms = ms(self.started_at.elapsed());
         self.stats.finish = FinishReason::Error;
@@ -315,6 +316,7 @@ impl Iterator for LocalStream {
 
 impl Drop for LocalStream {
     fn drop(&mut self) {
+        self.shared.reader_gone();
         if self.outcome.is_none() {
             self.abort();
             self.model.end_run(&self.shared);

@@ -4,7 +4,11 @@
 //! The main thread only reads requests, so an abort is served at once even
 //! while the runtime is busy. A generation is queued on the runtime by the
 //! main thread (keeping the parent's order) and pumped to the parent by a
-//! thread of its own; every other call runs on a thread of its own.
+//! thread of its own; every other call runs on a thread of its own. Each
+//! token callback returns to the runtime only once the pump has sent its
+//! text, so a runtime that crashes after a callback cannot take that text
+//! with it: the parent gets it, then the crash, as a caller in-process
+//! would have got it before the process died.
 
 use super::process::WORKER_ARG;
 use super::protocol::{read_message, write_message, Call, Reply, Request, Value};
@@ -85,6 +89,7 @@ pub fn serve(socket: UnixStream) -> i32 {
         }
     };
     let mut input = BufReader::new(socket);
+    crate::runtime::RunShared::hand_over_each_token();
     let model = match read_message::<Request>(&mut input) {
         Ok(Some(Request::Open { id, config })) => match LocalModel::open(&config) {
             Ok(model) => {

@@ -6,6 +6,10 @@
 //! runtime may run far ahead of the reader). Here events and text bytes go
 //! into two queues that keep their capacity, so a generation in steady state
 //! allocates nothing per token.
+//!
+//! The queue also counts the events the reader is done with, so that a
+//! callback can wait until its token was handled (isolation mode's worker,
+//! see `RunShared::hand_over_each_token`).
 
 use super::trampoline::RunEvent;
 use std::collections::VecDeque;
@@ -17,6 +21,14 @@ struct Queue {
     events: VecDeque<RunEvent>,
     /// The texts of the queued `Token` events, back to back, oldest first.
     text: VecDeque<u8>,
+    /// Events pushed so far.
+    pushed: u64,
+    /// Events taken by the reader.
+    taken: u64,
+    /// Events the reader is done with: it came back for more after them.
+    handled: u64,
+    /// The reader is gone; nobody waits for `handled` any more.
+    closed: bool,
 }
 
 /// Events of one run, first in first out.
@@ -24,6 +36,8 @@ struct Queue {
 pub struct RunQueue {
     queue: Mutex<Queue>,
     ready: Condvar,
+    /// Signalled when the reader is done with events, or gone.
+    handled: Condvar,
 }
 
 impl RunQueue {
@@ -33,8 +47,9 @@ impl RunQueue {
     }
 
     /// Adds an event and wakes the reader. A `Token` event's text is given
-    /// here as `text` (its `text_len` is set from it).
-    pub fn push(&self, mut event: RunEvent, text: Option<&[u8]>) {
+    /// here as `text` (its `text_len` is set from it). Returns the event's
+    /// number, for [`RunQueue::wait_handled`].
+    pub fn push(&self, mut event: RunEvent, text: Option<&[u8]>) -> u64 {
         let mut queue = self.lock();
         if let RunEvent::Token { text_len, .. } = &mut event {
             *text_len = text.map(|bytes| {
@@ -43,19 +58,41 @@ impl RunQueue {
             });
         }
         queue.events.push_back(event);
+        queue.pushed += 1;
+        let number = queue.pushed;
         drop(queue);
         self.ready.notify_one();
+        number
+    }
+
+    /// Waits until the reader is done with event `number` (it took it and
+    /// came back for the next one), or is gone.
+    pub fn wait_handled(&self, number: u64) {
+        let queue = self.lock();
+        drop(self.handled.wait_while(queue, |q| q.handled < number && !q.closed).unwrap_or_else(|poison| poison.into_inner()));
+    }
+
+    /// The reader is gone: nothing waits for it any more.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.handled.notify_all();
     }
 
     /// The oldest event, waiting up to `wait` for one. A `Token` event's text
-    /// replaces the contents of `text`.
+    /// replaces the contents of `text`. Calling it says that the reader is
+    /// done with the events it took before.
     pub fn pop(&self, wait: Duration, text: &mut Vec<u8>) -> Option<RunEvent> {
-        let queue = self.lock();
+        let mut queue = self.lock();
+        if queue.handled != queue.taken {
+            queue.handled = queue.taken;
+            self.handled.notify_all();
+        }
         let (mut queue, _) = self
             .ready
             .wait_timeout_while(queue, wait, |q| q.events.is_empty())
             .unwrap_or_else(|poison| poison.into_inner());
         let event = queue.events.pop_front()?;
+        queue.taken += 1;
         if let RunEvent::Token { text_len: Some(len), .. } = event {
             text.clear();
             text.extend(queue.text.drain(..len));
@@ -103,6 +140,37 @@ mod tests {
         writer.join().unwrap();
         assert!(queue.pop(Duration::ZERO, &mut text).is_none());
         assert!(queue.lock().text.is_empty(), "text bytes left behind");
+    }
+
+    #[test]
+    fn a_writer_can_wait_until_the_reader_is_done_with_its_event() {
+        let queue = Arc::new(RunQueue::default());
+        let (done, seen) = std::sync::mpsc::channel();
+        let writer = {
+            let queue = queue.clone();
+            thread::spawn(move || {
+                for n in 0..100u32 {
+                    let number = queue.push(RunEvent::Token { waiting: false, text_len: None }, Some(n.to_string().as_bytes()));
+                    queue.wait_handled(number);
+                    done.send(n).unwrap();
+                }
+                let number = queue.push(RunEvent::Returned(0), None);
+                queue.wait_handled(number); // released by close
+            })
+        };
+        let mut text = Vec::new();
+        for n in 0..100u32 {
+            assert!(matches!(queue.pop(Duration::from_secs(10), &mut text), Some(RunEvent::Token { .. })));
+            assert_eq!(text, n.to_string().as_bytes());
+            // Taking token n released the writer from token n - 1 (it said
+            // so before pushing n), but not from token n.
+            assert_eq!(seen.try_recv().ok(), n.checked_sub(1), "token {n}");
+            assert!(seen.recv_timeout(Duration::from_millis(2)).is_err(), "the writer went on before token {n} was handled");
+        }
+        assert!(matches!(queue.pop(Duration::from_secs(10), &mut text), Some(RunEvent::Returned(0))));
+        assert_eq!(seen.recv_timeout(Duration::from_secs(10)).unwrap(), 99, "coming back released the last token");
+        queue.close();
+        writer.join().unwrap();
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct RunShared {
 
 static NEXT_RUN_ID: AtomicUsize = AtomicUsize::new(1);
 static ACTIVE: Mutex<Vec<Arc<RunShared>>> = Mutex::new(Vec::new());
+/// See [`RunShared::hand_over_each_token`].
+static HAND_OVER: AtomicBool = AtomicBool::new(false);
 
 fn active() -> MutexGuard<'static, Vec<Arc<RunShared>>> {
     // The table holds no invariant a panic could break half-way.
@@ -58,6 +60,16 @@ fn active() -> MutexGuard<'static, Vec<Arc<RunShared>>> {
 }
 
 impl RunShared {
+    /// From now on, every token callback in this process returns to the
+    /// runtime only once the run's reader is done with the token (took it
+    /// and came back for the next event), or is gone. For isolation mode's
+    /// worker, whose reader sends each text to the parent: a runtime that
+    /// crashes right after a callback then cannot take text with it that it
+    /// had already handed over (nor run ahead of the reader).
+    pub fn hand_over_each_token() {
+        HAND_OVER.store(true, Ordering::Release);
+    }
+
     /// A new run; its events are read with [`RunShared::next_event`].
     pub fn new(token_limit: u32) -> Arc<RunShared> {
         Arc::new(RunShared {
@@ -96,6 +108,12 @@ impl RunShared {
     /// replaces the contents of `text`.
     pub fn next_event(&self, wait: Duration, text: &mut Vec<u8>) -> Option<RunEvent> {
         self.events.pop(wait, text)
+    }
+
+    /// The reader of the run's events is gone: callbacks no longer wait for
+    /// it (see [`RunShared::hand_over_each_token`]).
+    pub fn reader_gone(&self) {
+        self.events.close();
     }
 
     /// Whether an abort was asked for.
@@ -157,7 +175,10 @@ impl RunShared {
                     }
                 };
                 let event = RunEvent::Token { waiting: state == call_state::WAITING, text_len: None };
-                self.events.push(event, text);
+                let number = self.events.push(event, text);
+                if HAND_OVER.load(Ordering::Acquire) {
+                    self.events.wait_handled(number);
+                }
             }
             call_state::FINISH => {
                 let perf = if result.is_null() {
@@ -180,8 +201,9 @@ pub unsafe extern "C" fn result_callback(result: *mut RkllmResult, userdata: *mu
     // Unwinding into the runtime's C frames would be undefined behaviour.
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let id = userdata as usize;
-        let table = active();
-        if let Some(run) = table.iter().find(|r| r.id == id) {
+        // Not under the table's lock: a callback may wait for its reader.
+        let run = active().iter().find(|r| r.id == id).cloned();
+        if let Some(run) = run {
             run.on_callback(result, state);
         } else {
             log::debug!("ignored a runtime callback for unknown run {id:#x} (state {state})");

@@ -34,15 +34,20 @@ impl Process {
     pub fn spawn(program: &Path, cwd: &Path) -> Result<(Process, UnixStream)> {
         let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("cannot start the worker '{}': {e}", program.display()));
         let (ours, theirs) = UnixStream::pair().map_err(io)?;
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .arg(WORKER_ARG)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             // The worker runs the runtime in-process, whatever the parent's
             // environment says.
             .env_remove(ENV_ISOLATED)
-            .current_dir(cwd)
-            .spawn()
-            .map_err(io)?;
+            .current_dir(cwd);
+        // While an in-process init has fd 1 routed to read the runtime's
+        // version, the worker gets the real stdout instead of that pipe.
+        if let Some(stdout) = crate::runtime::real_stdout() {
+            command.stdout(Stdio::from(stdout));
+        }
+        let child = command.spawn().map_err(io)?;
         // The Command (and with it our copy of the worker's end) is gone, so
         // the socket reports the end as soon as the worker exits.
         log::debug!("started worker '{}' as pid {}", program.display(), child.id());

@@ -18,6 +18,7 @@ pub use layout_common::PerfStat;
 pub use params::ModelParams;
 pub use dispatch::STALL_POLL;
 pub use trampoline::{RunEvent, RunShared};
+pub use version_line::real_stdout;
 
 use crate::error::{Error, ErrorKind, Result};
 use dispatch::Dispatcher;

@@ -606,9 +606,77 @@ fn isolated_text_sent_before_a_crash_arrives_before_the_error() {
             assert_eq!(text, BEFORE_TOKEN_3, "{cell}: stream");
             assert_fails(&cell, Err::<(), _>(err), kind);
             match stream.next_event(None).unwrap() {
-                StreamEvent::Finished(stats) => assert_eq!(stats.finish, FinishReason::Error, "{cell}"),
+                // The three tokens delivered count, as in-process.
+                StreamEvent::Finished(stats) => assert_eq!((stats.finish, stats.tokens), (FinishReason::Error, 3), "{cell}"),
                 other => panic!("{cell}: {other:?}"),
             }
         }
+    }
+}
+
+#[test]
+fn stats_of_a_generation_that_stopped_late_after_an_abort() {
+    // Isolation mode kills the worker after the grace; in-process the run
+    // ends late. Either way the figures count what was delivered.
+    for mode in [Mode::InProcess, Mode::Isolated] {
+        let path = fault_model("slow-abort-stats", &[&SLOW[..], &["slow_abort_ms = 600"]].concat());
+        let model = open_in(mode, &path);
+        let started = Instant::now();
+        let mut chunks = 0;
+        let mut after_abort = 0;
+        let stats = model
+            .generate(&request("x", None), |_| {
+                if chunks == 3 {
+                    after_abort += 1;
+                } else {
+                    chunks += 1;
+                    if chunks == 3 {
+                        model.abort();
+                    }
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        let took = started.elapsed().as_secs_f64() * 1000.0;
+        // ASCII: one token per chunk.
+        assert_eq!((stats.finish, chunks, after_abort, stats.tokens), (FinishReason::Aborted, 3, 0, 3), "{mode:?}: {stats:?}");
+        assert!(stats.ttft_ms > 0.0 && stats.ttft_ms < stats.total_ms, "{mode:?}: {stats:?}");
+        assert!(stats.total_ms <= took, "{mode:?}: {stats:?}");
+        assert!(stats.abort_ms >= GRACE.as_millis() as f64 && stats.abort_ms < stats.total_ms, "{mode:?}: {stats:?}");
+        assert_eq!(model.restarts(), 0, "{mode:?}");
+        // The same by stream, aborted with Stream::abort.
+        let mut stream = model.stream(&request("x", None)).unwrap();
+        let mut chunks = 0;
+        while chunks < 2 {
+            if let StreamEvent::Text(_) = stream.next_event(Some(Duration::from_secs(10))).unwrap() {
+                chunks += 1;
+            }
+        }
+        stream.abort();
+        let stats = match stream.next_event(Some(Duration::from_secs(10))).unwrap() {
+            StreamEvent::Finished(stats) => stats,
+            other => panic!("{mode:?}: {other:?}"),
+        };
+        assert_eq!((stats.finish, stats.tokens), (FinishReason::Aborted, 2), "{mode:?}: {stats:?}");
+        assert!(stats.ttft_ms > 0.0 && stats.abort_ms >= GRACE.as_millis() as f64, "{mode:?}: {stats:?}");
+        assert_eq!(stream.stats(), Some(stats));
+        if mode == Mode::Isolated {
+            assert_eq!((model.worker_pid(), model.restarts()), (None, 1), "the worker was killed");
+        }
+        // A runtime that runs ahead and stops at once: text it sent after
+        // the abort is dropped and not counted.
+        let path = model_file("abort-stats-flood", &[&format!("reply = {}", "word ".repeat(3000))]);
+        let model = open_in(mode, &path);
+        let mut chunks = 0;
+        let stats = model
+            .generate(&request("x", None), |_| {
+                chunks += 1;
+                if chunks == 5 {
+                    model.abort();
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!((stats.finish, chunks, stats.tokens), (FinishReason::Aborted, 5, 5), "{mode:?}: {stats:?}");
     }
 }

@@ -132,6 +132,11 @@ impl LocalStream {
         self.outcome.is_some()
     }
 
+    /// The tokens counted so far (`Stats::tokens` of the text handed out).
+    pub(crate) fn tokens(&self) -> u32 {
+        self.stats.tokens
+    }
+
     /// Stops the run because the chunk callback asked to.
     pub(crate) fn stop_by_callback(&mut self) {
         if self.stop == StopCause::None {

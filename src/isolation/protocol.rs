@@ -66,8 +66,14 @@ pub enum Reply {
     },
     /// The generation is queued on the runtime.
     Accepted { id: u64 },
-    /// Complete UTF-8 text of a generation.
-    Text { id: u64, text: String },
+    /// Complete UTF-8 text of a generation, with the tokens the worker's
+    /// stream counted up to and including it (`Stats::tokens` so far).
+    Text {
+        id: u64,
+        text: String,
+        #[serde(default)]
+        tokens: u32,
+    },
     /// The generation ended.
     Finished { id: u64, stats: Stats },
     /// The request failed (open, generation or call).
@@ -158,12 +164,12 @@ mod tests {
     #[test]
     fn messages_survive_the_round_trip() {
         let mut wire = Vec::new();
-        write_message(&mut wire, &Reply::Text { id: 7, text: "héllo \"wörld\" 🚀\n".into() }).unwrap();
+        write_message(&mut wire, &Reply::Text { id: 7, text: "héllo \"wörld\" 🚀\n".into(), tokens: 2 }).unwrap();
         let stats = Stats { tokens: 3, finish: FinishReason::Stopped, ..Stats::default() };
         write_message(&mut wire, &Reply::Finished { id: 7, stats }).unwrap();
         let mut input = wire.as_slice();
         match read_message::<Reply>(&mut input).unwrap().unwrap() {
-            Reply::Text { id: 7, text } => assert_eq!(text, "héllo \"wörld\" 🚀\n"),
+            Reply::Text { id: 7, text, tokens: 2 } => assert_eq!(text, "héllo \"wörld\" 🚀\n"),
             other => panic!("{other:?}"),
         }
         match read_message::<Reply>(&mut input).unwrap().unwrap() {

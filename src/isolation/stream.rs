@@ -94,7 +94,7 @@ impl IsolatedStream {
                 }
             };
             match event {
-                Event::Reply(Reply::Text { text, .. }) => {
+                Event::Reply(Reply::Text { text, tokens, .. }) => {
                     // As in-process: once an abort (by anyone) or a stop
                     // was asked for, text the worker sent before it heard
                     // is dropped, not delivered.
@@ -102,6 +102,9 @@ impl IsolatedStream {
                         self.flags.drop_text();
                         continue;
                     }
+                    // The tokens received and delivered so far, also for a
+                    // run that ends without the worker's figures.
+                    self.stats.tokens = tokens;
                     if self.stats.ttft_ms == 0.0 {
                         self.stats.ttft_ms = ms(self.started_at.elapsed()).max(f64::MIN_POSITIVE);
                     }
@@ -114,9 +117,10 @@ impl IsolatedStream {
                 {
                     // Killed after an abort it did not obey in time, or
                     // closed/restarted (which abort every run, also one that
-                    // started as that began): the run is over as asked.
+                    // started as that began): the run is over as asked,
+                    // with what was delivered of it.
                     self.flags.abort(Instant::now());
-                    let stats = Stats { finish: FinishReason::Aborted, ..Stats::default() };
+                    let stats = Stats { finish: FinishReason::Aborted, tokens: self.stats.tokens, ..Stats::default() };
                     self.finish(stats);
                 }
                 Event::Gone(death, _) => self.fail(death.error("a generation")),
@@ -127,10 +131,15 @@ impl IsolatedStream {
 
     /// Ends with the worker's figures and this side's timing.
     fn finish(&mut self, worker_stats: Stats) {
-        let ttft_ms = self.stats.ttft_ms;
+        let (ttft_ms, delivered_tokens) = (self.stats.ttft_ms, self.stats.tokens);
         self.stats = worker_stats;
         self.stats.ttft_ms = ttft_ms;
         self.stats.total_ms = ms(self.started_at.elapsed());
+        if self.flags.dropped_text() {
+            // The worker counted tokens whose text came after the abort and
+            // was dropped here; in-process they are not counted.
+            self.stats.tokens = delivered_tokens;
+        }
         // As in-process, a stop asked by the callback is what ended the
         // run, whatever the worker saw before the abort reached it; and so
         // is an abort asked for before the end arrived: the worker may have

@@ -228,7 +228,7 @@ fn start_heartbeat(model: &LocalModel, out: Out, busy: Arc<AtomicUsize>) {
 fn pump(id: u64, mut stream: LocalStream, out: &Out, runs: &Mutex<HashMap<u64, LocalAborter>>) {
     loop {
         match stream.next_event(None) {
-            Ok(StreamEvent::Text(text)) => send(out, &Reply::Text { id, text }),
+            Ok(StreamEvent::Text(text)) => send(out, &Reply::Text { id, text, tokens: stream.tokens() }),
             Ok(StreamEvent::Finished(stats)) => {
                 send(out, &Reply::Finished { id, stats });
                 break;

@@ -282,11 +282,23 @@ fn isolated_restarts_are_bounded_and_restart_resets_them() {
     let err = run(&model, "x", None).1.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RuntimeCrashed);
     assert!(err.message().contains("not restarted automatically"), "{err}");
+    assert!(err.message().contains("restart the model to try again"), "{err}");
+    assert_language_neutral("the restart limit", &err);
     assert_eq!(model.restarts(), 2, "no restart past the limit");
     heal(&path);
     model.restart().unwrap();
     assert_eq!(run(&model, "x", None).0, "abcdefghijklmnopqrstuvwxyz");
     assert_eq!(model.restarts(), 3);
+}
+
+/// Names that mean something only in Rust; rkl's messages reach C, C++, Go,
+/// Node and Python users too.
+const RUST_ONLY: [&str; 7] = ["Model::", "Stream::", "Break", "ControlFlow", "OpenConfig", "GenerateRequest", "host_path"];
+
+fn assert_language_neutral(what: &str, err: &rkl::Error) {
+    for name in RUST_ONLY {
+        assert!(!err.message().contains(name), "{what}: the message names {name}: {err}");
+    }
 }
 
 /// Kills the current worker with SIGKILL and waits until the model noticed.
@@ -388,11 +400,13 @@ fn isolated_and_in_process_streams_deliver_the_same() {
         let stats = model
             .generate(&request("x", None), |_| {
                 chunks += 1;
-                nested.get_or_insert_with(|| model.kv_cache_tokens().unwrap_err().kind());
+                nested.get_or_insert_with(|| model.kv_cache_tokens().unwrap_err());
                 if chunks == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
             })
             .unwrap();
-        assert_eq!((stats.finish, chunks, nested), (FinishReason::Stopped, 2, Some(ErrorKind::Reentrant)));
+        let nested = nested.unwrap();
+        assert_eq!((stats.finish, chunks, nested.kind()), (FinishReason::Stopped, 2, ErrorKind::Reentrant));
+        assert_language_neutral("a call inside the callback", &nested);
     }
     isolated.close().unwrap();
     assert_eq!(run(&isolated, "x", None).1.unwrap_err().kind(), ErrorKind::Closed);

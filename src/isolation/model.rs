@@ -193,7 +193,7 @@ impl IsolatedModel {
             return Err(Error::new(
                 ErrorKind::Reentrant,
                 "called from inside a chunk callback of a generation on the same model; \
-                 only abort is allowed there (return Break from the callback to stop)",
+                 only abort is allowed there (the callback's return value can stop the generation)",
             ));
         }
         Ok(())
@@ -226,7 +226,7 @@ impl IsolatedModel {
                 ErrorKind::RuntimeCrashed,
                 format!(
                     "the runtime process ended ({how}) and was restarted {} times within {} s, the limit; \
-                     it is not restarted automatically again (call Model::restart / rkl_model_restart)",
+                     it is not restarted automatically again (restart the model to try again)",
                     recent.len(),
                     window.as_secs()
                 ),

@@ -170,7 +170,7 @@ impl LocalModel {
             return Err(Error::new(
                 ErrorKind::Reentrant,
                 "called from inside a chunk callback of a generation on the same runtime; \
-                 only abort is allowed there (return Break from the callback to stop)",
+                 only abort is allowed there (the callback's return value can stop the generation)",
             ));
         }
         Ok(())

@@ -261,11 +261,25 @@ fn two_threads_saving_to_one_path_leave_one_whole_cache() {
 /// run not registered yet) stops the save as well, and leaves no cache.
 #[test]
 fn an_abort_while_a_save_waits_its_turn_stops_the_save() {
+    abort_while_a_save_waits(false);
+}
+
+#[test]
+fn isolated_an_abort_while_a_save_waits_its_turn_stops_the_save() {
+    abort_while_a_save_waits(true);
+}
+
+fn abort_while_a_save_waits(isolated: bool) {
     let path = model_file(
         "cache-abort-queued",
         &["reply = a long and slow answer to {prompt}", "time_scale = 1", "decode_us_per_token = 20000"],
     );
-    let model = Model::open(&config(&path)).unwrap();
+    let mut c = config(&path);
+    if isolated {
+        c.isolated = true;
+        c.host_path = Some(env!("CARGO_BIN_EXE_rkl-host").into());
+    }
+    let model = Model::open(&c).unwrap();
     let dir = temp_dir("cache-abort-queued");
     let target = dir.join("system.rklcache");
     let mut busy = model.stream(&GenerateRequest::new("keep the runtime busy")).unwrap();
@@ -288,6 +302,75 @@ fn an_abort_while_a_save_waits_its_turn_stops_the_save() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "an aborted save leaves nothing behind");
     // The model works on.
     saved_then_loaded(&model, &dir);
+}
+
+/// Isolation mode: `Model::abort` right after a save's request went to the
+/// worker, while the save waits behind a running generation, stops the save
+/// (the worker must not handle the abort before the save looked at the
+/// model's abort count). The abort is made by a logger on the saving
+/// thread, when rkl logs that the request was sent. Repeated, as the worker
+/// served the two in a race.
+#[test]
+fn isolated_an_abort_right_after_a_save_was_sent_stops_the_save() {
+    log::set_logger(&ABORT_AFTER_SEND).expect("no other logger in this test binary");
+    log::set_max_level(log::LevelFilter::Trace);
+    let path = model_file(
+        "cache-abort-sent",
+        &["reply = a long and slow answer to {prompt}", "time_scale = 1", "decode_us_per_token = 20000"],
+    );
+    let mut c = config(&path);
+    c.isolated = true;
+    c.host_path = Some(env!("CARGO_BIN_EXE_rkl-host").into());
+    let model = Model::open(&c).unwrap();
+    for round in 0..10 {
+        let dir = temp_dir("cache-abort-sent");
+        let target = dir.join("system.rklcache");
+        let mut busy = model.stream(&GenerateRequest::new("keep the runtime busy")).unwrap();
+        assert!(matches!(busy.next(), Some(Ok(_))), "round {round}: the first generation is running");
+        let saver = {
+            let (model, target) = (model.clone(), target.clone());
+            std::thread::spawn(move || {
+                ABORT_ON_SEND.with(|a| *a.borrow_mut() = Some(model.clone()));
+                let saved = model.cache_save(&GenerateRequest::new(SYSTEM), &target);
+                let aborted = ABORT_ON_SEND.with(|a| a.borrow_mut().take()).is_none();
+                (saved, aborted)
+            })
+        };
+        let (saved, aborted) = saver.join().unwrap();
+        assert!(aborted, "round {round}: the logger did not see the request go out");
+        assert_eq!(saved.map(|_| ()).unwrap_err().kind(), ErrorKind::Aborted, "round {round}");
+        assert_eq!(busy.by_ref().count(), 0, "round {round}: the running generation was aborted too");
+        assert_eq!(busy.stats().unwrap().finish, rkl::FinishReason::Aborted, "round {round}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "round {round}: an aborted save leaves nothing behind");
+    }
+    assert_eq!(model.restarts(), 0, "the worker stopped in time");
+    saved_then_loaded(&model, &temp_dir("cache-abort-sent-after"));
+}
+
+thread_local! {
+    /// The model to abort once this thread sent a request to a worker.
+    static ABORT_ON_SEND: std::cell::RefCell<Option<Model>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Aborts `ABORT_ON_SEND`'s model when rkl logs that a request was sent.
+struct AbortAfterSend;
+
+static ABORT_AFTER_SEND: AbortAfterSend = AbortAfterSend;
+
+impl log::Log for AbortAfterSend {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        if record.args().to_string().starts_with("sent request") {
+            if let Some(model) = ABORT_ON_SEND.with(|a| a.borrow_mut().take()) {
+                model.abort();
+            }
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 fn saved_then_loaded(model: &Model, dir: &Path) {

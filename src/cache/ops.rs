@@ -102,7 +102,14 @@ impl LocalModel {
     pub fn cache_save(&self, request: &GenerateRequest, path: &Path) -> Result<CacheInfo> {
         // An abort of the model before the save's run is registered (the
         // clear below may wait behind other calls) must stop the save too.
-        let aborts = self.inner().abort_count();
+        self.cache_save_after(request, path, self.inner().abort_count())
+    }
+
+    /// [`LocalModel::cache_save`], stopped by every abort of the model since
+    /// its abort count (`ModelInner::abort_count`) was `aborts`. A caller
+    /// that hands the save to another thread takes the count before it
+    /// does, so that an abort it serves in between is not missed.
+    pub(crate) fn cache_save_after(&self, request: &GenerateRequest, path: &Path, aborts: u64) -> Result<CacheInfo> {
         self.check_usable()?;
         if request.lora.is_some() {
             // The manifest does not record adapters yet, so such a cache

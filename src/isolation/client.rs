@@ -261,6 +261,10 @@ impl Worker {
         let (sender, events) = unbounded();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode(&make(id)).map_err(|e| Error::invalid(format!("cannot send the request to the worker: {e}")))?;
+        // Registered and sent under the writer's lock, as `abort_all` marks
+        // and sends: an abort that finds this request open reaches the
+        // worker after it.
+        let socket = self.writer();
         {
             let mut state = self.shared.lock();
             if let Some(death) = &state.death {
@@ -280,7 +284,9 @@ impl Worker {
         self.shared.wake.notify_all();
         // A failed send means the worker is gone; the reader then ends this
         // request with how it went.
-        self.send_frame(&frame);
+        self.send_on(&socket, &frame);
+        drop(socket);
+        log::trace!("sent request {id} to worker {}", self.pid());
         if run && flags.is_aborted() {
             // Aborted before it was sent (`abort_run` found no entry to
             // notify): the worker must hear it too, or the watchdog would
@@ -298,9 +304,17 @@ impl Worker {
         }
     }
 
+    fn writer(&self) -> MutexGuard<'_, UnixStream> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn send_frame(&self, frame: &[u8]) {
-        let socket = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = send_all(&socket, frame) {
+        self.send_on(&self.writer(), frame);
+    }
+
+    /// Sends `frame` on the socket whose lock the caller holds.
+    fn send_on(&self, socket: &UnixStream, frame: &[u8]) {
+        if let Err(e) = send_all(socket, frame) {
             log::debug!("writing to worker {}: {e}", self.pid());
         }
     }
@@ -316,8 +330,15 @@ impl Worker {
     }
 
     /// Aborts every run of the worker. Once this returns, no more of their
-    /// text is delivered.
+    /// text is delivered. The worker hears it after every request marked
+    /// here (see `submit`), so it also stops a save that it received but
+    /// had not started yet.
     pub fn abort_all(&self) {
+        let frame = match encode(&Request::AbortAll) {
+            Ok(frame) => frame,
+            Err(e) => return log::warn!("cannot encode AbortAll: {e}"),
+        };
+        let socket = self.writer();
         {
             let state = self.shared.lock();
             let now = Instant::now();
@@ -325,7 +346,7 @@ impl Worker {
                 entry.flags.abort(now);
             }
         }
-        self.notify(&Request::AbortAll);
+        self.send_on(&socket, &frame);
     }
 
     /// Ends the worker with SIGKILL, recording why.

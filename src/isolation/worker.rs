@@ -149,10 +149,14 @@ pub fn serve(socket: UnixStream) -> i32 {
             }
             Request::AbortAll => model.abort(),
             Request::Call { id, call } => {
+                // Taken now, in the order of the requests: an AbortAll read
+                // after this call stops a save even when it is served before
+                // the call's thread gets to run.
+                let aborts = model.inner().abort_count();
                 let (model, out, busy) = (model.clone(), out.clone(), Busy::start(&busy));
                 threads.push(std::thread::spawn(move || {
                     let _busy = busy;
-                    let reply = match execute(&model, call) {
+                    let reply = match execute(&model, call, aborts) {
                         Ok(value) => Reply::Done { id, value },
                         Err(error) => Reply::Failed { id, error },
                     };
@@ -243,7 +247,9 @@ fn pump(id: u64, mut stream: LocalStream, out: &Out, runs: &Mutex<HashMap<u64, L
     runs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
 }
 
-fn execute(model: &LocalModel, call: Call) -> Result<Value> {
+/// Runs `call`; a save is stopped by the aborts since the model's abort
+/// count was `aborts`.
+fn execute(model: &LocalModel, call: Call, aborts: u64) -> Result<Value> {
     let unit = |_| Value::Unit;
     match call {
         Call::ClearHistory { keep_system_prompt } => model.clear_history(keep_system_prompt).map(unit),
@@ -253,7 +259,9 @@ fn execute(model: &LocalModel, call: Call) -> Result<Value> {
             model.set_function_tools(&system, &tools_json, &tool_response).map(unit)
         }
         Call::LoadLora { path, name, scale } => model.load_lora(&path, &name, scale).map(unit),
-        Call::CacheSave { request, path } => model.cache_save(&request, &path).map(|info| Value::Cache(Box::new(info))),
+        Call::CacheSave { request, path } => {
+            model.cache_save_after(&request, &path, aborts).map(|info| Value::Cache(Box::new(info)))
+        }
         Call::CacheLoad { path } => model.cache_load(&path).map(|info| Value::Cache(Box::new(info))),
         Call::CacheRelease => model.cache_release().map(unit),
     }

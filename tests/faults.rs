@@ -596,14 +596,15 @@ fn isolated_text_sent_before_a_crash_arrives_before_the_error() {
     // With zero-cost tokens the runtime reaches the fault at once; the
     // three chunks before it must still reach the caller, then the crash
     // (in-process a callback would have had them too). Repeated, as losing
-    // them is a race.
-    for kind in ["segv", "abort"] {
-        let path = fault_model(&format!("iso-crash-text-{kind}"), &[&format!("fault = {kind}@token:3")]);
+    // them is a race; also with callbacks from a thread of the runtime's.
+    for (kind, thread) in [("segv", "caller"), ("abort", "caller"), ("segv", "foreign")] {
+        let fault = format!("fault = {kind}@token:3");
+        let path = fault_model(&format!("iso-crash-text-{kind}"), &[&fault, &format!("callback_thread = {thread}")]);
         let mut c = settings(Mode::Isolated, &path);
         c.restart = RestartPolicy { max_restarts: 100, window: Duration::from_secs(60) };
         let model = Model::open(&c).unwrap();
         for round in 0..8 {
-            let cell = format!("{kind}@token:3, round {round}");
+            let cell = format!("{kind}@token:3, {thread} thread, round {round}");
             let (text, result) = run(&model, "x", None);
             assert_fails(&cell, result, kind);
             assert_eq!(text, BEFORE_TOKEN_3, "{cell}: callback");

@@ -4,7 +4,7 @@
 use super::{FinishReason, Stats, Step, StreamEvent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::ModelInner;
-use crate::runtime::{PerfStat, RunEvent, RunShared, STALL_POLL};
+use crate::runtime::{Batch, PerfStat, RunEvent, RunShared, STALL_POLL};
 use crate::utf8::Reassembler;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +42,8 @@ pub(crate) struct LocalStream {
     shared: Arc<RunShared>,
     /// The text of the token being handled (reused).
     token_text: Vec<u8>,
+    /// Events taken from the run's queue, not read yet.
+    batch: Batch,
     reassembler: Reassembler,
     token_limit: u32,
     stop: StopCause,
@@ -58,6 +60,7 @@ impl LocalStream {
             model,
             shared,
             token_text: Vec::new(),
+            batch: Batch::default(),
             reassembler: Reassembler::new(),
             token_limit,
             stop: StopCause::None,
@@ -156,7 +159,7 @@ impl LocalStream {
             if aborting {
                 wait = wait.min(ABORT_REPEAT);
             }
-            if let Some(event) = self.shared.next_event(wait, &mut self.token_text) {
+            if let Some(event) = self.shared.next_event(wait, &mut self.batch, &mut self.token_text) {
                 return Ok(Some(event));
             }
             if let Some(stuck) = self.model.raw.runtime().stuck() {

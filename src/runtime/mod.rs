@@ -17,6 +17,7 @@ pub use family::Family;
 pub use layout_common::PerfStat;
 pub use params::ModelParams;
 pub use dispatch::STALL_POLL;
+pub use run_queue::Batch;
 pub use trampoline::{RunEvent, RunShared};
 pub use version_line::real_stdout;
 

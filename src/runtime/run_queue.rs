@@ -7,6 +7,10 @@
 //! into two queues that keep their capacity, so a generation in steady state
 //! allocates nothing per token.
 //!
+//! The reader takes everything queued at once into its own [`Batch`] and
+//! reads that without the lock, so that the runtime's thread and the
+//! reader's rarely meet on it.
+//!
 //! The queue also counts the events the reader is done with, so that a
 //! callback can wait until its token was handled (isolation mode's worker,
 //! see `RunShared::hand_over_each_token`).
@@ -29,6 +33,29 @@ struct Queue {
     handled: u64,
     /// The reader is gone; nobody waits for `handled` any more.
     closed: bool,
+    /// Threads waiting in `pop` and in `wait_handled`: a wake-up costs a
+    /// system call, so it is made only when someone waits.
+    readers_waiting: u32,
+    callbacks_waiting: u32,
+}
+
+/// Events the reader took out of the queue, read without the lock. Its
+/// buffers and the queue's trade places, so neither allocates once grown.
+#[derive(Default)]
+pub struct Batch {
+    events: VecDeque<RunEvent>,
+    text: VecDeque<u8>,
+}
+
+impl Batch {
+    fn next(&mut self, text: &mut Vec<u8>) -> Option<RunEvent> {
+        let event = self.events.pop_front()?;
+        if let RunEvent::Token { text_len: Some(len), .. } = event {
+            text.clear();
+            text.extend(self.text.drain(..len));
+        }
+        Some(event)
+    }
 }
 
 /// Events of one run, first in first out.
@@ -60,16 +87,22 @@ impl RunQueue {
         queue.events.push_back(event);
         queue.pushed += 1;
         let number = queue.pushed;
+        let wake = queue.readers_waiting > 0;
         drop(queue);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         number
     }
 
     /// Waits until the reader is done with event `number` (it took it and
     /// came back for the next one), or is gone.
     pub fn wait_handled(&self, number: u64) {
-        let queue = self.lock();
-        drop(self.handled.wait_while(queue, |q| q.handled < number && !q.closed).unwrap_or_else(|poison| poison.into_inner()));
+        let mut queue = self.lock();
+        queue.callbacks_waiting += 1;
+        let mut queue =
+            self.handled.wait_while(queue, |q| q.handled < number && !q.closed).unwrap_or_else(|poison| poison.into_inner());
+        queue.callbacks_waiting -= 1;
     }
 
     /// The reader is gone: nothing waits for it any more.
@@ -78,26 +111,35 @@ impl RunQueue {
         self.handled.notify_all();
     }
 
-    /// The oldest event, waiting up to `wait` for one. A `Token` event's text
-    /// replaces the contents of `text`. Calling it says that the reader is
-    /// done with the events it took before.
-    pub fn pop(&self, wait: Duration, text: &mut Vec<u8>) -> Option<RunEvent> {
+    /// The oldest event, waiting up to `wait` for one: from `batch`, else
+    /// everything queued moves into `batch` first. A `Token` event's text
+    /// replaces the contents of `text`. Coming back to the queue says that
+    /// the reader is done with the events it took before.
+    pub fn pop(&self, wait: Duration, batch: &mut Batch, text: &mut Vec<u8>) -> Option<RunEvent> {
+        if let Some(event) = batch.next(text) {
+            return Some(event);
+        }
         let mut queue = self.lock();
         if queue.handled != queue.taken {
             queue.handled = queue.taken;
-            self.handled.notify_all();
+            if queue.callbacks_waiting > 0 {
+                self.handled.notify_all();
+            }
         }
-        let (mut queue, _) = self
-            .ready
-            .wait_timeout_while(queue, wait, |q| q.events.is_empty())
-            .unwrap_or_else(|poison| poison.into_inner());
-        let event = queue.events.pop_front()?;
-        queue.taken += 1;
-        if let RunEvent::Token { text_len: Some(len), .. } = event {
-            text.clear();
-            text.extend(queue.text.drain(..len));
+        if queue.events.is_empty() {
+            queue.readers_waiting += 1;
+            queue = self
+                .ready
+                .wait_timeout_while(queue, wait, |q| q.events.is_empty())
+                .unwrap_or_else(|poison| poison.into_inner())
+                .0;
+            queue.readers_waiting -= 1;
         }
-        Some(event)
+        queue.taken += queue.events.len() as u64;
+        std::mem::swap(&mut queue.events, &mut batch.events);
+        std::mem::swap(&mut queue.text, &mut batch.text);
+        drop(queue);
+        batch.next(text)
     }
 }
 
@@ -125,9 +167,9 @@ mod tests {
                 queue.push(RunEvent::Returned(0), None);
             })
         };
-        let mut text = Vec::new();
+        let (mut batch, mut text) = (Batch::default(), Vec::new());
         for n in 0..1000u32 {
-            match queue.pop(Duration::from_secs(10), &mut text) {
+            match queue.pop(Duration::from_secs(10), &mut batch, &mut text) {
                 Some(RunEvent::Token { text_len: None, .. }) => assert_eq!(n % 7, 0, "token {n} lost its text"),
                 Some(RunEvent::Token { text_len: Some(len), .. }) => {
                     assert_eq!(text, n.to_string().as_bytes());
@@ -136,10 +178,10 @@ mod tests {
                 other => panic!("expected token {n}, got {other:?}"),
             }
         }
-        assert!(matches!(queue.pop(Duration::from_secs(10), &mut text), Some(RunEvent::Returned(0))));
+        assert!(matches!(queue.pop(Duration::from_secs(10), &mut batch, &mut text), Some(RunEvent::Returned(0))));
         writer.join().unwrap();
-        assert!(queue.pop(Duration::ZERO, &mut text).is_none());
-        assert!(queue.lock().text.is_empty(), "text bytes left behind");
+        assert!(queue.pop(Duration::ZERO, &mut batch, &mut text).is_none());
+        assert!(queue.lock().text.is_empty() && batch.text.is_empty(), "text bytes left behind");
     }
 
     #[test]
@@ -158,16 +200,16 @@ mod tests {
                 queue.wait_handled(number); // released by close
             })
         };
-        let mut text = Vec::new();
+        let (mut batch, mut text) = (Batch::default(), Vec::new());
         for n in 0..100u32 {
-            assert!(matches!(queue.pop(Duration::from_secs(10), &mut text), Some(RunEvent::Token { .. })));
+            assert!(matches!(queue.pop(Duration::from_secs(10), &mut batch, &mut text), Some(RunEvent::Token { .. })));
             assert_eq!(text, n.to_string().as_bytes());
             // Taking token n released the writer from token n - 1 (it said
             // so before pushing n), but not from token n.
             assert_eq!(seen.try_recv().ok(), n.checked_sub(1), "token {n}");
             assert!(seen.recv_timeout(Duration::from_millis(2)).is_err(), "the writer went on before token {n} was handled");
         }
-        assert!(matches!(queue.pop(Duration::from_secs(10), &mut text), Some(RunEvent::Returned(0))));
+        assert!(matches!(queue.pop(Duration::from_secs(10), &mut batch, &mut text), Some(RunEvent::Returned(0))));
         assert_eq!(seen.recv_timeout(Duration::from_secs(10)).unwrap(), 99, "coming back released the last token");
         queue.close();
         writer.join().unwrap();
@@ -176,6 +218,6 @@ mod tests {
     #[test]
     fn pop_times_out_when_empty() {
         let queue = RunQueue::default();
-        assert!(queue.pop(Duration::from_millis(5), &mut Vec::new()).is_none());
+        assert!(queue.pop(Duration::from_millis(5), &mut Batch::default(), &mut Vec::new()).is_none());
     }
 }

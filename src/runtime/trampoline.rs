@@ -6,7 +6,7 @@
 
 use super::dispatch::Watch;
 use super::layout_common::{call_state, PerfStat, RkllmResult};
-use super::run_queue::RunQueue;
+use super::run_queue::{Batch, RunQueue};
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -105,9 +105,10 @@ impl RunShared {
     }
 
     /// The run's next event, waiting up to `wait` for one. A token's text
-    /// replaces the contents of `text`.
-    pub fn next_event(&self, wait: Duration, text: &mut Vec<u8>) -> Option<RunEvent> {
-        self.events.pop(wait, text)
+    /// replaces the contents of `text`. `batch` is the reader's own, kept
+    /// from call to call.
+    pub fn next_event(&self, wait: Duration, batch: &mut Batch, text: &mut Vec<u8>) -> Option<RunEvent> {
+        self.events.pop(wait, batch, text)
     }
 
     /// The reader of the run's events is gone: callbacks no longer wait for

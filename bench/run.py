@@ -469,7 +469,7 @@ def render(res, mach, mode, plots_rel, cmdline):
     w(table(["measure", "plain C on the runtime", "rkl", "rkl − plain"], rows))
     w("")
     after0 = res.get("rkl_abort_after@0", [])
-    if after0:
+    if after0 and max(after0) > 0:
         w("With zero-cost tokens the simulator produces tokens faster than rkl hands them to the callback "
           f"(section 1), so tokens queue up between rkl's runtime thread and the caller. `rkl_abort` stops the "
           "runtime at once, but `rkl_generate` still delivers the text already queued before it returns: "
@@ -477,6 +477,10 @@ def render(res, mach, mode, plots_rel, cmdline):
           "and that backlog is what the latency at decode 0 measures. With real decode times (tens of ms "
           "per token) there is no backlog and rkl adds nothing measurable to the runtime's own abort "
           "latency.\n")
+    elif after0:
+        w("No text reached the callback after the abort call, also with zero-cost tokens: text the runtime "
+          "queued before the abort is dropped, not delivered. With real decode times (tens of ms per token) "
+          "rkl adds nothing measurable to the runtime's own abort latency.\n")
     w(f"![abort latency]({plots_rel}/abort.png)\n")
 
     # ------------------------------------------------ 4

@@ -74,6 +74,9 @@ struct Inner {
     restarts: AtomicU32,
 }
 
+/// How many times a request that found its worker gone is sent again.
+const RESUBMITS: u32 = 8;
+
 /// An open model whose runtime runs in a worker process.
 #[derive(Clone)]
 pub(crate) struct IsolatedModel {
@@ -284,17 +287,20 @@ impl IsolatedModel {
     /// Sends a request to the live worker. A request that finds its worker
     /// ended, or being ended by a restart, was never sent: it goes to the
     /// next worker (the one the restart starts, or a new one after a crash,
-    /// within the policy), once.
+    /// within the policy), up to [`RESUBMITS`] times (restarts asked for
+    /// from other threads may follow each other).
     fn submit(&self, run: bool, flags: Arc<RequestFlags>, make: impl Fn(u64) -> Request) -> Result<(Arc<Worker>, Submitted)> {
-        let worker = self.worker()?;
-        match worker.submit(run, flags.clone(), &make) {
-            Ok(submitted) => Ok((worker, submitted)),
-            Err(_) if worker.is_gone() => {
-                let worker = self.worker()?;
-                let submitted = worker.submit(run, flags, &make)?;
-                Ok((worker, submitted))
+        let mut worker = self.worker()?;
+        let mut resubmits = 0;
+        loop {
+            match worker.submit(run, flags.clone(), &make) {
+                Ok(submitted) => return Ok((worker, submitted)),
+                Err(_) if worker.is_gone() && resubmits < RESUBMITS => {
+                    resubmits += 1;
+                    worker = self.worker()?;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
     }
 

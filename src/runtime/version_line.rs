@@ -125,8 +125,10 @@ fn start_capture(limit: Duration) -> Option<(Arc<Route>, mpsc::Receiver<String>)
         active = ENDED.wait_timeout(active, left).unwrap_or_else(|p| p.into_inner()).0;
     }
     flush_all();
-    // SAFETY: dup of fd 1 returns a new descriptor we own (or -1).
-    let saved = unsafe { libc::dup(1) };
+    // Close-on-exec: a process started during the capture (not only rkl's
+    // workers) must not inherit this copy of stdout.
+    // SAFETY: F_DUPFD_CLOEXEC on fd 1 returns a new descriptor we own (or -1).
+    let saved = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 0) };
     if saved < 0 {
         return None;
     }
@@ -275,6 +277,27 @@ mod tests {
         assert!(restored_inside, "fd 1 came back while the call still ran");
         assert_eq!(parse(&kept).as_deref(), Some("7.8.9"));
         assert_eq!(stdout_identity(), real);
+    }
+
+    /// The descriptors a child process starts with.
+    fn child_descriptors() -> Vec<String> {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "ls /proc/$$/fd"])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .expect("sh runs");
+        let mut fds: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+        fds.sort();
+        fds
+    }
+
+    #[test]
+    fn a_child_started_during_a_capture_inherits_no_descriptor_of_it() {
+        let _serial = lock(&SERIAL);
+        let outside = child_descriptors();
+        let (inside, _) = capture_stdout_for(Duration::from_secs(30), child_descriptors);
+        assert_eq!(inside, outside, "a child started during the capture got more descriptors than one started outside it");
     }
 
     #[test]

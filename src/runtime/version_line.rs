@@ -165,8 +165,8 @@ fn start_capture(limit: Duration) -> Option<(Arc<Route>, mpsc::Receiver<String>)
 
 /// The pipe's reader: forwards every byte to `out` as it comes, keeps a copy
 /// until the version line is complete, and ends the route then (or at
-/// `deadline`). Sends the kept text when the route ends for the version
-/// line, else at the pipe's end.
+/// `deadline`, or when the pipe ends or fails first). Sends the kept text
+/// when the route ends for the version line, else at the pipe's end.
 fn tee(reader: OwnedFd, out: OwnedFd, route: &Arc<Route>, deadline: Instant, kept_tx: mpsc::Sender<String>) {
     let mut out = std::fs::File::from(out);
     let mut kept = Vec::new();
@@ -211,6 +211,10 @@ fn tee(reader: OwnedFd, out: OwnedFd, route: &Arc<Route>, deadline: Instant, kep
             }
         }
     }
+    // The pipe ended or failed: a route still on would stay on for as long
+    // as the call runs (no deadline is watched any more), and with no
+    // reader left, writes to fd 1 would fail.
+    route.restore();
     if !sent {
         let _ = kept_tx.send(String::from_utf8_lossy(&kept).into_owned());
     }
@@ -298,6 +302,30 @@ mod tests {
         let outside = child_descriptors();
         let (inside, _) = capture_stdout_for(Duration::from_secs(30), child_descriptors);
         assert_eq!(inside, outside, "a child started during the capture got more descriptors than one started outside it");
+    }
+
+    #[test]
+    fn a_capture_whose_pipe_was_taken_away_ends_while_the_call_goes_on() {
+        let _serial = lock(&SERIAL);
+        let real = stdout_identity();
+        let (ended_inside, _) = capture_stdout_for(Duration::from_millis(100), || {
+            // Someone else points fd 1 elsewhere (here: back at the real
+            // stdout) while the call runs: the pipe ends.
+            let elsewhere = real_stdout().expect("a capture is on");
+            // SAFETY: both descriptors are open.
+            assert!(unsafe { libc::dup2(elsewhere.as_raw_fd(), 1) } >= 0);
+            drop(elsewhere);
+            let start = Instant::now();
+            while real_stdout().is_some() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            true
+        });
+        assert!(ended_inside, "the capture still counted as on while the call went on, long after its limit");
+        assert_eq!(stdout_identity(), real);
     }
 
     #[test]

@@ -391,6 +391,7 @@ impl RawModel {
         let handle = self.handle;
         let family = self.runtime.family;
         shared.attach_watch(self.runtime.dispatcher.watch().clone());
+        let end = EndGuard(Some(shared.clone()));
         self.runtime.dispatcher.submit_limited(self.limit, move || {
             let h = handle;
             shared.send(RunEvent::Started);
@@ -398,7 +399,7 @@ impl RawModel {
             // `request` (prompt, role, cache path...) is dropped only after
             // rkllm_run returned, and so after its last callback.
             drop(request);
-            shared.send(match outcome {
+            end.report(match outcome {
                 Some(code) => RunEvent::Returned(code),
                 None => RunEvent::Skipped,
             });
@@ -518,6 +519,67 @@ impl Drop for RawModel {
         if let Err(e) = self.destroy() {
             log::warn!("closing a model failed: {e}");
         }
+    }
+}
+
+/// Tells a run's reader how the run ended. If the job holding it ends
+/// without saying (it unwound, or was dropped without running), the reader
+/// gets `Returned(i32::MIN)` (a failed run) instead of waiting for an end
+/// that cannot come.
+struct EndGuard(Option<Arc<RunShared>>);
+
+impl EndGuard {
+    fn report(mut self, event: RunEvent) {
+        if let Some(shared) = self.0.take() {
+            shared.send(event);
+        }
+    }
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.send(RunEvent::Returned(i32::MIN));
+        }
+    }
+}
+
+#[cfg(test)]
+mod end_guard_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn next(shared: &RunShared) -> Option<RunEvent> {
+        shared.next_event(Duration::ZERO, &mut Batch::default(), &mut Vec::new())
+    }
+
+    #[test]
+    fn a_job_that_ends_without_reporting_reports_a_failed_run() {
+        let shared = RunShared::new(0);
+        let job = {
+            let end = EndGuard(Some(shared.clone()));
+            move || end.report(RunEvent::Returned(0))
+        };
+        drop(job); // never ran
+        assert!(matches!(next(&shared), Some(RunEvent::Returned(i32::MIN))));
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe({
+            let end = EndGuard(Some(shared.clone()));
+            move || {
+                let _end = end;
+                panic!("the job unwinds");
+            }
+        }));
+        assert!(unwound.is_err());
+        assert!(matches!(next(&shared), Some(RunEvent::Returned(i32::MIN))));
+        assert!(next(&shared).is_none());
+    }
+
+    #[test]
+    fn a_reported_end_is_the_only_one() {
+        let shared = RunShared::new(0);
+        EndGuard(Some(shared.clone())).report(RunEvent::Returned(7));
+        assert!(matches!(next(&shared), Some(RunEvent::Returned(7))));
+        assert!(next(&shared).is_none());
     }
 }
 

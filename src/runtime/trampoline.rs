@@ -127,6 +127,10 @@ impl RunShared {
     pub fn request_abort(&self, call_abort: impl FnOnce()) {
         let _ = self.aborted_at.set(Instant::now());
         self.abort_requested.store(true, Ordering::Release);
+        // Text after an abort is dropped, so callbacks need not wait for the
+        // reader any more; and a runtime whose abort waited for its callback
+        // to return must not find it waiting for this very thread.
+        self.events.close();
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if *running {
             call_abort();
@@ -211,4 +215,26 @@ pub unsafe extern "C" fn result_callback(result: *mut RkllmResult, userdata: *mu
         }
     }));
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_an_abort_a_token_callback_does_not_wait_for_the_reader() {
+        let shared = RunShared::new(0);
+        let number = shared.events.push(RunEvent::Token { waiting: false, text_len: None }, Some(b"x"));
+        let mut called = false;
+        shared.request_abort(|| called = true);
+        assert!(!called, "rkllm_abort is called only while the run is inside rkllm_run");
+        // Nobody reads this run: without the abort this would wait forever.
+        let (done, finished) = std::sync::mpsc::channel();
+        let waiter = shared.clone();
+        std::thread::spawn(move || {
+            waiter.events.wait_handled(number);
+            let _ = done.send(());
+        });
+        assert!(finished.recv_timeout(Duration::from_secs(10)).is_ok(), "the callback still waits after the abort");
+    }
 }

@@ -245,7 +245,9 @@ impl IsolatedModel {
     fn start_again(&self) -> Result<Arc<Worker>> {
         let inner = &self.inner;
         let (worker, _, _, _) = start_worker(&inner.program, &inner.cwd, &inner.worker_config, inner.limits)?;
-        let setup = locked(&inner.setup).clone();
+        // Held until the new worker is installed: a setup call that records
+        // its change meanwhile then sees the new worker and sends it again.
+        let setup = locked(&inner.setup);
         for (what, call) in setup.calls() {
             let run = |call: Call| -> Result<Reply> {
                 let events = worker.submit(false, Arc::default(), |id| Request::Call { id, call })?.events;
@@ -258,6 +260,7 @@ impl IsolatedModel {
         }
         inner.restarts.fetch_add(1, Ordering::Relaxed);
         *locked(&inner.current) = Some(worker.clone());
+        drop(setup);
         if self.is_closed() {
             // Closed while this started: do not leave it running.
             worker.close();
@@ -314,8 +317,30 @@ impl IsolatedModel {
         }
     }
 
-    fn unit(&self, during: &str, call: Call) -> Result<()> {
-        self.call(during, false, call).map(|_| ())
+    /// Runs a call that changes what a restart must restore, and records
+    /// the change with `record` once the worker has done it. A restart that
+    /// came between the answer and the record set its new worker up
+    /// without the change (`start_again` replays the setup and installs the
+    /// worker under the setup lock): the call then goes to the new worker.
+    fn setup_call(&self, during: &str, call: Call, record: impl Fn(&mut Setup)) -> Result<Value> {
+        let mut resent = 0;
+        loop {
+            self.check_usable()?;
+            let (worker, submitted) = self.submit(false, Arc::default(), |id| Request::Call { id, call: call.clone() })?;
+            let value = match answer(&submitted.events, during, false)? {
+                Reply::Done { value, .. } => value,
+                other => return Err(Error::new(ErrorKind::Internal, format!("the worker answered {during} with {other:?}"))),
+            };
+            log::trace!("{during}: done by worker {}", worker.pid());
+            let mut setup = self.setup();
+            record(&mut setup);
+            let same_worker = self.current().is_some_and(|current| Arc::ptr_eq(&current, &worker));
+            drop(setup);
+            if same_worker || resent == RESUBMITS {
+                return Ok(value);
+            }
+            resent += 1;
+        }
     }
 
     fn setup(&self) -> MutexGuard<'_, Setup> {
@@ -366,9 +391,8 @@ impl IsolatedModel {
     }
 
     pub fn clear_history(&self, keep_system_prompt: bool) -> Result<()> {
-        self.unit("clear_history", Call::ClearHistory { keep_system_prompt })?;
         // As in-process, clearing also drops a loaded prompt cache.
-        self.setup().cache = None;
+        self.setup_call("clear_history", Call::ClearHistory { keep_system_prompt }, |setup| setup.cache = None)?;
         Ok(())
     }
 
@@ -381,15 +405,13 @@ impl IsolatedModel {
 
     pub fn set_chat_template(&self, system: &str, prefix: &str, postfix: &str) -> Result<()> {
         let call = Call::SetChatTemplate { system: system.into(), prefix: prefix.into(), postfix: postfix.into() };
-        self.unit("set_chat_template", call.clone())?;
-        self.setup().chat_template = Some(call);
+        self.setup_call("set_chat_template", call.clone(), |setup| setup.chat_template = Some(call.clone()))?;
         Ok(())
     }
 
     pub fn set_function_tools(&self, system: &str, tools_json: &str, tool_response: &str) -> Result<()> {
         let call = Call::SetFunctionTools { system: system.into(), tools_json: tools_json.into(), tool_response: tool_response.into() };
-        self.unit("set_function_tools", call.clone())?;
-        self.setup().function_tools = Some(call);
+        self.setup_call("set_function_tools", call.clone(), |setup| setup.function_tools = Some(call.clone()))?;
         Ok(())
     }
 
@@ -398,10 +420,10 @@ impl IsolatedModel {
             return Err(Error::invalid(format!("LoRA scale {scale} is not finite")));
         }
         let call = Call::LoadLora { path: path.to_path_buf(), name: name.into(), scale };
-        self.unit("load_lora", call.clone())?;
-        let mut setup = self.setup();
-        setup.loras.retain(|(n, _)| n != name);
-        setup.loras.push((name.to_string(), call));
+        self.setup_call("load_lora", call.clone(), |setup| {
+            setup.loras.retain(|(n, _)| n != name);
+            setup.loras.push((name.to_string(), call.clone()));
+        })?;
         Ok(())
     }
 
@@ -414,18 +436,15 @@ impl IsolatedModel {
     }
 
     pub fn cache_load(&self, path: &Path) -> Result<CacheInfo> {
-        match self.call("loading the prompt cache", false, Call::CacheLoad { path: path.to_path_buf() })? {
-            Value::Cache(info) => {
-                self.setup().cache = Some(path.to_path_buf());
-                Ok(*info)
-            }
+        let call = Call::CacheLoad { path: path.to_path_buf() };
+        match self.setup_call("loading the prompt cache", call, |setup| setup.cache = Some(path.to_path_buf()))? {
+            Value::Cache(info) => Ok(*info),
             other => Err(Error::new(ErrorKind::Internal, format!("cache_load answered {other:?}"))),
         }
     }
 
     pub fn cache_release(&self) -> Result<()> {
-        self.unit("cache_release", Call::CacheRelease)?;
-        self.setup().cache = None;
+        self.setup_call("cache_release", Call::CacheRelease, |setup| setup.cache = None)?;
         Ok(())
     }
 

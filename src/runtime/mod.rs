@@ -544,45 +544,6 @@ impl Drop for EndGuard {
     }
 }
 
-#[cfg(test)]
-mod end_guard_tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn next(shared: &RunShared) -> Option<RunEvent> {
-        shared.next_event(Duration::ZERO, &mut Batch::default(), &mut Vec::new())
-    }
-
-    #[test]
-    fn a_job_that_ends_without_reporting_reports_a_failed_run() {
-        let shared = RunShared::new(0);
-        let job = {
-            let end = EndGuard(Some(shared.clone()));
-            move || end.report(RunEvent::Returned(0))
-        };
-        drop(job); // never ran
-        assert!(matches!(next(&shared), Some(RunEvent::Returned(i32::MIN))));
-        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe({
-            let end = EndGuard(Some(shared.clone()));
-            move || {
-                let _end = end;
-                panic!("the job unwinds");
-            }
-        }));
-        assert!(unwound.is_err());
-        assert!(matches!(next(&shared), Some(RunEvent::Returned(i32::MIN))));
-        assert!(next(&shared).is_none());
-    }
-
-    #[test]
-    fn a_reported_end_is_the_only_one() {
-        let shared = RunShared::new(0);
-        EndGuard(Some(shared.clone())).report(RunEvent::Returned(7));
-        assert!(matches!(next(&shared), Some(RunEvent::Returned(7))));
-        assert!(next(&shared).is_none());
-    }
-}
-
 /// Builds the release's input structs on this stack frame and calls `rkllm_run`.
 fn execute_run(api: &Api, family: Family, handle: LlmHandle, req: &RunRequest, userdata: *mut c_void) -> i32 {
     let mut cache = req.save_cache_path.as_ref().map(|path| PromptCacheParam {
@@ -631,5 +592,44 @@ fn execute_run(api: &Api, family: Family, handle: LlmHandle, req: &RunRequest, u
             // SAFETY: as above, with the 1.3 layouts.
             unsafe { (api.run)(handle, &mut input as *mut _ as *mut c_void, &mut infer as *mut _ as *mut c_void, userdata) }
         }
+    }
+}
+
+#[cfg(test)]
+mod end_guard_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn next(shared: &RunShared) -> Option<RunEvent> {
+        shared.next_event(Duration::ZERO, &mut Batch::default(), &mut Vec::new())
+    }
+
+    #[test]
+    fn a_job_that_ends_without_reporting_reports_a_failed_run() {
+        let shared = RunShared::new(0);
+        let job = {
+            let end = EndGuard(Some(shared.clone()));
+            move || end.report(RunEvent::Returned(0))
+        };
+        drop(job); // never ran
+        assert!(matches!(next(&shared), Some(RunEvent::Returned(i32::MIN))));
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe({
+            let end = EndGuard(Some(shared.clone()));
+            move || {
+                let _end = end;
+                panic!("the job unwinds");
+            }
+        }));
+        assert!(unwound.is_err());
+        assert!(matches!(next(&shared), Some(RunEvent::Returned(i32::MIN))));
+        assert!(next(&shared).is_none());
+    }
+
+    #[test]
+    fn a_reported_end_is_the_only_one() {
+        let shared = RunShared::new(0);
+        EndGuard(Some(shared.clone())).report(RunEvent::Returned(7));
+        assert!(matches!(next(&shared), Some(RunEvent::Returned(7))));
+        assert!(next(&shared).is_none());
     }
 }

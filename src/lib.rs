@@ -2,30 +2,60 @@
 //! `librkllmrt.so`.
 //!
 //! The safe Rust API is [`Model`]: open a model, [`Model::generate`] with a
-//! chunk callback or [`Model::stream`] for a pull stream, [`Model::abort`].
-//! Every call into the runtime runs on one thread per loaded runtime, in
-//! order; text is always whole UTF-8 characters. In isolation mode
-//! ([`OpenConfig::isolated`]) the runtime runs in a worker process instead,
-//! behind the same API. The C API lives in `src/ffi` and `include/rkl.h`.
+//! chunk callback or [`Model::stream`] for a pull stream, [`Model::abort`],
+//! and prompt caches ([`Model::cache_save`], [`Model::cache_load`],
+//! [`cache::inspect`]). Every call into the runtime runs on one thread per
+//! loaded runtime, in order; text is always whole UTF-8 characters. In
+//! isolation mode ([`OpenConfig::isolated`]) the runtime runs in a worker
+//! process instead, behind the same API. The C API (`include/rkl.h`) is
+//! generated from `src/ffi`.
+//!
+//! # Layers
+//!
+//! Each layer uses only those below it:
+//!
+//! ```text
+//! ffi/          the C API: checks arguments, one status frame per export
+//! facade/       Model and Stream: one API over both backends
+//! isolation/    a worker process (rkl-host) runs the in-process wing
+//! local/        the in-process wing: a model, its streams and caches here
+//! cache/        prompt-cache files: manifests, checks, the save protocol
+//! runtime/      librkllmrt.so: loading, release layouts, the dispatcher
+//! config, outcome, callback_scope, error, utf8: plain ground types
+//! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 pub mod cache;
-pub mod config;
-pub mod error;
+mod callback_scope;
+mod config;
+mod error;
+mod facade;
+#[doc(hidden)]
 pub mod ffi;
-pub mod generation;
-pub mod isolation;
-pub mod model;
-pub mod runtime;
+mod isolation;
+mod local;
+mod outcome;
+mod runtime;
+#[doc(hidden)]
 pub mod utf8;
 
 pub use cache::{CacheInfo, Verdict};
-pub use config::{checked_text, GenerateRequest, OpenConfig, RestartPolicy, Role};
+pub use config::{GenerateRequest, OpenConfig, RestartPolicy, Role};
 pub use error::{Error, ErrorKind, Result};
-pub use generation::{FinishReason, Stats, Step, Stream, StreamAborter, StreamEvent};
-pub use model::Model;
+pub use facade::{Model, Stream, StreamAborter};
+pub use outcome::{FinishReason, Stats, Step, StreamEvent};
 pub use runtime::{Family, ModelParams};
+
+/// Checks that `bytes` are UTF-8 text without NUL bytes (the C API's rule
+/// for every string it is given); used by tests of that rule.
+#[doc(hidden)]
+pub use config::checked_text;
+
+/// The `rkl-host` worker's entry point (isolation mode); returns its exit code.
+#[doc(hidden)]
+pub use isolation::worker_main;
 
 /// Compile-time proof that the handles may cross threads as documented.
 const _: () = {

@@ -760,7 +760,7 @@ fn damaged_caches_are_refused_with_their_kind_and_never_reach_the_runtime() {
 /// `cache_load` refuses it with `CacheMismatch` (it compares fingerprint
 /// and size). rkl.h promises that a valid verdict means the load would
 /// accept it. Harmless (a refusal, never a bad payload), but the verdict
-/// is wrong. Fixed in src/cache/ops.rs (inspect compares the size too).
+/// is wrong. Fixed in src/cache/info.rs (inspect compares the size too).
 #[test]
 fn inspect_and_load_agree_on_a_manifest_with_another_model_size() {
     let model_path = model_file("fuzz-cache-size", &["reply = answer to {prompt}", "kv_bytes_per_token = 64"]);

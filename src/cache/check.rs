@@ -1,12 +1,13 @@
 //! Validating a cache on disk, in a fixed order with a distinct error kind
 //! for each failure, before the runtime ever sees the payload.
 
-use crate::cache::identity::checksum_open_file;
+use super::files::open_regular_file;
+use super::identity::checksum_open_file;
+use super::manifest::Manifest;
+use super::verified::{is_verified, remember, FileStamp};
+use crate::error::{Error, ErrorKind, Result};
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use crate::cache::manifest::Manifest;
-use crate::cache::verified::{is_verified, remember, FileStamp};
-use crate::error::{Error, ErrorKind, Result};
 use std::path::{Path, PathBuf};
 
 /// A cache whose files passed every check that needs no model.
@@ -26,21 +27,6 @@ impl CheckedCache {
     pub fn runtime_path(&self) -> String {
         format!("/proc/self/fd/{}", self.payload.as_raw_fd())
     }
-}
-
-/// Opens `path` for reading without blocking: a FIFO or device put where a
-/// cache file belongs must give an error, never hang the caller. What is
-/// opened is checked to be a regular file through the descriptor itself.
-pub fn open_regular_file(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // O_NONBLOCK has this value on every Linux architecture rkl targets
-    // (x86_64, aarch64, arm, riscv64).
-    const O_NONBLOCK: i32 = 0o4000;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
-    }
-    Ok(file)
 }
 
 /// How often a manifest is read again when a concurrent save replaced its

@@ -134,3 +134,18 @@ pub fn remove_quietly(path: &Path) {
         }
     }
 }
+
+/// Opens `path` for reading without blocking: a FIFO or device put where a
+/// cache file belongs must give an error, never hang the caller. What is
+/// opened is checked to be a regular file through the descriptor itself.
+pub fn open_regular_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK has this value on every Linux architecture rkl targets
+    // (x86_64, aarch64, arm, riscv64).
+    const O_NONBLOCK: i32 = 0o4000;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
+}

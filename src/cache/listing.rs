@@ -3,7 +3,7 @@
 
 use super::files::{PAYLOAD_SUFFIX, TEMP_SUFFIX};
 use super::manifest::looks_like_manifest;
-use super::ops::{inspect, CacheInfo};
+use super::info::{inspect, CacheInfo};
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::HashSet;
 use std::io::Read;
@@ -70,7 +70,7 @@ pub fn remove_cache(info: &CacheInfo) -> Result<()> {
 
 fn starts_like_manifest(path: &Path) -> bool {
     let mut head = [0u8; 64];
-    let Ok(mut file) = super::check::open_regular_file(path) else { return false };
+    let Ok(mut file) = super::files::open_regular_file(path) else { return false };
     let n = file.read(&mut head).unwrap_or(0);
     looks_like_manifest(&head[..n])
 }

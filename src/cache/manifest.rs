@@ -103,7 +103,7 @@ impl Manifest {
     pub fn read(path: &Path) -> Result<Manifest> {
         use std::io::Read;
         let shown = path.display();
-        let file = super::check::open_regular_file(path).map_err(|e| match e.kind() {
+        let file = super::files::open_regular_file(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::new(ErrorKind::CacheNotFound, format!("no prompt cache at '{shown}'")),
             std::io::ErrorKind::InvalidInput => {
                 Error::new(ErrorKind::CacheInvalid, format!("prompt cache '{shown}' is not a regular file"))

@@ -1,22 +1,25 @@
-//! Prompt caches: the runtime's KV payload plus a manifest that ties it to a
-//! model, a runtime release, a prompt and the settings that shaped it.
+//! Prompt caches on disk: the runtime's KV payload plus a manifest that ties
+//! it to a model, a runtime release, a prompt and the settings that shaped it.
 //!
 //! Saving writes the payload under a temporary name, syncs it, writes the
 //! manifest, and renames it into place last, so a crash at any point leaves
-//! either the old cache or the new one, whole. Loading validates everything
-//! before the runtime reads a byte.
+//! either the old cache or the new one, whole (`save`). Loading validates
+//! everything before the runtime reads a byte (`check`). Running the runtime
+//! to write or read a payload is the in-process wing's (`crate::local`).
 
 mod check;
 mod files;
 mod identity;
+mod info;
 mod listing;
 mod manifest;
-pub(crate) mod ops;
+mod save;
 mod verified;
 
-pub use manifest::{KvSettings, Manifest, ModelIdentity, PayloadRecord, PromptRecord, FORMAT_VERSION};
-pub use ops::{inspect, CacheInfo, Verdict};
-
+pub use info::{inspect, CacheInfo, Verdict};
 pub use listing::{path_of, remove_cache, scan, Found};
+pub use manifest::{KvSettings, Manifest, ModelIdentity, PayloadRecord, PromptRecord, FORMAT_VERSION};
 
-pub(crate) use identity::model_identity;
+pub(crate) use check::check_files;
+pub(crate) use identity::{model_identity, prompt_hash};
+pub(crate) use save::PendingSave;

@@ -2,7 +2,7 @@
 //! raw pointers from callers.
 //!
 //! Every export has the same shape: a plain `pub unsafe extern "C" fn` whose
-//! body is one [`ffi_fn!`] frame. The frame installs logging on first use,
+//! body is one `ffi_fn!` frame. The frame installs logging on first use,
 //! clears this thread's last error message, runs the body inside
 //! `catch_unwind`, maps an [`crate::Error`] to its [`rkl_status`] and stores
 //! the message for `rkl_last_error_message`. Nothing in this module has logic

@@ -1,7 +1,7 @@
 //! `rkl_stats`: figures of one generation and why it ended.
 
 use super::args::Versioned;
-use crate::generation::{FinishReason, Stats};
+use crate::{FinishReason, Stats};
 
 /// Why a generation ended.
 #[repr(i32)]

@@ -9,7 +9,7 @@ use super::handles::{rkl_model, rkl_stream, stream_pointer, stream_value, STREAM
 use super::model::model_entry;
 use super::stats::rkl_stats;
 use super::status::{rkl_status, RKL_BAD_HANDLE, RKL_IN_PROGRESS, RKL_TIMEOUT};
-use crate::generation::Step;
+use crate::Step;
 use crate::Stream;
 use std::ffi::c_char;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -19,7 +19,6 @@ mod protocol;
 mod stream;
 mod worker;
 
-pub use locate::{ENV_HOST, HOST_NAME};
 pub(crate) use model::IsolatedModel;
 pub(crate) use stream::{IsolatedAborter, IsolatedStream};
 pub use worker::worker_main;

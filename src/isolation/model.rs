@@ -11,7 +11,7 @@ use super::stream::IsolatedStream;
 use crate::cache::CacheInfo;
 use crate::config::{GenerateRequest, OpenConfig, RestartPolicy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::in_callback_of;
+use crate::callback_scope::in_callback_of;
 use crate::runtime::Family;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@
 use crate::cache::CacheInfo;
 use crate::config::{GenerateRequest, OpenConfig};
 use crate::error::Error;
-use crate::generation::Stats;
+use crate::outcome::Stats;
 use crate::runtime::Family;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,7 @@ pub fn read_message<T: DeserializeOwned>(input: &mut impl Read) -> io::Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generation::FinishReason;
+    use crate::outcome::FinishReason;
 
     #[test]
     fn messages_survive_the_round_trip() {

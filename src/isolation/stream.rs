@@ -6,7 +6,7 @@ use super::client::{Event, RequestFlags, Submitted, Worker};
 use super::model::IsolatedModel;
 use super::protocol::Reply;
 use crate::error::{Error, ErrorKind, Result};
-use crate::generation::{FinishReason, Stats, StreamEvent};
+use crate::outcome::{FinishReason, Stats, StreamEvent};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

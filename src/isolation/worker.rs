@@ -13,8 +13,8 @@
 use super::process::WORKER_ARG;
 use super::protocol::{read_message, write_message, Call, Reply, Request, Value};
 use crate::error::Result;
-use crate::generation::{LocalAborter, LocalStream, StreamEvent};
-use crate::model::LocalModel;
+use crate::local::{LocalAborter, LocalModel, LocalStream};
+use crate::outcome::StreamEvent;
 use std::collections::HashMap;
 use std::io::BufReader;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -1,47 +1,18 @@
-//! `Model`: an open model, and everything done with it — in this process
-//! (`local`) or, in isolation mode, in a worker process
+//! [`Model`]: an open model, and everything done with it — in this process
+//! (`crate::local`) or, in isolation mode, in a worker process
 //! (`crate::isolation`). The API is the same in both modes.
 
-mod local;
-
-pub(crate) use local::{LoadedPrompt, LocalModel, ModelInner};
-
+use super::stream::Stream;
 use crate::cache::CacheInfo;
+use crate::callback_scope::CallbackScope;
 use crate::config::{GenerateRequest, OpenConfig};
 use crate::error::{Error, ErrorKind, Result};
-use crate::generation::{Stats, Step, Stream};
 use crate::isolation::IsolatedModel;
+use crate::local::LocalModel;
+use crate::outcome::{Stats, Step};
 use crate::runtime::Family;
-use std::cell::Cell;
 use std::ops::ControlFlow;
 use std::path::Path;
-
-thread_local! {
-    /// The key (see `callback_key`) whose chunk callback this thread is
-    /// running (0: none).
-    static IN_CALLBACK: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Whether this thread is inside a chunk callback of a generation with `key`.
-pub(crate) fn in_callback_of(key: usize) -> bool {
-    IN_CALLBACK.with(|c| c.get()) == key
-}
-
-/// Marks this thread as inside a chunk callback of `key` until dropped
-/// (also when the callback panics).
-struct CallbackScope(usize);
-
-impl CallbackScope {
-    fn enter(key: usize) -> CallbackScope {
-        CallbackScope(IN_CALLBACK.with(|c| c.replace(key)))
-    }
-}
-
-impl Drop for CallbackScope {
-    fn drop(&mut self) {
-        IN_CALLBACK.with(|c| c.set(self.0));
-    }
-}
 
 /// An open model. Cheap to clone (clones share the model); every method may be
 /// called from any thread. Calls on models of the same runtime run one at a

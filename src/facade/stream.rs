@@ -1,88 +1,12 @@
-//! A generation in flight: the pull stream, its statistics and how it ended.
-//!
-//! [`Stream`] is the same in both modes: in-process it reads the runtime's
-//! callbacks (`local`), in isolation mode the worker's messages
-//! (`crate::isolation`).
-
-mod local;
-
-pub(crate) use local::{LocalAborter, LocalStream};
+//! [`Stream`]: a generation in flight, read by pulling. The same type in both
+//! modes: in-process it reads the runtime's callbacks (`crate::local`), in
+//! isolation mode the worker's messages (`crate::isolation`).
 
 use crate::error::Result;
 use crate::isolation::{IsolatedAborter, IsolatedStream};
-use serde::{Deserialize, Serialize};
+use crate::local::{LocalAborter, LocalStream};
+use crate::outcome::{Stats, Step, StreamEvent};
 use std::time::Duration;
-
-/// Why a generation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum FinishReason {
-    /// The model finished its reply.
-    #[default]
-    End,
-    /// The token limit was reached.
-    MaxTokens,
-    /// Stopped by [`Model::abort`](crate::Model::abort), [`Stream::abort`] or closing the model.
-    Aborted,
-    /// Stopped because the chunk callback asked to stop.
-    Stopped,
-    /// The runtime reported an error.
-    Error,
-}
-
-/// Figures for one generation: the runtime's own perf counters plus what rkl
-/// measured on the caller's side. The runtime's counters come with its
-/// FINISH report; a run that was aborted (including the abort rkl uses to
-/// enforce a token limit on 1.2 runtimes) may have none, and they are 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Stats {
-    /// Prefill time reported by the runtime (ms).
-    pub prefill_ms: f64,
-    /// Prompt tokens prefilled, as reported by the runtime.
-    pub prefill_tokens: u32,
-    /// Decode time reported by the runtime (ms).
-    pub decode_ms: f64,
-    /// Tokens generated, as reported by the runtime.
-    pub decode_tokens: u32,
-    /// Peak memory reported by the runtime (MiB).
-    pub memory_mb: f64,
-    /// Tokens rkl received and delivered.
-    pub tokens: u32,
-    /// Time from the request to the first text delivered (ms); 0 if none.
-    pub ttft_ms: f64,
-    /// Time the request waited for earlier calls on the runtime (ms).
-    pub queue_ms: f64,
-    /// Time from the request to its end (ms).
-    pub total_ms: f64,
-    /// Time from the first abort request to the end of the run (ms); 0 when
-    /// it was not aborted. More than the model's `abort_grace` means the
-    /// runtime stopped late (in-process, logged as a warning) or, in
-    /// isolation mode, that its worker was killed to stop it.
-    pub abort_ms: f64,
-    /// Why it ended.
-    pub finish: FinishReason,
-}
-
-/// One step of a [`Stream`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum StreamEvent {
-    /// Complete UTF-8 text.
-    Text(String),
-    /// The timeout passed with no text.
-    Timeout,
-    /// The generation is over; later calls return this again.
-    Finished(Stats),
-}
-
-/// What [`Stream::next_into`] found.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Step {
-    /// Text was appended to the caller's buffer.
-    Text,
-    /// The timeout passed with no text.
-    Timeout,
-    /// The generation is over.
-    Finished(Stats),
-}
 
 /// A generation read by pulling: [`Stream::next_event`] or the iterator.
 /// Dropping an unfinished stream aborts its run.

@@ -1,9 +1,9 @@
 //! A generation in flight in this process: the pull stream over the
 //! runtime's callbacks.
 
-use super::{FinishReason, Stats, Step, StreamEvent};
+use super::inner::ModelInner;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::ModelInner;
+use crate::outcome::{FinishReason, Stats, Step, StreamEvent};
 use crate::runtime::{Batch, PerfStat, RunEvent, RunShared, STALL_POLL};
 use crate::utf8::Reassembler;
 use std::sync::Arc;
@@ -35,8 +35,8 @@ impl LocalAborter {
     }
 }
 
-/// A generation read by pulling: [`LocalStream::next_event`] or the iterator.
-/// Dropping an unfinished stream aborts its run.
+/// A generation read by pulling, with [`LocalStream::next_into`] or
+/// [`LocalStream::next_event`]. Dropping an unfinished stream aborts its run.
 pub(crate) struct LocalStream {
     model: Arc<ModelInner>,
     shared: Arc<RunShared>,
@@ -120,7 +120,7 @@ impl LocalStream {
     }
 
     /// A handle that aborts this stream from any thread, also while another
-    /// thread waits in [`Stream::next_event`].
+    /// thread waits in [`LocalStream::next_event`].
     pub fn aborter(&self) -> LocalAborter {
         LocalAborter { model: self.model.clone(), shared: self.shared.clone() }
     }
@@ -306,19 +306,6 @@ impl LocalStream {
         } else {
             Ok(self.stats)
         });
-    }
-}
-
-impl Iterator for LocalStream {
-    type Item = Result<String>;
-
-    /// Blocks for the next text; `None` at the end.
-    fn next(&mut self) -> Option<Result<String>> {
-        match self.next_event(None) {
-            Ok(StreamEvent::Text(text)) => Some(Ok(text)),
-            Ok(StreamEvent::Finished(_)) | Ok(StreamEvent::Timeout) => None,
-            Err(e) => Some(Err(e)),
-        }
     }
 }
 

@@ -51,48 +51,6 @@ use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------ tools
 
-/// SplitMix64: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
-
-fn scale() -> f64 {
-    match std::env::var("RKL_HARDENING_SCALE").ok().and_then(|s| s.parse::<f64>().ok()) {
-        Some(s) if s > 0.0 => s,
-        _ if std::env::var("RKLLM_SIM_ABI").as_deref() == Ok("1.2") => 0.34,
-        _ => 1.0,
-    }
-}
-
-/// Prints a figure past the test harness's output capture, so that `make
-/// check` shows it (labelled with the simulated ABI).
-fn report(line: &str) {
-    use std::io::Write;
-    let abi = std::env::var("RKLLM_SIM_ABI").unwrap_or_else(|_| "1.3".into());
-    let _ = writeln!(std::io::stderr(), "[ABI {abi}] {line}");
-}
-
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 /// A NUL-terminated byte string owned by the test (shared: the 16 MiB one
 /// is made once).
 #[derive(Clone)]
@@ -1341,10 +1299,7 @@ fn close_everything(world: &mut World) {
 
 #[test]
 fn the_c_api_survives_random_calls() {
-    let seed = env_number("RKL_FUZZ_SEED").unwrap_or_else(|| {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
-    });
+    let seed = seed();
     let budget = Duration::from_secs_f64(env_number("RKL_FUZZ_SECONDS").map_or(6.0, |s| s as f64) * scale());
     let max_calls = env_number("RKL_FUZZ_CASES").unwrap_or(u64::MAX);
     println!("fuzz_c_api: seed {seed} (RKL_FUZZ_SEED={seed} replays), budget {budget:?}");

@@ -191,25 +191,6 @@ fn check_valid_text(text: &str, plan: &Plan, mode: Waiting) -> Result<(), TestCa
     Ok(())
 }
 
-/// How much of each property to run: `RKL_HARDENING_SCALE` (a factor, e.g.
-/// `0.2` or `5`) when set; else full in the default ABI run (1.3) and a
-/// third in the 1.2 run, since `make check` runs the suite once per ABI.
-fn scale() -> f64 {
-    match std::env::var("RKL_HARDENING_SCALE").ok().and_then(|s| s.parse::<f64>().ok()) {
-        Some(s) if s > 0.0 => s,
-        _ if std::env::var("RKLLM_SIM_ABI").as_deref() == Ok("1.2") => 0.34,
-        _ => 1.0,
-    }
-}
-
-/// Prints a figure past the test harness's output capture, so that `make
-/// check` shows it (labelled with the simulated ABI).
-fn report(line: &str) {
-    use std::io::Write;
-    let abi = std::env::var("RKLLM_SIM_ABI").unwrap_or_else(|_| "1.3".into());
-    let _ = writeln!(std::io::stderr(), "[ABI {abi}] {line}");
-}
-
 fn config(cases: u32) -> Config {
     let cases = ((cases as f64 * scale()) as u32).max(1);
     Config { cases, failure_persistence: None, ..Config::default() }

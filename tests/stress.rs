@@ -42,42 +42,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn scale() -> f64 {
-    match std::env::var("RKL_HARDENING_SCALE").ok().and_then(|s| s.parse::<f64>().ok()) {
-        Some(s) if s > 0.0 => s,
-        _ if std::env::var("RKLLM_SIM_ABI").as_deref() == Ok("1.2") => 0.34,
-        _ => 1.0,
-    }
-}
-
-/// Prints a figure past the test harness's output capture, so that `make
-/// check` shows it (labelled with the simulated ABI).
-fn report(line: &str) {
-    use std::io::Write;
-    let abi = std::env::var("RKLLM_SIM_ABI").unwrap_or_else(|_| "1.3".into());
-    let _ = writeln!(std::io::stderr(), "[ABI {abi}] {line}");
-}
-
-fn scaled(n: usize) -> usize {
-    ((n as f64 * scale()) as usize).max(1)
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// What each thread is doing, for the watchdog's diagnostic.
 struct Board(Vec<Mutex<String>>);
 

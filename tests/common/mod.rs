@@ -8,6 +8,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+mod hardening;
+#[allow(unused_imports)] // not every test file is a hardening test
+pub use hardening::*;
+
 /// `target/` of this build, found from the test executable (target/debug/deps/x).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

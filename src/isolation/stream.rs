@@ -3,7 +3,6 @@
 //! error is returned once, then the end with `FinishReason::Error`.
 
 use super::client::{Event, RequestFlags, Submitted, Worker};
-use super::model::IsolatedModel;
 use super::protocol::Reply;
 use crate::error::{Error, ErrorKind, Result};
 use crate::outcome::{FinishReason, Stats, StreamEvent};
@@ -26,8 +25,9 @@ impl IsolatedAborter {
 }
 
 pub(crate) struct IsolatedStream {
-    /// Keeps the model open while the stream lives, as in-process.
-    _model: IsolatedModel,
+    /// Keeps the model open while the stream lives, as in-process (held by
+    /// any type, so that the stream needs nothing of the model's).
+    _model: Box<dyn Send + Sync>,
     worker: Arc<Worker>,
     id: u64,
     events: Receiver<Event>,
@@ -45,7 +45,7 @@ pub(crate) struct IsolatedStream {
 
 impl IsolatedStream {
     pub fn new(
-        model: IsolatedModel,
+        model: impl Send + Sync + 'static,
         worker: Arc<Worker>,
         submitted: Submitted,
         first: Option<Event>,
@@ -53,7 +53,7 @@ impl IsolatedStream {
     ) -> IsolatedStream {
         let Submitted { id, events, flags } = submitted;
         IsolatedStream {
-            _model: model,
+            _model: Box::new(model),
             worker,
             id,
             events,

@@ -5,7 +5,12 @@
 //! Three threads per worker: the callers (any number), one reader that owns
 //! the socket's reading half, one watchdog. When the worker's socket ends,
 //! the reader reaps the process and hands every request still open a
-//! [`Event::Gone`] that says how the worker ended.
+//! [`Event::Gone`] that says how the worker ended. The watchdog also looks
+//! for the process's end itself and then shuts the socket down, so that a
+//! process which inherited the worker's end cannot keep anyone waiting.
+//!
+//! Progress, for `call_timeout`, is a reply to a request or a heartbeat
+//! whose work count went up: a worker repeating heartbeats is stuck.
 
 use super::process::{describe, Process};
 use super::protocol::{encode, read_message, Reply, Request};
@@ -21,6 +26,8 @@ use std::time::{Duration, Instant};
 
 /// How often the watchdog looks while requests are open.
 const WATCH_TICK: Duration = Duration::from_millis(10);
+/// How often it looks whether an idle worker is still running.
+const IDLE_TICK: Duration = Duration::from_millis(100);
 /// How long the reader waits for a worker whose socket ended to exit.
 const REAP_WAIT: Duration = Duration::from_secs(10);
 
@@ -172,6 +179,8 @@ struct Entry {
 struct State {
     open: HashMap<u64, Entry>,
     last_progress: Instant,
+    /// The highest work count a heartbeat reported.
+    work_seen: u64,
     ending: Option<EndReason>,
     death: Option<Death>,
 }
@@ -214,6 +223,7 @@ impl Worker {
             state: Mutex::new(State {
                 open: HashMap::new(),
                 last_progress: Instant::now(),
+                work_seen: 0,
                 ending: None,
                 death: None,
             }),
@@ -229,9 +239,10 @@ impl Worker {
         }
         {
             let (shared, process) = (shared.clone(), process.clone());
+            let socket = socket.try_clone().map_err(internal)?;
             std::thread::Builder::new()
                 .name(format!("rkl-watch-{pid}"))
-                .spawn(move || watch_loop(&shared, &process, limits))
+                .spawn(move || watch_loop(&shared, &process, &socket, limits))
                 .map_err(internal)?;
         }
         Ok(Arc::new(Worker { next_id: AtomicU64::new(1), process, writer: Mutex::new(socket), shared, limits }))
@@ -333,12 +344,16 @@ impl Worker {
     /// text is delivered. The worker hears it after every request marked
     /// here (see `submit`), so it also stops a save that it received but
     /// had not started yet.
+    ///
+    /// It waits for a request being sent at most the abort grace: a worker
+    /// that takes no input is then not told, and the watchdog holds its runs
+    /// to the grace as it would an ignored abort.
     pub fn abort_all(&self) {
         let frame = match encode(&Request::AbortAll) {
             Ok(frame) => frame,
             Err(e) => return log::warn!("cannot encode AbortAll: {e}"),
         };
-        let socket = self.writer();
+        let socket = self.writer_before(Instant::now() + self.limits.abort_grace);
         {
             let state = self.shared.lock();
             let now = Instant::now();
@@ -346,7 +361,14 @@ impl Worker {
                 entry.flags.abort(now);
             }
         }
-        self.send_on(&socket, &frame);
+        match socket {
+            Some(socket) => {
+                if !send_before(&socket, &frame, Instant::now() + self.limits.abort_grace) {
+                    log::debug!("worker {} does not read; the abort is left to the watchdog", self.pid());
+                }
+            }
+            None => log::debug!("worker {} takes no input; the abort is left to the watchdog", self.pid()),
+        }
     }
 
     /// Ends the worker with SIGKILL, recording why.
@@ -355,10 +377,13 @@ impl Worker {
         self.process.kill();
     }
 
-    /// Asks the worker to close its model and exit; kills it when it has not
-    /// done so within the abort grace (plus a second to exit). Returns once
-    /// it has ended and every open request has heard.
+    /// Asks the worker to close its model and exit; kills it (and what it
+    /// started) when it has not done so within the abort grace plus a
+    /// second. Never waits on the socket: a worker that does not read (frozen,
+    /// or still receiving a large request) is not asked but given the same
+    /// time. Returns once it has ended and every open request has heard.
     pub fn close(&self) {
+        let deadline = Instant::now() + self.limits.abort_grace + Duration::from_secs(1);
         let first = {
             let mut state = self.shared.lock();
             let first = state.ending.is_none() && state.death.is_none();
@@ -366,13 +391,34 @@ impl Worker {
             first
         };
         if first {
-            self.notify(&Request::Close);
+            let asked = match (encode(&Request::Close), self.writer_before(deadline)) {
+                (Ok(frame), Some(socket)) => send_before(&socket, &frame, deadline),
+                _ => false,
+            };
+            if !asked {
+                log::debug!("worker {} is not reading; it is not asked to close", self.pid());
+            }
         }
-        if self.process.wait(self.limits.abort_grace + Duration::from_secs(1)).is_none() {
+        if self.process.wait(deadline.saturating_duration_since(Instant::now())).is_none() {
             log::warn!("worker {} did not exit after close; killing it", self.pid());
             self.process.kill();
         }
         self.wait_death();
+    }
+
+    /// The writer, waiting for a request being sent until `deadline` at
+    /// most: `None` when it is still busy then (a worker that does not read).
+    fn writer_before(&self, deadline: Instant) -> Option<MutexGuard<'_, UnixStream>> {
+        loop {
+            match self.writer.try_lock() {
+                Ok(socket) => return Some(socket),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        }
     }
 
     /// Blocks until the reader saw the worker end.
@@ -414,6 +460,38 @@ fn send_all(socket: &UnixStream, mut frame: &[u8]) -> std::io::Result<()> {
         frame = &frame[sent as usize..];
     }
     Ok(())
+}
+
+/// Sends `frame`, waiting for room on the socket until `deadline` at most;
+/// whether it went out whole. Past the deadline the worker does not read,
+/// and whoever called is about to end it (a frame left torn then does not
+/// matter).
+fn send_before(socket: &UnixStream, mut frame: &[u8], deadline: Instant) -> bool {
+    let fd = socket.as_raw_fd();
+    while !frame.is_empty() {
+        // SAFETY: `fd` is open for the call (owned by `socket`); the pointer
+        // and length describe the live slice `frame`.
+        let sent = unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        if let Ok(n) = usize::try_from(sent) {
+            frame = &frame[n..];
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock => {}
+            _ => return false,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut wanted = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+        // SAFETY: `wanted` is one pollfd owned by this frame.
+        unsafe { libc::poll(&mut wanted, 1, ms) };
+    }
+    true
 }
 
 fn read_loop(shared: &Shared, process: &Process, mut socket: UnixStream) {
@@ -461,10 +539,16 @@ fn read_loop(shared: &Shared, process: &Process, mut socket: UnixStream) {
 fn route(shared: &Shared, reply: Reply) {
     let target = {
         let mut state = shared.lock();
-        state.last_progress = Instant::now();
-        if matches!(reply, Reply::Progress) {
+        if let Reply::Progress { work } = reply {
+            // Only a heartbeat that reports more work than the last one is
+            // progress.
+            if work > state.work_seen {
+                state.work_seen = work;
+                state.last_progress = Instant::now();
+            }
             return;
         }
+        state.last_progress = Instant::now();
         let id = reply.id();
         if reply.is_last() {
             state.open.remove(&id).map(|e| e.events)
@@ -489,14 +573,24 @@ fn route(shared: &Shared, reply: Reply) {
     }
 }
 
-fn watch_loop(shared: &Shared, process: &Process, limits: Limits) {
+fn watch_loop(shared: &Shared, process: &Process, socket: &UnixStream, limits: Limits) {
+    let mut shut = false;
     let mut state = shared.lock();
     loop {
         if state.death.is_some() {
             return;
         }
-        if state.open.is_empty() || state.ending.is_some() {
-            state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+        drop(state);
+        if !shut && process.wait(Duration::ZERO).is_some() {
+            // The worker is gone (and reaped): end the reader, whoever else
+            // holds the worker's end of the socket. Replies already sent
+            // stay readable.
+            shut = true;
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+        state = shared.lock();
+        if state.open.is_empty() || state.ending.is_some() || shut {
+            state = shared.wake.wait_timeout(state, IDLE_TICK).map(|(s, _)| s).unwrap_or_else(|p| p.into_inner().0);
             continue;
         }
         let now = Instant::now();

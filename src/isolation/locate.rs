@@ -1,9 +1,14 @@
 //! Finding the worker program, `rkl-host`.
 //!
-//! In order: the configured path, `RKL_HOST`, beside the file this code was
-//! loaded from (`librkl.so`, or the program itself when linked statically)
-//! and in `../libexec` or `../bin` from there, beside the running
-//! executable, then `PATH`.
+//! The rule: the configured `host_path`, else `RKL_HOST`, names it — a
+//! value with a `/` is a path (relative ones from the current directory), a
+//! bare name is looked up in `PATH` as a shell would; nothing else is tried
+//! then. Unnamed, the first of: beside the file this code was loaded from
+//! (`librkl.so`, or the program itself when linked statically), in
+//! `../libexec`, `../../libexec` or `../bin` from there, beside the running
+//! executable, then each `PATH` directory. What is found is made absolute,
+//! and that absolute path is the one started: the file checked is the file
+//! run, whatever the worker's working directory.
 
 use crate::error::{Error, ErrorKind, Result};
 use std::os::unix::fs::PermissionsExt;
@@ -24,6 +29,13 @@ pub fn locate(configured: Option<&Path>) -> Result<PathBuf> {
         .map(|p| (p.to_path_buf(), "host_path"))
         .or_else(|| std::env::var_os(ENV_HOST).filter(|v| !v.is_empty()).map(|v| (PathBuf::from(v), ENV_HOST)));
     if let Some((path, from)) = explicit {
+        if !path.as_os_str().as_encoded_bytes().contains(&b'/') {
+            let on_path: Vec<PathBuf> = path_dirs().into_iter().map(|dir| dir.join(&path)).collect();
+            return on_path.iter().find(|p| is_program(p)).cloned().ok_or_else(|| {
+                not_found(format!("{from} names '{}', a bare name, and no PATH directory holds it", path.display()))
+            });
+        }
+        let path = absolute(&path);
         if is_program(&path) {
             return Ok(path);
         }
@@ -58,12 +70,23 @@ fn candidates() -> Vec<PathBuf> {
     if let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
         out.push(dir.join(HOST_NAME));
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        out.extend(std::env::split_paths(&path).map(|dir| dir.join(HOST_NAME)));
-    }
+    out.extend(path_dirs().into_iter().map(|dir| dir.join(HOST_NAME)));
     let mut seen = std::collections::HashSet::new();
     out.retain(|p| seen.insert(p.clone()));
     out
+}
+
+/// The `PATH` directories, absolute (an empty entry is the current
+/// directory, as for a shell).
+fn path_dirs() -> Vec<PathBuf> {
+    std::env::var_os("PATH").map(|path| std::env::split_paths(&path).map(|dir| absolute(&dir)).collect()).unwrap_or_default()
+}
+
+/// `path` from the current directory (an empty one is that directory),
+/// unchanged when that is unknown.
+fn absolute(path: &Path) -> PathBuf {
+    let path = if path.as_os_str().is_empty() { Path::new(".") } else { path };
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The file this function's code was mapped from, read from
@@ -103,6 +126,11 @@ mod tests {
     fn this_code_is_found_in_the_test_program() {
         let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
         assert_eq!(loaded_from().unwrap().canonicalize().unwrap(), exe);
+    }
+
+    #[test]
+    fn candidates_are_absolute() {
+        assert!(candidates().iter().all(|p| p.is_absolute()), "{:?}", candidates());
     }
 
     #[test]

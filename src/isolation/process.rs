@@ -1,11 +1,16 @@
 //! The worker process: starting it with its end of a socket pair as its
-//! stdin, killing it, and saying how it ended.
+//! stdin and nothing else of ours, killing it with everything it started,
+//! and saying how it ended.
+//!
+//! The worker leads a process group of its own, so that a kill reaches the
+//! children it (or the vendor runtime) started too: a child that kept the
+//! worker's socket open must not keep rkl waiting.
 
 use crate::config::ENV_ISOLATED;
 use crate::error::{Error, ErrorKind, Result};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -30,7 +35,9 @@ struct ChildState {
 impl Process {
     /// Starts `program` in `cwd` and returns it with the parent's end of the
     /// socket pair. The worker gets the other end as its stdin; stdout and
-    /// stderr are inherited (the runtime prints there, as in-process).
+    /// stderr are inherited (the runtime prints there, as in-process); every
+    /// other descriptor of the caller's is closed at exec, whether or not it
+    /// was opened close-on-exec.
     pub fn spawn(program: &Path, cwd: &Path) -> Result<(Process, UnixStream)> {
         let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("cannot start the worker '{}': {e}", program.display()));
         let (ours, theirs) = UnixStream::pair().map_err(io)?;
@@ -41,7 +48,17 @@ impl Process {
             // The worker runs the runtime in-process, whatever the parent's
             // environment says.
             .env_remove(ENV_ISOLATED)
-            .current_dir(cwd);
+            .current_dir(cwd)
+            .process_group(0);
+        // SAFETY: the hook runs in the forked child before exec and only
+        // makes system calls (close_range, getrlimit, fcntl), which are
+        // async-signal-safe; it allocates nothing and takes no lock.
+        unsafe {
+            command.pre_exec(|| {
+                close_at_exec_from(3);
+                Ok(())
+            });
+        }
         // While an in-process init has fd 1 routed to read the runtime's
         // version, the worker gets the real stdout instead of that pipe.
         if let Some(stdout) = crate::runtime::real_stdout() {
@@ -63,14 +80,34 @@ impl Process {
         self.child.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends SIGKILL, unless the worker was already reaped (its pid may
-    /// belong to another process by then).
+    /// Sends SIGKILL to the worker's process group (the worker and what it
+    /// started), unless the worker was already reaped: its pid may name
+    /// another group by then.
     pub fn kill(&self) {
-        let mut state = self.lock();
+        let state = self.lock();
         if state.ended.is_none() {
-            if let Err(e) = state.child.kill() {
-                log::debug!("killing worker {}: {e}", self.pid);
-            }
+            self.kill_group();
+        }
+    }
+
+    /// SIGKILL to the group the worker leads; the caller holds the state
+    /// lock and the worker is not reaped yet, so the group id is still ours.
+    fn kill_group(&self) {
+        // SAFETY: kill(2) with a negative pid signals a process group; no
+        // memory is passed.
+        if unsafe { libc::kill(-(self.pid as libc::pid_t), libc::SIGKILL) } != 0 {
+            log::debug!("killing worker group {}: {}", self.pid, std::io::Error::last_os_error());
+        }
+    }
+
+    /// Whether the worker has exited, without reaping it.
+    fn has_exited(&self) -> bool {
+        // SAFETY: `info` is a zeroed siginfo_t owned by this frame, which
+        // waitid fills; WNOWAIT leaves the child to be reaped by try_wait.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            libc::waitid(libc::P_PID, self.pid as libc::id_t, &mut info, flags) == 0 && info.si_pid() != 0
         }
     }
 
@@ -81,7 +118,10 @@ impl Process {
         loop {
             {
                 let mut state = self.lock();
-                if state.ended.is_none() {
+                if state.ended.is_none() && self.has_exited() {
+                    // What it left running goes with it, before the reap
+                    // frees the group id.
+                    self.kill_group();
                     match state.child.try_wait() {
                         Ok(Some(status)) => state.ended = Some(Ok(status)),
                         Ok(None) => {}
@@ -105,6 +145,27 @@ impl Drop for Process {
         // Never leave a worker behind, nor a zombie.
         self.kill();
         let _ = self.wait(Duration::from_secs(5));
+    }
+}
+
+/// Marks every descriptor from `first` up close-on-exec. Runs between fork
+/// and exec: system calls only.
+fn close_at_exec_from(first: libc::c_int) {
+    // SAFETY: close_range(2) takes no pointers; CLOSE_RANGE_CLOEXEC only
+    // sets flags (std's own exec-error pipe is close-on-exec already).
+    let marked = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if marked == 0 {
+        return;
+    }
+    // Kernels before 5.11: every descriptor below the limit, one by one.
+    // SAFETY: `limit` is a plain struct owned by this frame that getrlimit
+    // fills; fcntl(F_SETFD) on a closed descriptor only fails with EBADF.
+    unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 { limit.rlim_cur.min(1 << 20) } else { 1 << 16 };
+        for fd in first..top as libc::c_int {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
     }
 }
 

@@ -82,8 +82,9 @@ pub enum Reply {
     Done { id: u64, value: Value },
     /// The worker made progress that no other reply shows: a runtime
     /// callback whose text is not forwarded (after an abort, past a token
-    /// limit), or rkl's own work outside the runtime.
-    Progress,
+    /// limit), or rkl's own work outside the runtime. `work` counts such
+    /// progress since the worker started; a repeated count is none.
+    Progress { work: u64 },
 }
 
 impl Reply {
@@ -96,13 +97,13 @@ impl Reply {
             | Reply::Finished { id, .. }
             | Reply::Failed { id, .. }
             | Reply::Done { id, .. } => *id,
-            Reply::Progress => 0,
+            Reply::Progress { .. } => 0,
         }
     }
 
     /// Whether this is the last reply to its request.
     pub fn is_last(&self) -> bool {
-        !matches!(self, Reply::Accepted { .. } | Reply::Text { .. } | Reply::Progress)
+        !matches!(self, Reply::Accepted { .. } | Reply::Text { .. } | Reply::Progress { .. })
     }
 }
 

@@ -207,19 +207,24 @@ fn start_heartbeat(model: &LocalModel, out: Out, busy: Arc<AtomicUsize>) {
     let runtime = model.runtime().clone();
     let spawned = std::thread::Builder::new().name("rkl-heartbeat".into()).spawn(move || {
         let mut reported = None;
+        let mut work = 0;
         loop {
             std::thread::sleep(HEARTBEAT);
             if busy.load(Ordering::SeqCst) == 0 {
                 continue;
             }
-            match runtime.last_progress() {
+            let progressed = match runtime.last_progress() {
                 // The runtime is idle: the time goes to rkl's own work.
-                None => send(&out, &Reply::Progress),
+                None => true,
                 Some(last) if reported != Some(last) => {
                     reported = Some(last);
-                    send(&out, &Reply::Progress);
+                    true
                 }
-                Some(_) => {}
+                Some(_) => false,
+            };
+            if progressed {
+                work += 1;
+                send(&out, &Reply::Progress { work });
             }
         }
     });

@@ -3,8 +3,7 @@
 
 use super::args::{self, Versioned};
 use super::error::{FfiError, FfiResult};
-use super::handles::rkl_model;
-use super::model::model_entry;
+use super::model::{model_entry, rkl_model};
 use super::stats::rkl_stats;
 use super::status::rkl_status;
 use crate::{GenerateRequest, Role};

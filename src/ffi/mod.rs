@@ -60,7 +60,6 @@ pub use chat::*;
 pub use error::*;
 pub use frame::*;
 pub use generate::*;
-pub use handles::{rkl_model, rkl_stream};
 pub use log::*;
 pub use model::*;
 pub use stats::*;

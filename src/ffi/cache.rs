@@ -11,8 +11,8 @@
 
 use super::args::{self, Versioned};
 use super::error::{FfiError, FfiResult};
-use super::generate::{read_request, rkl_generate_params};
 use super::model::{model_entry, rkl_model};
+use super::request::{read_request, rkl_generate_params};
 use super::stats::rkl_stats;
 use super::status::{rkl_status, RKL_OK};
 use crate::cache::{CacheInfo, Verdict};

@@ -5,9 +5,9 @@
 
 use super::args;
 use super::error::{copy_message, FfiError};
-use super::generate::{read_request, rkl_generate_params};
 use super::handles::{self, Registry, STREAM_TAG};
 use super::model::{model_entry, rkl_model};
+use super::request::{read_request, rkl_generate_params};
 use super::stats::rkl_stats;
 use super::status::{rkl_status, RKL_BAD_HANDLE, RKL_IN_PROGRESS, RKL_TIMEOUT};
 use crate::Step;

@@ -10,7 +10,8 @@
 //! one by mistake faults at once instead of corrupting memory.
 //!
 //! This file has the generic [`Registry`] and the tags. Each registry lives
-//! with its type: `MODELS` in `model.rs`, `STREAMS` in `stream.rs`.
+//! with its type: `MODELS` in `model.rs`, `STREAMS` in `stream.rs`, and the
+//! storage tokens of `rkl_cache_info` in `cache.rs`.
 
 use super::error::{FfiError, FfiResult};
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ mod layout {
     pub(super) const ID_BITS: u32 = 48;
     pub(super) const MODEL_TAG: usize = 0x6b6d; // "km"
     pub(super) const STREAM_TAG: usize = 0x6b73; // "ks"
+    pub(super) const CACHE_TAG: usize = 0x6b63; // "kc"
 }
 
 #[cfg(not(target_pointer_width = "64"))]
@@ -29,12 +31,17 @@ mod layout {
     pub(super) const ID_BITS: u32 = 24;
     pub(super) const MODEL_TAG: usize = 0xa5;
     pub(super) const STREAM_TAG: usize = 0x5a;
+    pub(super) const CACHE_TAG: usize = 0;
 }
 
 /// The tag of model handles.
 pub(crate) const MODEL_TAG: usize = layout::MODEL_TAG;
 /// The tag of stream handles.
 pub(crate) const STREAM_TAG: usize = layout::STREAM_TAG;
+/// The tag of the storage tokens of `rkl_cache_info` (`cache.rs`). The other
+/// registries do not name it in their messages: such a token passed as a
+/// model or stream handle is "not a handle issued by rkl".
+pub(crate) const CACHE_TAG: usize = layout::CACHE_TAG;
 
 const ID_MASK: usize = (1usize << layout::ID_BITS) - 1;
 

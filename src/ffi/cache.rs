@@ -17,7 +17,7 @@ use super::model::{model_entry, rkl_model};
 use super::request::{read_request, rkl_generate_params};
 use super::stats::rkl_stats;
 use super::status::{rkl_status, RKL_OK};
-use crate::cache::{CacheInfo, Verdict};
+use crate::{CacheInfo, Verdict};
 use std::ffi::{c_char, c_void, CString};
 use std::mem::offset_of;
 use std::path::Path;

@@ -38,7 +38,8 @@
 mod common;
 
 use common::*;
-use rkl::ffi::handles::{MODELS, STREAMS};
+use rkl::ffi::model::MODELS;
+use rkl::ffi::stream::STREAMS;
 use rkl::ffi::*;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};

@@ -9,7 +9,7 @@
 //! and ours, and only on success.
 
 use super::error::{FfiError, FfiResult};
-use crate::config::checked_text;
+use crate::checked_text;
 use std::ffi::{c_char, CStr};
 use std::mem::{size_of, MaybeUninit};
 

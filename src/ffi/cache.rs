@@ -5,25 +5,23 @@
 //! arguments and turns a [`CacheInfo`] into the C struct. The struct is
 //! caller memory; its strings and its `save_stats` live in one block per
 //! filled struct that rkl keeps in a registry under a token (the struct's
-//! `storage` field), until `rkl_cache_info_free`. Because the token is looked
+//! `storage` field), until `rkl_cache_info_free`. The registry is the one
+//! handles have (`handles.rs`), with its own tag. Because the token is looked
 //! up rather than followed, freeing twice, freeing a copy after the original,
 //! or freeing a struct rkl never filled is refused instead of crashing.
 
 use super::args::{self, Versioned};
 use super::error::{FfiError, FfiResult};
-use super::generate::{read_request, rkl_generate_params};
-use super::handles::rkl_model;
-use super::model::model_entry;
+use super::handles::{Registry, CACHE_TAG};
+use super::model::{model_entry, rkl_model};
+use super::request::{read_request, rkl_generate_params};
 use super::stats::rkl_stats;
 use super::status::{rkl_status, RKL_OK};
-use crate::cache::{CacheInfo, Verdict};
-use std::collections::BTreeMap;
+use crate::{CacheInfo, Verdict};
 use std::ffi::{c_char, c_void, CString};
 use std::mem::offset_of;
 use std::path::Path;
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// What rkl_cache_inspect() concluded about a cache (also set by
 /// rkl_cache_save() and rkl_cache_load(), always to ::RKL_VERDICT_VALID).
@@ -208,21 +206,9 @@ impl Owned {
     }
 }
 
-/// Live storage blocks by token.
-static OWNED: Mutex<BTreeMap<usize, Owned>> = Mutex::new(BTreeMap::new());
-static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
-
-/// Tag in the high bits of a storage token, so that garbage rarely matches
-/// (and, on 64-bit, the token is not a usable address).
-#[cfg(target_pointer_width = "64")]
-const TOKEN_TAG: usize = 0x6b63 << 48; // "kc"
-#[cfg(not(target_pointer_width = "64"))]
-const TOKEN_TAG: usize = 0;
-
-fn owned_blocks() -> std::sync::MutexGuard<'static, BTreeMap<usize, Owned>> {
-    // Each critical section is one map operation: consistent even after a panic.
-    OWNED.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// Live storage blocks by token. The tag in the token's high bits makes
+/// garbage rarely match (and, on 64-bit, the token not a usable address).
+static STORAGE: Registry<Owned> = Registry::new(CACHE_TAG, "rkl_cache_info storage");
 
 /// Builds the C view of `info` and the block its pointers point into.
 fn c_view(info: &CacheInfo) -> (rkl_cache_info, Owned) {
@@ -297,14 +283,14 @@ fn c_view(info: &CacheInfo) -> (rkl_cache_info, Owned) {
 /// `out` points to `struct_size` writable bytes.
 unsafe fn deliver(out: *mut rkl_cache_info, info: &CacheInfo) -> FfiResult {
     let (mut view, owned) = c_view(info);
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let token = TOKEN_TAG | id;
+    // Moving `owned` into the registry leaves the blocks the view points at.
+    let token = STORAGE.insert(owned)?;
     view.storage = token as *mut c_void;
-    owned_blocks().insert(token, owned);
     // SAFETY: forwarded from the caller.
     let written = unsafe { args::write_struct(out, &view, "out") };
     if written.is_err() {
-        owned_blocks().remove(&token);
+        // The token was issued just now, so this only takes the block back.
+        let _ = STORAGE.remove(token);
     }
     written
 }
@@ -541,7 +527,8 @@ pub unsafe extern "C" fn rkl_cache_info_free(info: *mut rkl_cache_info) -> rkl_s
         if token == 0 {
             return Ok(());
         }
-        let Some(owned) = owned_blocks().remove(&token) else {
+        // Freed already (Ok(None)) or never issued (Err): refused alike.
+        let Ok(Some(owned)) = STORAGE.remove(token) else {
             return Err(FfiError::invalid(format!(
                 "info->storage ({token:#x}) holds nothing of rkl: the struct was freed already (through a copy?) \
                  or never filled by rkl"
@@ -590,8 +577,16 @@ mod tests {
         let mut info = rkl_cache_info::empty();
         // SAFETY: valid, empty struct.
         assert_eq!(unsafe { rkl_cache_info_free(&mut info) }, RKL_OK);
-        info.storage = (TOKEN_TAG | 0xdead_beef) as *mut c_void;
-        // SAFETY: as above; the token is refused, not followed.
+        let token = STORAGE.insert(Owned { strings: Vec::new(), _stats: None }).unwrap();
+        info.storage = (token + 0xdead_beef) as *mut c_void;
+        // SAFETY: as above; a token never issued is refused, not followed.
+        assert_eq!(unsafe { rkl_cache_info_free(&mut info) }, rkl_status::RKL_INVALID_ARGUMENT);
+        info.storage = token as *mut c_void;
+        // SAFETY: as above; a live token is freed and the struct cleared.
+        assert_eq!(unsafe { rkl_cache_info_free(&mut info) }, RKL_OK);
+        assert!(info.storage.is_null());
+        info.storage = token as *mut c_void;
+        // SAFETY: as above; a token freed already is refused.
         assert_eq!(unsafe { rkl_cache_info_free(&mut info) }, rkl_status::RKL_INVALID_ARGUMENT);
         // SAFETY: NULL is allowed.
         assert_eq!(unsafe { rkl_cache_info_free(ptr::null_mut()) }, RKL_OK);

@@ -3,8 +3,7 @@
 //! `rkl_load_lora`.
 
 use super::args;
-use super::handles::rkl_model;
-use super::model::model_entry;
+use super::model::{model_entry, rkl_model};
 use super::status::rkl_status;
 use std::ffi::{c_char, c_int};
 use std::path::Path;

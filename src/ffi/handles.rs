@@ -8,22 +8,14 @@
 //! `RKL_BAD_HANDLE` instead of being followed. On 64-bit targets the tag
 //! makes the value a non-canonical address, so a caller that dereferences
 //! one by mistake faults at once instead of corrupting memory.
+//!
+//! This file has the generic [`Registry`] and the tags. Each registry lives
+//! with its type: `MODELS` in `model.rs`, `STREAMS` in `stream.rs`, and the
+//! storage tokens of `rkl_cache_info` in `cache.rs`.
 
 use super::error::{FfiError, FfiResult};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-
-/// An open model. Opaque: only ever used through pointers returned by
-/// `rkl_open()`, which are tokens the library looks up, never addresses.
-pub struct rkl_model {
-    _private: [u8; 0],
-}
-
-/// A generation read by pulling (`rkl_stream_open()`). Opaque like
-/// ::rkl_model.
-pub struct rkl_stream {
-    _private: [u8; 0],
-}
 
 #[cfg(target_pointer_width = "64")]
 mod layout {
@@ -31,6 +23,7 @@ mod layout {
     pub(super) const ID_BITS: u32 = 48;
     pub(super) const MODEL_TAG: usize = 0x6b6d; // "km"
     pub(super) const STREAM_TAG: usize = 0x6b73; // "ks"
+    pub(super) const CACHE_TAG: usize = 0x6b63; // "kc"
 }
 
 #[cfg(not(target_pointer_width = "64"))]
@@ -38,7 +31,17 @@ mod layout {
     pub(super) const ID_BITS: u32 = 24;
     pub(super) const MODEL_TAG: usize = 0xa5;
     pub(super) const STREAM_TAG: usize = 0x5a;
+    pub(super) const CACHE_TAG: usize = 0;
 }
+
+/// The tag of model handles.
+pub(crate) const MODEL_TAG: usize = layout::MODEL_TAG;
+/// The tag of stream handles.
+pub(crate) const STREAM_TAG: usize = layout::STREAM_TAG;
+/// The tag of the storage tokens of `rkl_cache_info` (`cache.rs`). The other
+/// registries do not name it in their messages: such a token passed as a
+/// model or stream handle is "not a handle issued by rkl".
+pub(crate) const CACHE_TAG: usize = layout::CACHE_TAG;
 
 const ID_MASK: usize = (1usize << layout::ID_BITS) - 1;
 
@@ -64,7 +67,9 @@ enum Decoded {
 }
 
 impl<T> Registry<T> {
-    const fn new(tag: usize, kind: &'static str) -> Registry<T> {
+    /// An empty registry for the handles tagged `tag`; `kind` names them in
+    /// messages ("model").
+    pub const fn new(tag: usize, kind: &'static str) -> Registry<T> {
         Registry { tag, kind, state: Mutex::new(State { next: 1, live: BTreeMap::new() }) }
     }
 
@@ -169,29 +174,14 @@ impl<T> Registry<T> {
     }
 }
 
-/// Every open model.
-pub static MODELS: Registry<super::model::ModelEntry> = Registry::new(layout::MODEL_TAG, "model");
-/// Every open stream.
-pub static STREAMS: Registry<super::stream::StreamEntry> = Registry::new(layout::STREAM_TAG, "stream");
-
-/// The handle value of a model pointer.
-pub fn model_value(model: *const rkl_model) -> usize {
-    model as usize
+/// The value of a handle pointer.
+pub fn value<H>(handle: *const H) -> usize {
+    handle as usize
 }
 
-/// The handle value of a stream pointer.
-pub fn stream_value(stream: *const rkl_stream) -> usize {
-    stream as usize
-}
-
-/// A handle value as a model pointer (never dereferenced).
-pub fn model_pointer(value: usize) -> *mut rkl_model {
-    value as *mut rkl_model
-}
-
-/// A handle value as a stream pointer (never dereferenced).
-pub fn stream_pointer(value: usize) -> *mut rkl_stream {
-    value as *mut rkl_stream
+/// A handle value as a handle pointer (never dereferenced).
+pub fn pointer<H>(value: usize) -> *mut H {
+    value as *mut H
 }
 
 #[cfg(test)]

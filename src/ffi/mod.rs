@@ -25,14 +25,17 @@
 /// `ffi_fn!(value on panic: default, { body })` is for the few exports that
 /// return a value rather than a status and cannot fail: the body evaluates to
 /// the value, and a panic returns `default`.
+///
+/// The status form installs logging first; the value form does not.
 macro_rules! ffi_fn {
     ($body:block) => {{
         fn __rkl_here() {}
-        $crate::ffi::error::status_frame($crate::ffi::error::function_name(__rkl_here), move || $body)
+        $crate::ffi::log::ensure_installed();
+        $crate::ffi::frame::status_frame($crate::ffi::frame::function_name(__rkl_here), move || $body)
     }};
     (value on panic: $default:expr, $body:block) => {{
         fn __rkl_here() {}
-        $crate::ffi::error::value_frame($crate::ffi::error::function_name(__rkl_here), $default, move || $body)
+        $crate::ffi::frame::value_frame($crate::ffi::frame::function_name(__rkl_here), $default, move || $body)
     }};
 }
 
@@ -41,10 +44,12 @@ macro_rules! ffi_fn {
 pub mod version;
 pub mod status;
 pub mod error;
+pub mod frame;
 pub mod log;
 pub mod handles;
 pub mod model;
 pub mod stats;
+pub mod request;
 pub mod generate;
 pub mod stream;
 pub mod chat;
@@ -54,10 +59,11 @@ pub mod args;
 pub use cache::*;
 pub use chat::*;
 pub use error::*;
+pub use frame::*;
 pub use generate::*;
-pub use handles::{rkl_model, rkl_stream};
 pub use log::*;
 pub use model::*;
+pub use request::*;
 pub use stats::*;
 pub use status::*;
 pub use stream::*;

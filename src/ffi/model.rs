@@ -1,17 +1,22 @@
-//! Opening and closing models: `rkl_open_params`, `rkl_open`, `rkl_close`,
-//! `rkl_model_info`.
+//! Models: the `rkl_model` handle and its registry, `rkl_open_params`,
+//! `rkl_open`, `rkl_close`, `rkl_model_restart`, `rkl_model_info`.
 
 use super::args::{self, Versioned};
 use super::error::{FfiError, FfiResult};
-use super::handles::{model_pointer, model_value, rkl_model, MODELS};
+use super::handles::{self, Registry, MODEL_TAG};
 use super::status::rkl_status;
-use crate::error::ErrorKind;
-use crate::{Family, Model, ModelParams, OpenConfig};
+use crate::{ErrorKind, Family, Model, ModelParams, OpenConfig};
 use std::ffi::{c_char, CStr, CString};
 use std::path::PathBuf;
 use std::ptr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// An open model. Opaque: only ever used through pointers returned by
+/// `rkl_open()`, which are tokens the library looks up, never addresses.
+pub struct rkl_model {
+    _private: [u8; 0],
+}
 
 /// "Not set" for the integer fields of ::rkl_open_params: the runtime's own
 /// default is used. (Float fields use NaN for the same purpose.)
@@ -231,9 +236,12 @@ pub struct ModelEntry {
     runtime_version: CString,
 }
 
+/// Every open model.
+pub static MODELS: Registry<ModelEntry> = Registry::new(MODEL_TAG, "model");
+
 /// Looks up a model handle.
 pub fn model_entry(model: *const rkl_model) -> FfiResult<Arc<ModelEntry>> {
-    MODELS.get(model_value(model))
+    MODELS.get(handles::value(model))
 }
 
 /// Fills `params` with the defaults: every tuning field unset, every pointer
@@ -308,7 +316,7 @@ pub unsafe extern "C" fn rkl_open(params: *const rkl_open_params, out: *mut *mut
         let value = MODELS.insert(entry)?;
         log::debug!("rkl_open: opened '{model_path}' as model handle {value:#x}");
         // SAFETY: `out` was checked non-NULL; the caller promises it writable.
-        unsafe { args::put(out, model_pointer(value)) };
+        unsafe { args::put(out, handles::pointer(value)) };
         Ok(())
     })
 }
@@ -333,7 +341,7 @@ pub unsafe extern "C" fn rkl_open(params: *const rkl_open_params, out: *mut *mut
 #[no_mangle]
 pub unsafe extern "C" fn rkl_close(model: *mut rkl_model) -> rkl_status {
     ffi_fn!({
-        let value = model_value(model);
+        let value = handles::value(model);
         let Some(entry) = MODELS.get_for_close(value)? else { return Ok(()) };
         let result = entry.model.close();
         if let Err(e) = &result {

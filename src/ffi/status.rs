@@ -1,6 +1,6 @@
 //! `rkl_status`: the result of every call, with fixed numbers.
 
-use crate::error::ErrorKind;
+use crate::ErrorKind;
 use std::ffi::{c_char, CStr};
 
 /// The result of an rkl call.

@@ -1,12 +1,13 @@
-//! A pull stream, for callers that cannot take callbacks from C:
-//! `rkl_stream_open`, `rkl_stream_next`, `rkl_stream_stats`,
+//! A pull stream, for callers that cannot take callbacks from C: the
+//! `rkl_stream` handle and its registry, `rkl_stream_open`,
+//! `rkl_stream_next`, `rkl_stream_error_message`, `rkl_stream_stats`,
 //! `rkl_stream_abort`, `rkl_stream_close`.
 
 use super::args;
 use super::error::{copy_message, FfiError};
-use super::generate::{read_request, rkl_generate_params};
-use super::handles::{rkl_model, rkl_stream, stream_pointer, stream_value, STREAMS};
-use super::model::model_entry;
+use super::handles::{self, Registry, STREAM_TAG};
+use super::model::{model_entry, rkl_model};
+use super::request::{read_request, rkl_generate_params};
 use super::stats::rkl_stats;
 use super::status::{rkl_status, RKL_BAD_HANDLE, RKL_IN_PROGRESS, RKL_TIMEOUT};
 use crate::Step;
@@ -15,6 +16,12 @@ use std::ffi::c_char;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// A generation read by pulling (`rkl_stream_open()`). Opaque like
+/// ::rkl_model.
+pub struct rkl_stream {
+    _private: [u8; 0],
+}
 
 /// How long one wait holds the stream's lock, so that rkl_stream_close()
 /// from another thread gets in promptly.
@@ -35,6 +42,9 @@ struct StreamState {
     /// The message of the failure rkl_stream_next() returned, if any.
     failure: Option<String>,
 }
+
+/// Every open stream.
+pub static STREAMS: Registry<StreamEntry> = Registry::new(STREAM_TAG, "stream");
 
 impl StreamEntry {
     fn lock(&self) -> MutexGuard<'_, StreamState> {
@@ -77,7 +87,7 @@ pub unsafe extern "C" fn rkl_stream_open(
             state: Mutex::new(StreamState { stream: Some(stream), text: String::new(), failure: None }),
         })?;
         // SAFETY: `out` was checked non-NULL; the caller promises it writable.
-        unsafe { args::put(out, stream_pointer(value)) };
+        unsafe { args::put(out, handles::pointer(value)) };
         Ok(())
     })
 }
@@ -111,7 +121,7 @@ pub unsafe extern "C" fn rkl_stream_next(
     len: *mut usize,
 ) -> rkl_status {
     ffi_fn!({
-        let entry = STREAMS.get(stream_value(stream))?;
+        let entry = STREAMS.get(handles::value(stream))?;
         args::require(text, "text")?;
         args::require(len, "len")?;
         let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
@@ -181,7 +191,7 @@ pub unsafe extern "C" fn rkl_stream_next(
 #[no_mangle]
 pub unsafe extern "C" fn rkl_stream_error_message(stream: *mut rkl_stream, buf: *mut c_char, len: usize) -> usize {
     ffi_fn!(value on panic: 0, {
-        let message = match STREAMS.get(stream_value(stream)) {
+        let message = match STREAMS.get(handles::value(stream)) {
             Ok(entry) => entry.lock().failure.clone().unwrap_or_default(),
             Err(_) => String::new(),
         };
@@ -202,7 +212,7 @@ pub unsafe extern "C" fn rkl_stream_error_message(stream: *mut rkl_stream, buf: 
 #[no_mangle]
 pub unsafe extern "C" fn rkl_stream_stats(stream: *mut rkl_stream, out: *mut rkl_stats) -> rkl_status {
     ffi_fn!({
-        let entry = STREAMS.get(stream_value(stream))?;
+        let entry = STREAMS.get(handles::value(stream))?;
         // SAFETY: the caller promises a struct of `struct_size` bytes.
         unsafe { args::check_out_struct(out, "out")? };
         let state = entry.lock();
@@ -226,7 +236,7 @@ pub unsafe extern "C" fn rkl_stream_stats(stream: *mut rkl_stream, out: *mut rkl
 #[no_mangle]
 pub unsafe extern "C" fn rkl_stream_abort(stream: *mut rkl_stream) -> rkl_status {
     ffi_fn!({
-        let entry = STREAMS.get(stream_value(stream))?;
+        let entry = STREAMS.get(handles::value(stream))?;
         let state = entry.lock();
         if let Some(live) = state.stream.as_ref() {
             live.abort();
@@ -248,7 +258,7 @@ pub unsafe extern "C" fn rkl_stream_abort(stream: *mut rkl_stream) -> rkl_status
 #[no_mangle]
 pub unsafe extern "C" fn rkl_stream_close(stream: *mut rkl_stream) -> rkl_status {
     ffi_fn!({
-        let value = stream_value(stream);
+        let value = handles::value(stream);
         let Some(entry) = STREAMS.remove(value)? else { return Ok(()) };
         close_entry(&entry);
         Ok(())

@@ -17,8 +17,8 @@ pub use family::Family;
 pub use layout_common::PerfStat;
 pub use params::ModelParams;
 pub use dispatch::STALL_POLL;
-pub use run_queue::Batch;
-pub use trampoline::{RunEvent, RunShared};
+pub use run_queue::{Batch, RunEvent};
+pub use trampoline::RunShared;
 pub use version_line::real_stdout;
 
 use crate::error::{Error, ErrorKind, Result};

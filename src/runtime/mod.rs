@@ -4,6 +4,7 @@
 mod detect;
 mod dispatch;
 mod family;
+mod layout;
 mod layout_common;
 mod layout_v1_2;
 mod layout_v1_3;
@@ -23,7 +24,7 @@ pub use version_line::real_stdout;
 
 use crate::error::{Error, ErrorKind, Result};
 use dispatch::Dispatcher;
-use layout_common::{LlmHandle, LoraAdapter, LoraParam, PromptCacheParam};
+use layout_common::{InitInput, Layout, LlmHandle, LoraAdapter, LoraParam, PromptCacheParam, RunInput};
 use libloading::os::unix::Library;
 use std::ffi::{c_void, CString};
 use std::ptr;
@@ -41,6 +42,8 @@ pub struct Runtime {
     id: usize,
     path: String,
     family: Family,
+    /// The family's per-release code.
+    layout: &'static dyn Layout,
     /// What the default-param probe said, kept to judge later overrides.
     probe: std::result::Result<Family, String>,
     api: Arc<Api>,
@@ -101,13 +104,14 @@ impl Runtime {
         // SAFETY: create_default_param is declared returning a 512-byte slot,
         // larger than any release's RKLLMParam, so the callee cannot overrun it.
         let image = dispatcher.call(move || unsafe { (probe_api.create_default_param)() })?;
-        let probed = detect::ProbeSignals::read(&image).family();
+        let probed = detect::family_from_probe(&image);
         let family = detect::decide(probed.clone(), requested).map_err(unsupported)?;
         log::info!("loaded RKLLM runtime '{path}' as ABI {family}");
         Ok(Arc::new(Runtime {
             id,
             path: path.to_string(),
             family,
+            layout: layout::of(family),
             probe: probed,
             api,
             dispatcher,
@@ -155,7 +159,7 @@ impl Runtime {
     /// counts as stuck (`None`: without limit).
     pub fn init(self: &Arc<Runtime>, model_path: CString, params: &ModelParams, limit: Option<Duration>) -> Result<RawModel> {
         let api = self.api.clone();
-        let family = self.family;
+        let layout = self.layout;
         let params = params.clone();
         let path_for_error = model_path.to_string_lossy().into_owned();
         let owned = InitStorage::new(model_path);
@@ -163,9 +167,9 @@ impl Runtime {
         let (owned, outcome, log) = self.dispatcher.call_limited(limit, move || {
             let mut owned = owned;
             let (outcome, log) = if listen {
-                version_line::capture_stdout(|| owned.init(&api, family, &params))
+                version_line::capture_stdout(|| owned.init(&api, layout, &params))
             } else {
-                (owned.init(&api, family, &params), String::new())
+                (owned.init(&api, layout, &params), String::new())
             };
             (owned, outcome, log)
         })?;
@@ -207,64 +211,32 @@ unsafe impl Sync for HandleAddr {}
 /// here, at a stable heap address, until after `rkllm_destroy`.
 struct InitStorage {
     model_path: CString,
-    param_v1_2: Box<layout_v1_2::Param>,
-    param_v1_3: Box<layout_v1_3::Param>,
-    callbacks_v1_3: Box<layout_v1_3::Callbacks>,
+    /// The detected release's own structs (see `Layout::init`).
+    structs: Option<Box<dyn Send>>,
 }
-
-// SAFETY: the raw pointers inside point at the runtime's static default strings
-// or at strings owned by this struct; nothing here is thread-affine.
-unsafe impl Send for InitStorage {}
 
 impl InitStorage {
     fn new(model_path: CString) -> InitStorage {
-        // SAFETY: both Param types are plain data (integers, floats, raw
-        // pointers); all-zero is a valid value and is overwritten before use.
-        let (p12, p13) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-        InitStorage {
-            model_path,
-            param_v1_2: Box::new(p12),
-            param_v1_3: Box::new(p13),
-            callbacks_v1_3: Box::new(layout_v1_3::Callbacks {
-                result_callback: Some(trampoline::result_callback),
-                result_userdata: ptr::null_mut(),
-                tokenizer_callback: ptr::null(),
-                tokenizer_userdata: ptr::null_mut(),
-                embed_callback: ptr::null(),
-                embed_userdata: ptr::null_mut(),
-            }),
-        }
+        InitStorage { model_path, structs: None }
     }
 
     /// Runs on the dispatcher: default params, overrides, `rkllm_init`, and a
     /// cheap first call, because init has returned 0 after failing inside.
-    fn init(&mut self, api: &Api, family: Family, params: &ModelParams) -> std::result::Result<HandleAddr, String> {
+    fn init(&mut self, api: &Api, layout: &dyn Layout, params: &ModelParams) -> std::result::Result<HandleAddr, String> {
         // SAFETY: the slot is larger than any RKLLMParam (see detect.rs).
         let image = unsafe { (api.create_default_param)() };
         let mut handle: LlmHandle = ptr::null_mut();
-        let code = match family {
-            Family::V1_2 => {
-                // SAFETY: the image is 8-aligned and at least 208 bytes; the
-                // 1.2 runtime wrote a 1.2 Param there (bools held as u8).
-                *self.param_v1_2 = unsafe { ptr::read(image.0.as_ptr() as *const layout_v1_2::Param) };
-                let p = &mut *self.param_v1_2;
-                apply_params!(&mut *p, params);
-                p.model_path = self.model_path.as_ptr();
-                // SAFETY: 1.2's init takes the param and the callback itself;
-                // the param is owned by self until after rkllm_destroy.
-                unsafe { (api.init_v1_2)(&mut handle, p, trampoline::result_callback) }
-            }
-            Family::V1_3 => {
-                // SAFETY: as above for the 1.3 layout (184 bytes).
-                *self.param_v1_3 = unsafe { ptr::read(image.0.as_ptr() as *const layout_v1_3::Param) };
-                let p = &mut *self.param_v1_3;
-                apply_params!(&mut *p, params);
-                p.model_path = self.model_path.as_ptr();
-                // SAFETY: 1.3's init takes a pointer to the callback struct,
-                // owned by self until after rkllm_destroy.
-                unsafe { (api.init_v1_3)(&mut handle, p, &mut *self.callbacks_v1_3) }
-            }
+        let input = InitInput {
+            defaults: &image,
+            params,
+            model_path: &self.model_path,
+            callback: trampoline::result_callback,
         };
+        // SAFETY: `layout` is the one of this runtime's detected release and
+        // `image` its defaults; the model path and the structs returned are
+        // kept in self until after rkllm_destroy.
+        let (code, structs) = unsafe { layout.init(api.init, input, &mut handle) };
+        self.structs = Some(structs);
         if code != 0 {
             return Err(format!("rkllm_init returned {code}"));
         }
@@ -283,34 +255,6 @@ impl InitStorage {
         Ok(HandleAddr(handle))
     }
 }
-
-/// Copies the set fields of `ModelParams` into either release's `RKLLMParam`.
-macro_rules! apply_params {
-    ($p:expr, $params:expr) => {{
-        let p = $p;
-        let m = $params;
-        if let Some(v) = m.max_context_len { p.max_context_len = v; }
-        if let Some(v) = m.max_new_tokens { p.max_new_tokens = v; }
-        if let Some(v) = m.top_k { p.top_k = v; }
-        if let Some(v) = m.n_keep { p.n_keep = v; }
-        if let Some(v) = m.top_p { p.top_p = v; }
-        if let Some(v) = m.temperature { p.temperature = v; }
-        if let Some(v) = m.repeat_penalty { p.repeat_penalty = v; }
-        if let Some(v) = m.frequency_penalty { p.frequency_penalty = v; }
-        if let Some(v) = m.presence_penalty { p.presence_penalty = v; }
-        if let Some(v) = m.mirostat { p.mirostat = v; }
-        if let Some(v) = m.mirostat_tau { p.mirostat_tau = v; }
-        if let Some(v) = m.mirostat_eta { p.mirostat_eta = v; }
-        if let Some(v) = m.skip_special_token { p.skip_special_token = v as u8; }
-        if let Some(v) = m.embed_flash { p.extend_param.embed_flash = v as i8; }
-        if let Some(v) = m.enabled_cpus_num { p.extend_param.enabled_cpus_num = v; }
-        if let Some(v) = m.enabled_cpus_mask { p.extend_param.enabled_cpus_mask = v; }
-        if let Some(v) = m.base_domain_id { p.extend_param.base_domain_id = v; }
-        // rkl never uses asynchronous mode: rkllm_run must block.
-        p.is_async = 0;
-    }};
-}
-use apply_params;
 
 /// One request to `rkllm_run`, with every string it needs owned.
 pub struct RunRequest {
@@ -389,13 +333,13 @@ impl RawModel {
         self.check_live()?;
         let api = self.runtime.api.clone();
         let handle = self.handle;
-        let family = self.runtime.family;
+        let layout = self.runtime.layout;
         shared.attach_watch(self.runtime.dispatcher.watch().clone());
         let end = EndGuard(Some(shared.clone()));
         self.runtime.dispatcher.submit_limited(self.limit, move || {
             let h = handle;
             shared.send(RunEvent::Started);
-            let outcome = shared.execute(|| execute_run(&api, family, h.0, &request, shared.userdata()));
+            let outcome = shared.execute(|| execute_run(&api, layout, h.0, &request, shared.userdata()));
             // `request` (prompt, role, cache path...) is dropped only after
             // rkllm_run returned, and so after its last callback.
             drop(request);
@@ -545,54 +489,25 @@ impl Drop for EndGuard {
 }
 
 /// Builds the release's input structs on this stack frame and calls `rkllm_run`.
-fn execute_run(api: &Api, family: Family, handle: LlmHandle, req: &RunRequest, userdata: *mut c_void) -> i32 {
+fn execute_run(api: &Api, layout: &dyn Layout, handle: LlmHandle, req: &RunRequest, userdata: *mut c_void) -> i32 {
     let mut cache = req.save_cache_path.as_ref().map(|path| PromptCacheParam {
         save_prompt_cache: 1,
         prompt_cache_path: path.as_ptr(),
     });
-    let cache_ptr = cache.as_mut().map_or(ptr::null_mut(), |c| c as *mut PromptCacheParam);
     let mut lora = req.lora.as_ref().map(|name| LoraParam { lora_adapter_name: name.as_ptr() });
-    let lora_ptr = lora.as_mut().map_or(ptr::null_mut(), |l| l as *mut LoraParam);
-    match family {
-        Family::V1_2 => {
-            let mut input = layout_v1_2::Input {
-                role: req.role.as_ptr(),
-                enable_thinking: req.enable_thinking as u8,
-                input_type: 0,
-                payload: layout_v1_2::InputPayload { raw: [0; 6] },
-            };
-            input.payload.prompt = req.prompt.as_ptr();
-            let mut infer = layout_v1_2::InferParam {
-                mode: 0,
-                lora_params: lora_ptr,
-                prompt_cache_params: cache_ptr,
-                keep_history: req.keep_history as i32,
-            };
-            // SAFETY: the structs are 1.2 layouts matching the detected
-            // release; they and every string they point to live on this
-            // frame or in `req` until rkllm_run has returned.
-            unsafe { (api.run)(handle, &mut input as *mut _ as *mut c_void, &mut infer as *mut _ as *mut c_void, userdata) }
-        }
-        Family::V1_3 => {
-            let mut input = layout_v1_3::Input {
-                role: req.role.as_ptr(),
-                enable_thinking: req.enable_thinking as u8,
-                input_type: 0,
-                payload: layout_v1_3::InputPayload { raw: [0; 18] },
-            };
-            input.payload.prompt = req.prompt.as_ptr();
-            let mut infer = layout_v1_3::InferParam {
-                mode: 0,
-                lora_params: lora_ptr,
-                prompt_cache_params: cache_ptr,
-                sampling_params: ptr::null_mut(),
-                keep_history: req.keep_history as i32,
-                max_new_tokens: req.max_new_tokens,
-            };
-            // SAFETY: as above, with the 1.3 layouts.
-            unsafe { (api.run)(handle, &mut input as *mut _ as *mut c_void, &mut infer as *mut _ as *mut c_void, userdata) }
-        }
-    }
+    let input = RunInput {
+        prompt: &req.prompt,
+        role: &req.role,
+        enable_thinking: req.enable_thinking,
+        keep_history: req.keep_history,
+        max_new_tokens: req.max_new_tokens,
+        lora: lora.as_mut(),
+        prompt_cache: cache.as_mut(),
+    };
+    // SAFETY: `layout` is the one of this runtime's detected release and the
+    // handle is live on the dispatcher; `cache`, `lora` and `req` outlive the
+    // call.
+    unsafe { layout.run(api.run, handle, input, userdata) }
 }
 
 #[cfg(test)]

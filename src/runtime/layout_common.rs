@@ -12,6 +12,17 @@ use std::mem::{offset_of, size_of};
 /// Opaque runtime handle (`LLMHandle`, a `void*`).
 pub type LlmHandle = *mut c_void;
 
+/// A runtime handle, sendable to the dispatcher thread.
+#[derive(Clone, Copy)]
+pub struct HandleAddr(pub LlmHandle);
+
+// SAFETY: the handle is an opaque token; it is only passed to the runtime from
+// the dispatcher thread, except for rkllm_abort, which the runtime provides for
+// calling during a run from another thread.
+unsafe impl Send for HandleAddr {}
+// SAFETY: as above; sharing the token shares no memory.
+unsafe impl Sync for HandleAddr {}
+
 /// The runtime's result callback: `int cb(RKLLMResult*, void* userdata, int state)`.
 pub type ResultCallback =
     unsafe extern "C" fn(result: *mut RkllmResult, userdata: *mut c_void, state: i32) -> i32;

@@ -1,7 +1,10 @@
 //! Everything about `librkllmrt.so`: loading it, telling its release, its
 //! exact struct layouts, and the one thread that makes every call into it.
-//! `README.md` in this folder says which file does what, and how to add a
-//! release family.
+//!
+//! Per-release code lives only in the layout files (`layout_v*.rs`), behind
+//! the `Layout` trait; `layout::of` is the one `match` that picks a family's
+//! layout. `README.md` in this folder says which file does what, and how to
+//! add a release family: a new layout file and one arm in that match.
 
 mod detect;
 mod dispatch;

@@ -2,11 +2,13 @@
 //!
 //! 1.1 and 1.2.0 are told apart by missing symbols; 1.2 and 1.3 have the same
 //! symbols and are told apart by the bytes `rkllm_createDefaultParam` writes
-//! (see `shared/rkllm-abi.md`, "Probe"). Every signal must agree; otherwise
-//! the runtime is refused with a message that says what was seen.
+//! (see `shared/rkllm-abi.md`, "Probe"), which each layout file judges for
+//! its own release. Every signal must agree; otherwise the runtime is refused
+//! with a message that says what was seen.
 
 use super::family::Family;
-use super::layout_common::DefaultParamBytes;
+use super::layout;
+use super::layout_common::{DefaultParamBytes, ProbeSignals};
 
 /// What the symbol table says about the release.
 pub fn family_from_symbols(has_function_tools: bool, has_kv_cache_size: bool) -> Result<(), String> {
@@ -19,71 +21,23 @@ pub fn family_from_symbols(has_function_tools: bool, has_kv_cache_size: bool) ->
     Ok(())
 }
 
-/// The layout signals read from a default-param image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeSignals {
-    word_64: u64,
-    word_72: u64,
-    byte_92: u8,
-    byte_93: u8,
-    tail_nonzero: bool,
-}
-
-/// Smallest value taken as a pointer: the first page is never mapped.
-const MIN_POINTER: u64 = 4096;
-
-impl ProbeSignals {
-    /// Reads the signals out of the bytes the runtime wrote.
-    pub fn read(image: &DefaultParamBytes) -> ProbeSignals {
-        let b = &image.0;
-        let word = |at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-        ProbeSignals {
-            word_64: word(64),
-            word_72: word(72),
-            byte_92: b[92],
-            byte_93: b[93],
-            tail_nonzero: b[74..178].iter().any(|&x| x != 0),
-        }
-    }
-
-    fn looks_like_1_2(&self) -> bool {
-        self.word_64 >= MIN_POINTER
-            && self.word_72 >= MIN_POINTER
-            && self.byte_92 == 1
-            && self.byte_93 == 4
-            && self.tail_nonzero
-    }
-
-    fn looks_like_1_3(&self) -> bool {
-        // In 1.3, bytes 64 and 65 are extend_param.embed_flash and
-        // enabled_cpus_num, byte 72 is n_batch and 74.. is `reserved`.
-        let embed_flash = self.word_64 & 0xff;
-        let cpus = (self.word_64 >> 8) & 0xff;
-        let n_batch = self.word_72 & 0xff;
-        embed_flash == 1
-            && cpus == 4
-            && n_batch <= 8
-            && self.byte_92 == 0
-            && self.byte_93 == 0
-            && !self.tail_nonzero
-    }
-
-    /// The family every signal agrees on, or a description of the conflict.
-    pub fn family(&self) -> Result<Family, String> {
-        match (self.looks_like_1_2(), self.looks_like_1_3()) {
-            (true, false) => Ok(Family::V1_2),
-            (false, true) => Ok(Family::V1_3),
-            _ => Err(format!(
-                "rkllm_createDefaultParam wrote a layout rkl does not recognise \
-                 (u64@64={:#x}, u64@72={:#x}, byte92={}, byte93={}, bytes 74..178 {}); \
-                 if you know the release, set RKL_RUNTIME_ABI",
-                self.word_64,
-                self.word_72,
-                self.byte_92,
-                self.byte_93,
-                if self.tail_nonzero { "not all zero" } else { "all zero" }
-            )),
-        }
+/// The family whose layout the default-param image shows: exactly one
+/// layout must recognise the signals; otherwise a description of them.
+pub fn family_from_probe(image: &DefaultParamBytes) -> Result<Family, String> {
+    let signals = ProbeSignals::read(image);
+    let mut found = Family::ALL.into_iter().filter(|&family| layout::of(family).looks_like(&signals));
+    match (found.next(), found.next()) {
+        (Some(family), None) => Ok(family),
+        _ => Err(format!(
+            "rkllm_createDefaultParam wrote a layout rkl does not recognise \
+             (u64@64={:#x}, u64@72={:#x}, byte92={}, byte93={}, bytes 74..178 {}); \
+             if you know the release, set RKL_RUNTIME_ABI",
+            signals.word_64,
+            signals.word_72,
+            signals.byte_92,
+            signals.byte_93,
+            if signals.tail_nonzero { "not all zero" } else { "all zero" }
+        )),
     }
 }
 
@@ -131,21 +85,21 @@ mod tests {
 
     #[test]
     fn recognises_both_layouts() {
-        assert_eq!(ProbeSignals::read(&v1_2_image()).family(), Ok(Family::V1_2));
-        assert_eq!(ProbeSignals::read(&v1_3_image()).family(), Ok(Family::V1_3));
+        assert_eq!(family_from_probe(&v1_2_image()), Ok(Family::V1_2));
+        assert_eq!(family_from_probe(&v1_3_image()), Ok(Family::V1_3));
     }
 
     #[test]
     fn refuses_mixed_or_empty_signals() {
-        assert!(ProbeSignals::read(&image(&[])).family().is_err());
+        assert!(family_from_probe(&image(&[])).is_err());
         // 1.3 head but a non-zero reserved tail.
         let mut img = v1_3_image();
         img.0[150] = 7;
-        assert!(ProbeSignals::read(&img).family().is_err());
+        assert!(family_from_probe(&img).is_err());
         // 1.2 pointers without the extend defaults.
         let mut img = v1_2_image();
         img.0[93] = 0;
-        assert!(ProbeSignals::read(&img).family().is_err());
+        assert!(family_from_probe(&img).is_err());
     }
 
     #[test]

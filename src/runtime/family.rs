@@ -14,6 +14,9 @@ pub enum Family {
 }
 
 impl Family {
+    /// Every family, as detection tries them.
+    pub(super) const ALL: [Family; 2] = [Family::V1_2, Family::V1_3];
+
     /// The short name, as accepted by `RKL_RUNTIME_ABI`.
     pub fn name(self) -> &'static str {
         match self {

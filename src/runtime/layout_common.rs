@@ -1,13 +1,27 @@
-//! Structs whose layout is the same in every supported release (1.2.1+ and 1.3).
+//! What every supported release (1.2.1+ and 1.3) shares: the structs whose
+//! layout is the same in all of them, the [`Layout`] trait each release's
+//! layout file implements, and the signals of the default-param probe.
 //!
 //! Declared from the tables in `shared/rkllm-abi.md`; every field's offset and
 //! every size is asserted at compile time, so a slip fails the build.
 
-use std::ffi::{c_char, c_void};
+use super::params::ModelParams;
+use std::ffi::{c_char, c_void, CStr};
 use std::mem::{offset_of, size_of};
 
 /// Opaque runtime handle (`LLMHandle`, a `void*`).
 pub type LlmHandle = *mut c_void;
+
+/// A runtime handle, sendable to the dispatcher thread.
+#[derive(Clone, Copy)]
+pub struct HandleAddr(pub LlmHandle);
+
+// SAFETY: the handle is an opaque token; it is only passed to the runtime from
+// the dispatcher thread, except for rkllm_abort, which the runtime provides for
+// calling during a run from another thread.
+unsafe impl Send for HandleAddr {}
+// SAFETY: as above; sharing the token shares no memory.
+unsafe impl Sync for HandleAddr {}
 
 /// The runtime's result callback: `int cb(RKLLMResult*, void* userdata, int state)`.
 pub type ResultCallback =
@@ -100,6 +114,137 @@ pub const DEFAULT_PARAM_SLOT: usize = 512;
 
 /// Signature of `rkllm_createDefaultParam`, declared with the oversized slot.
 pub type CreateDefaultParamFn = unsafe extern "C" fn() -> DefaultParamBytes;
+
+/// `rkllm_init` as resolved, before a layout file gives it its release's
+/// signature (the third argument differs by release); never called as is.
+pub type UntypedInitFn = unsafe extern "C" fn();
+
+/// `rkllm_run`, with the release's input and infer structs as void pointers.
+pub type RunFn = unsafe extern "C" fn(LlmHandle, *mut c_void, *mut c_void, *mut c_void) -> i32;
+
+/// The per-release code. Each layout file implements it for its family, and
+/// `layout::of` is the one place that picks the implementation for a family.
+pub trait Layout: Sync {
+    /// Whether the default-param probe's signals are this release's own.
+    /// Detection takes a family only when exactly one layout says yes.
+    fn looks_like(&self, signals: &ProbeSignals) -> bool;
+
+    /// Builds this release's `RKLLMParam` from the runtime's defaults, with
+    /// the set [`ModelParams`], the model path and `is_async` = 0, and calls
+    /// `rkllm_init` with it. Returns init's code and the structs the runtime
+    /// was given: it may keep pointers into them, so the caller keeps them,
+    /// at their heap address, until after `rkllm_destroy`.
+    ///
+    /// # Safety
+    /// `init` is the `rkllm_init` of a runtime of this release,
+    /// `input.defaults` is what its `rkllm_createDefaultParam` wrote, and
+    /// `input.model_path` stays alive until after `rkllm_destroy`.
+    unsafe fn init(&self, init: UntypedInitFn, input: InitInput<'_>, handle: &mut LlmHandle) -> (i32, Box<dyn Send>);
+
+    /// Builds this release's `RKLLMInput` and `RKLLMInferParam` on this frame
+    /// and calls `rkllm_run`, which returns when the run has ended.
+    ///
+    /// # Safety
+    /// `run` is the `rkllm_run` of a runtime of this release and `handle` a
+    /// live handle of it, called from the runtime's dispatcher thread.
+    unsafe fn run(&self, run: RunFn, handle: LlmHandle, input: RunInput<'_>, userdata: *mut c_void) -> i32;
+}
+
+/// What `rkllm_init` is built from, in every release.
+pub struct InitInput<'a> {
+    /// What `rkllm_createDefaultParam` wrote: rkl always starts from it.
+    pub defaults: &'a DefaultParamBytes,
+    /// The fields to change from the defaults.
+    pub params: &'a ModelParams,
+    /// The model file.
+    pub model_path: &'a CStr,
+    /// The result callback to register.
+    pub callback: ResultCallback,
+}
+
+/// What `rkllm_run` is built from, in every release. Everything borrowed
+/// here lives until `rkllm_run` has returned.
+pub struct RunInput<'a> {
+    /// The prompt text.
+    pub prompt: &'a CStr,
+    /// "user" or "tool".
+    pub role: &'a CStr,
+    /// Qwen3 thinking mode.
+    pub enable_thinking: bool,
+    /// Keep this turn in the KV history.
+    pub keep_history: bool,
+    /// Per-run token limit (0: the init value), for releases that take one.
+    pub max_new_tokens: i32,
+    /// The loaded LoRA adapter to apply, if any.
+    pub lora: Option<&'a mut LoraParam>,
+    /// Saving the prompt's KV cache during the run, if asked for.
+    pub prompt_cache: Option<&'a mut PromptCacheParam>,
+}
+
+/// The layout signals read from a default-param image: the same bytes for
+/// every release (see `shared/rkllm-abi.md`, "Probe"); each layout file says
+/// which values are its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeSignals {
+    /// The u64 at offset 64.
+    pub word_64: u64,
+    /// The u64 at offset 72.
+    pub word_72: u64,
+    /// The byte at offset 92.
+    pub byte_92: u8,
+    /// The byte at offset 93.
+    pub byte_93: u8,
+    /// Whether any of bytes 74..178 is non-zero.
+    pub tail_nonzero: bool,
+}
+
+/// Smallest value taken as a pointer: the first page is never mapped.
+pub const MIN_POINTER: u64 = 4096;
+
+impl ProbeSignals {
+    /// Reads the signals out of the bytes the runtime wrote.
+    pub fn read(image: &DefaultParamBytes) -> ProbeSignals {
+        let b = &image.0;
+        let word = |at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        ProbeSignals {
+            word_64: word(64),
+            word_72: word(72),
+            byte_92: b[92],
+            byte_93: b[93],
+            tail_nonzero: b[74..178].iter().any(|&x| x != 0),
+        }
+    }
+}
+
+/// Copies the set fields of `ModelParams` into a release's `RKLLMParam`
+/// (every release has these fields under these names) and turns off
+/// asynchronous mode.
+macro_rules! apply_params {
+    ($p:expr, $params:expr) => {{
+        let p = $p;
+        let m = $params;
+        if let Some(v) = m.max_context_len { p.max_context_len = v; }
+        if let Some(v) = m.max_new_tokens { p.max_new_tokens = v; }
+        if let Some(v) = m.top_k { p.top_k = v; }
+        if let Some(v) = m.n_keep { p.n_keep = v; }
+        if let Some(v) = m.top_p { p.top_p = v; }
+        if let Some(v) = m.temperature { p.temperature = v; }
+        if let Some(v) = m.repeat_penalty { p.repeat_penalty = v; }
+        if let Some(v) = m.frequency_penalty { p.frequency_penalty = v; }
+        if let Some(v) = m.presence_penalty { p.presence_penalty = v; }
+        if let Some(v) = m.mirostat { p.mirostat = v; }
+        if let Some(v) = m.mirostat_tau { p.mirostat_tau = v; }
+        if let Some(v) = m.mirostat_eta { p.mirostat_eta = v; }
+        if let Some(v) = m.skip_special_token { p.skip_special_token = v as u8; }
+        if let Some(v) = m.embed_flash { p.extend_param.embed_flash = v as i8; }
+        if let Some(v) = m.enabled_cpus_num { p.extend_param.enabled_cpus_num = v; }
+        if let Some(v) = m.enabled_cpus_mask { p.extend_param.enabled_cpus_mask = v; }
+        if let Some(v) = m.base_domain_id { p.extend_param.base_domain_id = v; }
+        // rkl never uses asynchronous mode: rkllm_run must block.
+        p.is_async = 0;
+    }};
+}
+pub(super) use apply_params;
 
 const _: () = {
     assert!(size_of::<ExtendParam>() == 120);

@@ -1,8 +1,13 @@
-//! Struct layouts of runtime releases 1.2.1 – 1.2.3.
+//! Runtime releases 1.2.1 – 1.2.3: their struct layouts, and the code that
+//! builds them for `rkllm_init` and `rkllm_run` ([`V1_2`]).
 
-use super::layout_common::{ExtendParam, LoraParam, PromptCacheParam};
+use super::layout_common::{
+    apply_params, ExtendParam, InitInput, Layout, LlmHandle, LoraParam, ProbeSignals, PromptCacheParam, RunFn,
+    RunInput, UntypedInitFn, MIN_POINTER,
+};
 use std::ffi::{c_char, c_void};
 use std::mem::{offset_of, size_of};
+use std::ptr;
 
 /// `RKLLMParam` as 1.2 lays it out (208 bytes). C `bool` fields are held as
 /// `u8` so that an unexpected byte value can never be undefined behaviour here.
@@ -62,6 +67,68 @@ pub type InitFn = unsafe extern "C" fn(
     param: *mut Param,
     callback: super::layout_common::ResultCallback,
 ) -> i32;
+
+/// The layout of family 1.2.
+pub struct V1_2;
+
+/// What 1.2's `rkllm_init` is given and the runtime may keep pointers into.
+struct InitStructs {
+    param: Param,
+}
+
+// SAFETY: the raw pointers inside point at the runtime's static default
+// strings or at the model path its owner keeps; nothing here is thread-affine.
+unsafe impl Send for InitStructs {}
+
+impl Layout for V1_2 {
+    fn looks_like(&self, signals: &ProbeSignals) -> bool {
+        // img_start and img_end are pointers; extend_param.embed_flash and
+        // enabled_cpus_num are at 92 and 93.
+        signals.word_64 >= MIN_POINTER
+            && signals.word_72 >= MIN_POINTER
+            && signals.byte_92 == 1
+            && signals.byte_93 == 4
+            && signals.tail_nonzero
+    }
+
+    unsafe fn init(&self, init: UntypedInitFn, input: InitInput<'_>, handle: &mut LlmHandle) -> (i32, Box<dyn Send>) {
+        let mut structs = Box::new(InitStructs {
+            // SAFETY: the image is 8-aligned and at least 208 bytes; the 1.2
+            // runtime wrote a 1.2 Param there (bools held as u8).
+            param: unsafe { ptr::read(input.defaults.0.as_ptr() as *const Param) },
+        });
+        let p = &mut structs.param;
+        apply_params!(&mut *p, input.params);
+        p.model_path = input.model_path.as_ptr();
+        // SAFETY: the caller promises a 1.2 runtime's rkllm_init, and this is
+        // its signature.
+        let init = unsafe { std::mem::transmute::<UntypedInitFn, InitFn>(init) };
+        // SAFETY: 1.2's init takes the param and the callback itself; the
+        // param is boxed and kept by the caller until after rkllm_destroy.
+        let code = unsafe { init(handle, p, input.callback) };
+        (code, structs)
+    }
+
+    unsafe fn run(&self, run: RunFn, handle: LlmHandle, input: RunInput<'_>, userdata: *mut c_void) -> i32 {
+        let mut prompt = Input {
+            role: input.role.as_ptr(),
+            enable_thinking: input.enable_thinking as u8,
+            input_type: 0,
+            payload: InputPayload { raw: [0; 6] },
+        };
+        prompt.payload.prompt = input.prompt.as_ptr();
+        let mut infer = InferParam {
+            mode: 0,
+            lora_params: input.lora.map_or(ptr::null_mut(), |l| l as *mut LoraParam),
+            prompt_cache_params: input.prompt_cache.map_or(ptr::null_mut(), |c| c as *mut PromptCacheParam),
+            keep_history: input.keep_history as i32,
+        };
+        // SAFETY: the structs are 1.2 layouts and the caller promises a 1.2
+        // runtime; they and every string they point to live on this frame or
+        // in the caller's `input` until rkllm_run has returned.
+        unsafe { run(handle, &mut prompt as *mut _ as *mut c_void, &mut infer as *mut _ as *mut c_void, userdata) }
+    }
+}
 
 const _: () = {
     assert!(size_of::<Param>() == 208);

@@ -1,8 +1,13 @@
-//! Struct layouts of runtime release 1.3.0.
+//! Runtime release 1.3.0: its struct layouts, and the code that builds them
+//! for `rkllm_init` and `rkllm_run` ([`V1_3`]).
 
-use super::layout_common::{ExtendParam, LoraParam, PromptCacheParam, ResultCallback};
+use super::layout_common::{
+    apply_params, ExtendParam, InitInput, Layout, LlmHandle, LoraParam, ProbeSignals, PromptCacheParam,
+    ResultCallback, RunFn, RunInput, UntypedInitFn,
+};
 use std::ffi::{c_char, c_void};
 use std::mem::{offset_of, size_of};
+use std::ptr;
 
 /// `RKLLMParam` as 1.3 lays it out (184 bytes). C `bool` fields are held as
 /// `u8` so that an unexpected byte value can never be undefined behaviour here.
@@ -88,6 +93,84 @@ pub type InitFn = unsafe extern "C" fn(
     param: *mut Param,
     callbacks: *mut Callbacks,
 ) -> i32;
+
+/// The layout of family 1.3.
+pub struct V1_3;
+
+/// What 1.3's `rkllm_init` is given and the runtime may keep pointers into.
+struct InitStructs {
+    param: Param,
+    callbacks: Callbacks,
+}
+
+// SAFETY: the raw pointers inside point at the runtime's static default
+// strings, at the model path its owner keeps, or are NULL; nothing here is
+// thread-affine.
+unsafe impl Send for InitStructs {}
+
+impl Layout for V1_3 {
+    fn looks_like(&self, signals: &ProbeSignals) -> bool {
+        // In 1.3, bytes 64 and 65 are extend_param.embed_flash and
+        // enabled_cpus_num, byte 72 is n_batch and 74.. is `reserved`.
+        let embed_flash = signals.word_64 & 0xff;
+        let cpus = (signals.word_64 >> 8) & 0xff;
+        let n_batch = signals.word_72 & 0xff;
+        embed_flash == 1
+            && cpus == 4
+            && n_batch <= 8
+            && signals.byte_92 == 0
+            && signals.byte_93 == 0
+            && !signals.tail_nonzero
+    }
+
+    unsafe fn init(&self, init: UntypedInitFn, input: InitInput<'_>, handle: &mut LlmHandle) -> (i32, Box<dyn Send>) {
+        let mut structs = Box::new(InitStructs {
+            // SAFETY: the image is 8-aligned and at least 184 bytes; the 1.3
+            // runtime wrote a 1.3 Param there (bools held as u8).
+            param: unsafe { ptr::read(input.defaults.0.as_ptr() as *const Param) },
+            callbacks: Callbacks {
+                result_callback: Some(input.callback),
+                result_userdata: ptr::null_mut(),
+                tokenizer_callback: ptr::null(),
+                tokenizer_userdata: ptr::null_mut(),
+                embed_callback: ptr::null(),
+                embed_userdata: ptr::null_mut(),
+            },
+        });
+        let InitStructs { param: p, callbacks } = &mut *structs;
+        apply_params!(&mut *p, input.params);
+        p.model_path = input.model_path.as_ptr();
+        // SAFETY: the caller promises a 1.3 runtime's rkllm_init, and this is
+        // its signature.
+        let init = unsafe { std::mem::transmute::<UntypedInitFn, InitFn>(init) };
+        // SAFETY: 1.3's init takes a pointer to the callback struct; it and
+        // the param are boxed and kept by the caller until after rkllm_destroy.
+        let code = unsafe { init(handle, p, callbacks) };
+        (code, structs)
+    }
+
+    unsafe fn run(&self, run: RunFn, handle: LlmHandle, input: RunInput<'_>, userdata: *mut c_void) -> i32 {
+        let mut prompt = Input {
+            role: input.role.as_ptr(),
+            enable_thinking: input.enable_thinking as u8,
+            input_type: 0,
+            payload: InputPayload { raw: [0; 18] },
+        };
+        prompt.payload.prompt = input.prompt.as_ptr();
+        let mut infer = InferParam {
+            mode: 0,
+            lora_params: input.lora.map_or(ptr::null_mut(), |l| l as *mut LoraParam),
+            prompt_cache_params: input.prompt_cache.map_or(ptr::null_mut(), |c| c as *mut PromptCacheParam),
+            sampling_params: ptr::null_mut(),
+            keep_history: input.keep_history as i32,
+            max_new_tokens: input.max_new_tokens,
+        };
+        // SAFETY: the structs are 1.3 layouts and the caller promises a 1.3
+        // runtime; they and every string they point to live on this frame or
+        // in the caller's `input` until rkllm_run has returned.
+        unsafe { run(handle, &mut prompt as *mut _ as *mut c_void, &mut infer as *mut _ as *mut c_void, userdata) }
+    }
+}
 
 const _: () = {
     assert!(size_of::<Param>() == 184);

@@ -1,5 +1,5 @@
-//! The queue that carries one run's events from the runtime's callback to
-//! the thread reading the stream.
+//! A run's events ([`RunEvent`]) and the queue that carries them from the
+//! runtime's callback to the thread reading the stream.
 //!
 //! Why not a channel: a list channel allocates a block every few dozen
 //! messages, and each token's text would need a buffer of its own (the
@@ -15,10 +15,28 @@
 //! callback can wait until its token was handled (isolation mode's worker,
 //! see `RunShared::hand_over_each_token`).
 
-use super::trampoline::RunEvent;
+use super::layout_common::PerfStat;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+/// What a run reports back to the thread that consumes it, in order.
+#[derive(Debug)]
+pub enum RunEvent {
+    /// The dispatcher started the run (its queue wait ended).
+    Started,
+    /// A NORMAL or WAITING callback; `text_len` is `None` when the runtime
+    /// gave NULL. The text comes with the event from `RunShared::next_event`.
+    Token { waiting: bool, text_len: Option<usize> },
+    /// The FINISH callback with the runtime's own figures.
+    Finish(PerfStat),
+    /// An ERROR callback.
+    Error,
+    /// `rkllm_run` returned this code. Always the last event of a run.
+    Returned(i32),
+    /// The run was aborted before it started; nothing reached the runtime.
+    Skipped,
+}
 
 #[derive(Default)]
 struct Queue {

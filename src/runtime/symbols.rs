@@ -1,13 +1,11 @@
 //! Loading `librkllmrt.so` and resolving the functions rkl calls.
 
-use super::layout_common::{CreateDefaultParamFn, LlmHandle, LoraAdapter};
-use super::{layout_v1_2, layout_v1_3};
+use super::layout_common::{CreateDefaultParamFn, LlmHandle, LoraAdapter, RunFn, UntypedInitFn};
 use crate::error::{Error, ErrorKind, Result};
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use std::ffi::{c_char, c_void};
 
 pub type HandleFn = unsafe extern "C" fn(LlmHandle) -> i32;
-pub type RunFn = unsafe extern "C" fn(LlmHandle, *mut c_void, *mut c_void, *mut c_void) -> i32;
 pub type PathFn = unsafe extern "C" fn(LlmHandle, *const c_char) -> i32;
 pub type ClearKvFn = unsafe extern "C" fn(LlmHandle, i32, *mut i32, *mut i32) -> i32;
 pub type KvSizeFn = unsafe extern "C" fn(LlmHandle, *mut i32) -> i32;
@@ -18,8 +16,8 @@ pub type ThreeStringsFn =
 /// Every runtime function rkl uses, resolved once per loaded runtime.
 pub struct Api {
     pub create_default_param: CreateDefaultParamFn,
-    pub init_v1_2: layout_v1_2::InitFn,
-    pub init_v1_3: layout_v1_3::InitFn,
+    /// Called only through the detected release's layout file.
+    pub init: UntypedInitFn,
     pub run: RunFn,
     pub abort: HandleFn,
     pub destroy: HandleFn,
@@ -80,12 +78,12 @@ pub fn resolve(lib: &Library, path: &str) -> Result<Api> {
     let mut r = Resolver { lib, missing: Vec::new() };
     // SAFETY: each type below is the signature the ABI tables give for the
     // name, with release-dependent struct pointers typed as void pointers (or,
-    // for rkllm_init, resolved once per release and called only for the
-    // detected one). The library stays loaded for the life of the process.
+    // for rkllm_init, untyped: only the detected release's layout file gives
+    // it a signature and calls it). The library stays loaded for the life of
+    // the process.
     let api = unsafe {
         (
             r.get("rkllm_createDefaultParam"),
-            r.get("rkllm_init"),
             r.get("rkllm_init"),
             r.get("rkllm_run"),
             r.get("rkllm_abort"),
@@ -102,8 +100,7 @@ pub fn resolve(lib: &Library, path: &str) -> Result<Api> {
     match api {
         (
             Some(create_default_param),
-            Some(init_v1_2),
-            Some(init_v1_3),
+            Some(init),
             Some(run),
             Some(abort),
             Some(destroy),
@@ -116,8 +113,7 @@ pub fn resolve(lib: &Library, path: &str) -> Result<Api> {
             Some(set_function_tools),
         ) => Ok(Api {
             create_default_param,
-            init_v1_2,
-            init_v1_3,
+            init,
             run,
             abort,
             destroy,
@@ -130,7 +126,6 @@ pub fn resolve(lib: &Library, path: &str) -> Result<Api> {
             set_function_tools,
         }),
         _ => {
-            r.missing.dedup();
             Err(Error::new(
                 ErrorKind::RuntimeUnsupported,
                 format!(

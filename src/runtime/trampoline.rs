@@ -6,30 +6,12 @@
 
 use super::dispatch::Watch;
 use super::layout_common::{call_state, PerfStat, RkllmResult};
-use super::run_queue::{Batch, RunQueue};
+use super::run_queue::{Batch, RunEvent, RunQueue};
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
-
-/// What a run reports back to the thread that consumes it, in order.
-#[derive(Debug)]
-pub enum RunEvent {
-    /// The dispatcher started the run (its queue wait ended).
-    Started,
-    /// A NORMAL or WAITING callback; `text_len` is `None` when the runtime
-    /// gave NULL. The text comes with the event from [`RunShared::next_event`].
-    Token { waiting: bool, text_len: Option<usize> },
-    /// The FINISH callback with the runtime's own figures.
-    Finish(PerfStat),
-    /// An ERROR callback.
-    Error,
-    /// `rkllm_run` returned this code. Always the last event of a run.
-    Returned(i32),
-    /// The run was aborted before it started; nothing reached the runtime.
-    Skipped,
-}
 
 /// State one run shares between the dispatcher, the callback and the consumer.
 pub struct RunShared {

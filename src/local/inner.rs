@@ -3,7 +3,7 @@
 
 use super::cached_prefix::LoadedPrompt;
 use crate::cache::ModelIdentity;
-use crate::runtime::{Family, RawModel, RunShared};
+use crate::runtime::{RawModel, RunShared};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +34,7 @@ impl ModelInner {
     /// Whether a per-request token limit needs an abort to be enforced (1.2
     /// has no per-run limit; 1.3 stops by itself).
     pub(crate) fn needs_limit_abort(&self) -> bool {
-        self.raw.runtime().family() == Family::V1_2
+        !self.raw.runtime().limits_tokens_per_run()
     }
 
     /// Whether `tokens` reached the init-time limit.

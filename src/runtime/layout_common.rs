@@ -129,6 +129,10 @@ pub trait Layout: Sync {
     /// Detection takes a family only when exactly one layout says yes.
     fn looks_like(&self, signals: &ProbeSignals) -> bool;
 
+    /// Whether `rkllm_run` takes a per-run `max_new_tokens` (else rkl stops
+    /// a run at its limit with an abort).
+    fn limits_tokens_per_run(&self) -> bool;
+
     /// Builds this release's `RKLLMParam` from the runtime's defaults, with
     /// the set [`ModelParams`], the model path and `is_async` = 0, and calls
     /// `rkllm_init` with it. Returns init's code and the structs the runtime

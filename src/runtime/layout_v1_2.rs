@@ -81,6 +81,10 @@ struct InitStructs {
 unsafe impl Send for InitStructs {}
 
 impl Layout for V1_2 {
+    fn limits_tokens_per_run(&self) -> bool {
+        false
+    }
+
     fn looks_like(&self, signals: &ProbeSignals) -> bool {
         // img_start and img_end are pointers; extend_param.embed_flash and
         // enabled_cpus_num are at 92 and 93.

@@ -109,6 +109,10 @@ struct InitStructs {
 unsafe impl Send for InitStructs {}
 
 impl Layout for V1_3 {
+    fn limits_tokens_per_run(&self) -> bool {
+        true
+    }
+
     fn looks_like(&self, signals: &ProbeSignals) -> bool {
         // In 1.3, bytes 64 and 65 are extend_param.embed_flash and
         // enabled_cpus_num, byte 72 is n_batch and 74.. is `reserved`.

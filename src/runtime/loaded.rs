@@ -122,6 +122,12 @@ impl Runtime {
         self.family
     }
 
+    /// Whether a run takes a per-run token limit (else rkl enforces one
+    /// with an abort).
+    pub fn limits_tokens_per_run(&self) -> bool {
+        self.layout.limits_tokens_per_run()
+    }
+
     /// The error to report when the runtime got stuck in a call that never
     /// returned (see `dispatch::Watch`); `None` while it works.
     pub fn stuck(&self) -> Option<Error> {

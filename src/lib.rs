@@ -19,9 +19,11 @@
 //! facade/       Model and Stream: one API over both backends
 //! isolation/    a worker process (rkl-host) runs the in-process wing
 //! local/        the in-process wing: a model, its streams and caches here
+//! config.rs     what a caller asks for: OpenConfig, GenerateRequest
 //! cache/        prompt-cache files: manifests, checks, the save protocol
 //! runtime/      librkllmrt.so: loading, release layouts, the dispatcher
-//! config, outcome, callback_scope, error, utf8: plain ground types
+//!               (cache/ and runtime/ stand side by side)
+//! outcome, callback_scope, error, utf8: plain ground types
 //! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -88,7 +88,10 @@ fn main() {
     let c_sim = CString::new(sim.to_str().unwrap()).unwrap();
     let c_model = unsafe {
         let mut p = std::mem::MaybeUninit::<ffi::rkl_open_params>::zeroed();
-        assert_eq!(ffi::rkl_open_params_init(p.as_mut_ptr(), std::mem::size_of::<ffi::rkl_open_params>()), ffi::rkl_status::RKL_OK);
+        assert_eq!(
+            ffi::rkl_open_params_init(p.as_mut_ptr(), std::mem::size_of::<ffi::rkl_open_params>()),
+            ffi::rkl_status::RKL_OK
+        );
         let mut p = p.assume_init();
         p.model_path = c_model_path.as_ptr();
         p.runtime_path = c_sim.as_ptr();

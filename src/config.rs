@@ -100,9 +100,8 @@ impl OpenConfig {
                 _ => PathBuf::from(DEFAULT_RUNTIME),
             },
         };
-        let text = chosen
-            .to_str()
-            .ok_or_else(|| Error::invalid(format!("runtime path {chosen:?} is not valid UTF-8")))?;
+        let text =
+            chosen.to_str().ok_or_else(|| Error::invalid(format!("runtime path {chosen:?} is not valid UTF-8")))?;
         if text.is_empty() {
             return Err(Error::invalid("runtime path is empty"));
         }
@@ -154,9 +153,7 @@ impl OpenConfig {
         if path.as_os_str().is_empty() {
             return Err(Error::invalid("model path is empty"));
         }
-        let text = path
-            .to_str()
-            .ok_or_else(|| Error::invalid(format!("model path {path:?} is not valid UTF-8")))?;
+        let text = path.to_str().ok_or_else(|| Error::invalid(format!("model path {path:?} is not valid UTF-8")))?;
         let c = cstring("model path", text)?;
         let not_found = |why: String| Error::new(ErrorKind::ModelNotFound, format!("model '{text}' {why}"));
         let meta = std::fs::metadata(path).map_err(|e| not_found(format!("cannot be opened: {e}")))?;

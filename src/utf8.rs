@@ -116,7 +116,8 @@ mod tests {
         let carry = feed(&[(false, Some(b"caf")), (true, Some(&e[..1])), (false, Some(&e[1..])), (false, Some(b"!"))]);
         let held = feed(&[(false, Some(b"caf")), (true, None), (false, Some("é".as_bytes())), (false, Some(b"!"))]);
         let held_empty = feed(&[(false, Some(b"caf")), (true, Some(b"")), (false, Some("é!".as_bytes()))]);
-        let repeat = feed(&[(false, Some(b"caf")), (true, Some(&e[..1])), (false, Some("é".as_bytes())), (false, Some(b"!"))]);
+        let repeat =
+            feed(&[(false, Some(b"caf")), (true, Some(&e[..1])), (false, Some("é".as_bytes())), (false, Some(b"!"))]);
         for got in [carry, held, held_empty, repeat] {
             assert_eq!(got, "café!");
         }

@@ -101,7 +101,11 @@ fn from_the_callback(mode: Mode) {
     let stats = model
         .generate(&GenerateRequest::new("go"), |_| {
             chunks += 1;
-            if chunks == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if chunks == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .unwrap();
     assert_eq!(stats.finish, FinishReason::Stopped);

@@ -92,7 +92,11 @@ fn every_damage_has_its_own_error() {
     assert_eq!(kind(model.cache_load(&garbage)), ErrorKind::CacheInvalid);
 
     let future = dir.join("future.rklcache");
-    let text = String::from_utf8(manifest.to_json()).unwrap().replacen("\"rkl_prompt_cache\": 1", "\"rkl_prompt_cache\": 2", 1);
+    let text = String::from_utf8(manifest.to_json()).unwrap().replacen(
+        "\"rkl_prompt_cache\": 1",
+        "\"rkl_prompt_cache\": 2",
+        1,
+    );
     std::fs::write(&future, text).unwrap();
     assert_eq!(kind(model.cache_load(&future)), ErrorKind::CacheVersion);
 
@@ -126,7 +130,9 @@ fn every_damage_has_its_own_error() {
         std::fs::write(&path, m.to_json()).unwrap();
         path
     };
-    let other_family = edit_manifest("family", &|m| m.runtime_family = if m.runtime_family == "1.2" { "1.3".into() } else { "1.2".into() });
+    let other_family = edit_manifest("family", &|m| {
+        m.runtime_family = if m.runtime_family == "1.2" { "1.3".into() } else { "1.2".into() }
+    });
     let err = model.cache_load(&other_family).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::CacheMismatch);
     assert!(err.message().contains("runtime ABI"), "{err}");
@@ -155,19 +161,25 @@ fn every_damage_has_its_own_error() {
         .unwrap()
         .into_iter()
         .filter_map(|f| match f {
-            Found::Cache(info) => Some((info.path.file_name().unwrap().to_string_lossy().into_owned(), info.verdict.clone())),
+            Found::Cache(info) => {
+                Some((info.path.file_name().unwrap().to_string_lossy().into_owned(), info.verdict.clone()))
+            }
             _ => None,
         })
         .collect();
     assert!(verdicts.iter().any(|(n, v)| n == "good.rklcache" && *v == Verdict::Valid), "{verdicts:?}");
-    assert!(verdicts.iter().any(|(n, v)| n == "flipped.rklcache" && matches!(v, Verdict::Invalid(e) if e.kind() == ErrorKind::CacheCorrupt)));
+    assert!(verdicts.iter().any(
+        |(n, v)| n == "flipped.rklcache" && matches!(v, Verdict::Invalid(e) if e.kind() == ErrorKind::CacheCorrupt)
+    ));
 
     // The command-line tool on the same mixed directory.
     let tool = env!("CARGO_BIN_EXE_rkl-cache");
     let out = std::process::Command::new(tool).args(["list", dir.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success());
     let listing = String::from_utf8(out.stdout).unwrap();
-    let line = |name: &str| listing.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} not in {listing}")).to_string();
+    let line = |name: &str| {
+        listing.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} not in {listing}")).to_string()
+    };
     assert!(line("good.rklcache\t").contains("\tvalid\t"), "{listing}");
     assert!(line("good.rklcache\t").contains("prompt \"You are a careful"), "{listing}");
     assert!(line("flipped.rklcache").contains("invalid") && line("flipped.rklcache").contains("checksum"), "{listing}");

@@ -16,8 +16,8 @@ use common::*;
 use rkl::{ErrorKind, GenerateRequest, Model, OpenConfig};
 use std::io::{Read, Write};
 use std::ops::ControlFlow;
-use std::os::unix::net::UnixStream;
 use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,10 @@ fn main() {
         ("heartbeats_with_progress_keep_a_call_alive", heartbeats_with_progress_keep_a_call_alive),
         ("a_child_holding_the_socket_cannot_keep_calls_waiting", a_child_holding_the_socket_cannot_keep_calls_waiting),
         ("a_timeout_kills_the_children_of_the_worker", a_timeout_kills_the_children_of_the_worker),
-        ("close_ends_a_frozen_worker_with_a_large_prompt_in_flight", close_ends_a_frozen_worker_with_a_large_prompt_in_flight),
+        (
+            "close_ends_a_frozen_worker_with_a_large_prompt_in_flight",
+            close_ends_a_frozen_worker_with_a_large_prompt_in_flight,
+        ),
         ("the_worker_gets_no_descriptor_of_the_caller", the_worker_gets_no_descriptor_of_the_caller),
         ("a_bare_host_name_runs_the_program_on_path", a_bare_host_name_runs_the_program_on_path),
     ];
@@ -131,12 +134,16 @@ fn read_pid(mode: &str) -> i32 {
 }
 
 fn garbage_fails_the_open() {
-    let err = within("open", Duration::ZERO, || expect_err("open", Model::open(&settings("garbage")), ErrorKind::RuntimeCrashed));
+    let err = within("open", Duration::ZERO, || {
+        expect_err("open", Model::open(&settings("garbage")), ErrorKind::RuntimeCrashed)
+    });
     assert!(err.message().contains("malformed"), "{err}");
 }
 
 fn an_oversized_frame_fails_the_open() {
-    let err = within("open", Duration::ZERO, || expect_err("open", Model::open(&settings("oversized")), ErrorKind::RuntimeCrashed));
+    let err = within("open", Duration::ZERO, || {
+        expect_err("open", Model::open(&settings("oversized")), ErrorKind::RuntimeCrashed)
+    });
     assert!(err.message().contains("too large"), "{err}");
 }
 

@@ -178,7 +178,11 @@ fn isolated_init_faults_fail_the_open_and_the_host_lives_on() {
         let started = Instant::now();
         assert_fails(&cell, Model::open(&settings(Mode::Isolated, &path)), kind);
         if kind == "hang" {
-            assert!(started.elapsed() >= timeout() && started.elapsed() < timeout() * 5, "{cell}: {:?}", started.elapsed());
+            assert!(
+                started.elapsed() >= timeout() && started.elapsed() < timeout() * 5,
+                "{cell}: {:?}",
+                started.elapsed()
+            );
         }
         heal(&path);
         let model = open_in(Mode::Isolated, &path);
@@ -322,7 +326,8 @@ fn isolated_restarts_are_bounded_and_restart_resets_them() {
 
 /// Names that mean something only in Rust; rkl's messages reach C, C++, Go,
 /// Node and Python users too.
-const RUST_ONLY: [&str; 7] = ["Model::", "Stream::", "Break", "ControlFlow", "OpenConfig", "GenerateRequest", "host_path"];
+const RUST_ONLY: [&str; 7] =
+    ["Model::", "Stream::", "Break", "ControlFlow", "OpenConfig", "GenerateRequest", "host_path"];
 
 fn assert_language_neutral(what: &str, err: &rkl::Error) {
     for name in RUST_ONLY {
@@ -383,7 +388,12 @@ fn isolated_restart_restores_template_tools_lora_and_cache_but_not_history() {
     with_lora.keep_history = true;
     let gen = |r: &GenerateRequest| {
         let mut text = String::new();
-        model.generate(r, |t| { text.push_str(t); ControlFlow::Continue(()) }).unwrap();
+        model
+            .generate(r, |t| {
+                text.push_str(t);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
         text
     };
     assert_eq!(gen(&with_lora), "[SYS][[t]][ad][1]");
@@ -430,7 +440,11 @@ fn isolated_and_in_process_streams_deliver_the_same() {
             .generate(&request("x", None), |_| {
                 chunks += 1;
                 nested.get_or_insert_with(|| model.kv_cache_tokens().unwrap_err());
-                if chunks == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+                if chunks == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             })
             .unwrap();
         let nested = nested.unwrap();
@@ -447,37 +461,40 @@ fn isolated_and_in_process_streams_deliver_the_same() {
 
 #[test]
 fn in_process_errors_fail_the_call_and_the_model_lives_on() {
-    in_parallel(vec!["error@init", "broken@init", "error@prefill", "error@token:3", "error@cache_save", "error@cache_load"], |fault| {
-        let cell = format!("in-process {fault}");
-        let (kind, point) = fault.split_once('@').unwrap();
-        let path = fault_model(&format!("local-{kind}"), &[&format!("fault = {fault}")]);
-        if point == "init" {
-            assert_fails(&cell, Model::open(&settings(Mode::InProcess, &path)), kind);
-            return;
-        }
-        let model = open_in(Mode::InProcess, &path);
-        let cache = temp_dir("local-cache").join("c.rklcache");
-        match point {
-            "cache_save" => {
-                assert_fails(&cell, model.cache_save(&GenerateRequest::new("p"), &cache), kind);
-                assert!(!cache.exists());
+    in_parallel(
+        vec!["error@init", "broken@init", "error@prefill", "error@token:3", "error@cache_save", "error@cache_load"],
+        |fault| {
+            let cell = format!("in-process {fault}");
+            let (kind, point) = fault.split_once('@').unwrap();
+            let path = fault_model(&format!("local-{kind}"), &[&format!("fault = {fault}")]);
+            if point == "init" {
+                assert_fails(&cell, Model::open(&settings(Mode::InProcess, &path)), kind);
+                return;
             }
-            "cache_load" => {
-                model.cache_save(&GenerateRequest::new("p"), &cache).unwrap();
-                assert_fails(&cell, model.cache_load(&cache), kind);
+            let model = open_in(Mode::InProcess, &path);
+            let cache = temp_dir("local-cache").join("c.rklcache");
+            match point {
+                "cache_save" => {
+                    assert_fails(&cell, model.cache_save(&GenerateRequest::new("p"), &cache), kind);
+                    assert!(!cache.exists());
+                }
+                "cache_load" => {
+                    model.cache_save(&GenerateRequest::new("p"), &cache).unwrap();
+                    assert_fails(&cell, model.cache_load(&cache), kind);
+                }
+                _ => {
+                    let (text, result) = run(&model, "x", None);
+                    assert_fails(&cell, result, kind);
+                    assert_eq!(text, if point == "prefill" { "" } else { BEFORE_TOKEN_3 }, "{cell}");
+                }
             }
-            _ => {
-                let (text, result) = run(&model, "x", None);
-                assert_fails(&cell, result, kind);
-                assert_eq!(text, if point == "prefill" { "" } else { BEFORE_TOKEN_3 }, "{cell}");
+            // The model lives on: calls that do not reach the fault work.
+            assert_eq!(model.kv_cache_tokens().unwrap(), 0, "{cell}");
+            if point != "prefill" {
+                assert_eq!(run(&model, "y", Some(3)).0, BEFORE_TOKEN_3, "{cell}");
             }
-        }
-        // The model lives on: calls that do not reach the fault work.
-        assert_eq!(model.kv_cache_tokens().unwrap(), 0, "{cell}");
-        if point != "prefill" {
-            assert_eq!(run(&model, "y", Some(3)).0, BEFORE_TOKEN_3, "{cell}");
-        }
-    });
+        },
+    );
 }
 
 /// A private copy of the simulator: a runtime that hangs stays stuck for
@@ -560,7 +577,11 @@ fn foreign_callbacks(mode: Mode) {
     let stats = model
         .generate(&request("x", None), |_| {
             chunks += 1;
-            if chunks == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if chunks == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .unwrap();
     assert_eq!((stats.finish, chunks), (FinishReason::Stopped, 3), "{mode:?}");
@@ -651,7 +672,9 @@ fn isolated_text_sent_before_a_crash_arrives_before_the_error() {
             assert_fails(&cell, Err::<(), _>(err), kind);
             match stream.next_event(None).unwrap() {
                 // The three tokens delivered count, as in-process.
-                StreamEvent::Finished(stats) => assert_eq!((stats.finish, stats.tokens), (FinishReason::Error, 3), "{cell}"),
+                StreamEvent::Finished(stats) => {
+                    assert_eq!((stats.finish, stats.tokens), (FinishReason::Error, 3), "{cell}")
+                }
                 other => panic!("{cell}: {other:?}"),
             }
         }
@@ -683,7 +706,11 @@ fn stats_of_a_generation_that_stopped_late_after_an_abort() {
             .unwrap();
         let took = started.elapsed().as_secs_f64() * 1000.0;
         // ASCII: one token per chunk.
-        assert_eq!((stats.finish, chunks, after_abort, stats.tokens), (FinishReason::Aborted, 3, 0, 3), "{mode:?}: {stats:?}");
+        assert_eq!(
+            (stats.finish, chunks, after_abort, stats.tokens),
+            (FinishReason::Aborted, 3, 0, 3),
+            "{mode:?}: {stats:?}"
+        );
         assert!(stats.ttft_ms > 0.0 && stats.ttft_ms < stats.total_ms, "{mode:?}: {stats:?}");
         assert!(stats.total_ms <= took, "{mode:?}: {stats:?}");
         assert!(stats.abort_ms >= GRACE.as_millis() as f64 && stats.abort_ms < stats.total_ms, "{mode:?}: {stats:?}");

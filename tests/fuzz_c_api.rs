@@ -232,7 +232,8 @@ fn bad_handle(rng: &mut Rng, world: &World, model_tag: bool) -> usize {
         6 => (other << 48) | (1 + rng.below(100)),   // the other type's tag
         7 => *pick_vec(rng, if model_tag { &world.closed_models } else { &world.closed_streams }).unwrap_or(&7),
         8 => {
-            let others: Vec<usize> = if model_tag { world.streams.clone() } else { world.models.keys().copied().collect() };
+            let others: Vec<usize> =
+                if model_tag { world.streams.clone() } else { world.models.keys().copied().collect() };
             *pick_vec(rng, &others).unwrap_or(&9)
         }
         _ => (rng.next() as usize) | (mine << 48),
@@ -368,7 +369,9 @@ fn input_struct<T: Copy>(rng: &mut Rng, value: &T) -> (Vec<u64>, bool) {
 fn input_struct_exact<T: Copy>(value: &T) -> (Vec<u64>, bool) {
     let mut words = vec![0u64; size_of::<T>().div_ceil(8)];
     // SAFETY: words has at least size_of::<T>() bytes; T is plain data.
-    unsafe { std::ptr::copy_nonoverlapping((value as *const T).cast::<u8>(), words.as_mut_ptr().cast::<u8>(), size_of::<T>()) };
+    unsafe {
+        std::ptr::copy_nonoverlapping((value as *const T).cast::<u8>(), words.as_mut_ptr().cast::<u8>(), size_of::<T>())
+    };
     (words, true)
 }
 
@@ -393,7 +396,10 @@ fn output_struct(rng: &mut Rng, ours: usize) -> (Vec<u8>, usize) {
 fn check_output(function: &str, status: rkl_status, buf: &[u8], size: usize, ours: usize) {
     assert_eq!(&buf[..8], &size.to_ne_bytes(), "{function}: struct_size changed");
     let from = if status == RKL_OK { size.min(ours) } else { 8 };
-    assert!(buf[from..].iter().all(|&b| b == 0x5A), "{function} ({status:?}) wrote outside what it may (from byte {from})");
+    assert!(
+        buf[from..].iter().all(|&b| b == 0x5A),
+        "{function} ({status:?}) wrote outside what it may (from byte {from})"
+    );
 }
 
 // ------------------------------------------------------------------ callbacks
@@ -457,7 +463,12 @@ unsafe extern "C" fn on_token(text: *const c_char, len: usize, userdata: *mut c_
 static LOG_CALLS: AtomicUsize = AtomicUsize::new(0);
 static LOG_PROBLEMS: AtomicUsize = AtomicUsize::new(0);
 
-unsafe extern "C" fn on_log(level: rkl_log_level, target: *const c_char, message: *const c_char, _userdata: *mut c_void) {
+unsafe extern "C" fn on_log(
+    level: rkl_log_level,
+    target: *const c_char,
+    message: *const c_char,
+    _userdata: *mut c_void,
+) {
     LOG_CALLS.fetch_add(1, Ordering::Relaxed);
     let level = level as i32;
     // SAFETY: rkl passes NUL-terminated strings valid during the call.
@@ -583,9 +594,10 @@ fn fuzz_open(rng: &mut Rng, world: &mut World) {
     assert!(MODELS.contains(handle));
     world.issued_models.push(handle);
     let int = |v: i32| (v != RKL_UNSET).then_some(v);
-    world
-        .models
-        .insert(handle, ModelState { cache: None, known: true, max_new_tokens: int(p.max_new_tokens).unwrap_or(-1), file });
+    world.models.insert(
+        handle,
+        ModelState { cache: None, known: true, max_new_tokens: int(p.max_new_tokens).unwrap_or(-1), file },
+    );
     // Keep the pool small: close one now and then.
     if world.models.len() > 4 {
         let victim = world.live_model(rng).unwrap();
@@ -651,9 +663,10 @@ fn request_arg(rng: &mut Rng, world: &World, model: Option<&ModelState>) -> Requ
     let (mut words, mut acceptable) = input_struct(rng, &g);
     let mut thinking = false;
     // Bool bytes: 0/1 usually, garbage sometimes.
-    for offset in
-        [std::mem::offset_of!(rkl_generate_params, enable_thinking), std::mem::offset_of!(rkl_generate_params, keep_history)]
-    {
+    for offset in [
+        std::mem::offset_of!(rkl_generate_params, enable_thinking),
+        std::mem::offset_of!(rkl_generate_params, keep_history),
+    ] {
         let value = if rng.chance(6) { rng.pick(&[2u8, 0xFF, 0x80]) } else { rng.below(2) as u8 };
         // SAFETY: the offset lies inside the buffer.
         unsafe { *words.as_mut_ptr().cast::<u8>().add(offset) = value };
@@ -707,7 +720,8 @@ fn fuzz_generate(rng: &mut Rng, world: &mut World) {
     let out_ptr = if rng.chance(3) { null_mut() } else { out.as_mut_ptr().cast::<rkl_stats>() };
     let params = if rng.chance(20) { null() } else { request.words.as_ptr().cast::<rkl_generate_params>() };
     // SAFETY: every pointer is NULL or a buffer of the size it claims.
-    let st = unsafe { rkl_generate(handle as *mut rkl_model, params, callback, (&mut cb as *mut Callback).cast(), out_ptr) };
+    let st =
+        unsafe { rkl_generate(handle as *mut rkl_model, params, callback, (&mut cb as *mut Callback).cast(), out_ptr) };
     let nested_failed = cb.nested.iter().any(|(_, s)| *s != RKL_OK);
     world.record_with("rkl_generate", st, GENERATE_OK, nested_failed);
     if !live {
@@ -855,7 +869,11 @@ fn fuzz_stream(rng: &mut Rng, world: &mut World) {
                 world.streams.retain(|&s| s != handle);
                 world.closed_streams.push(handle);
             } else {
-                assert_eq!(st == RKL_OK, handle == 0 || world.closed_streams.contains(&handle), "rkl_stream_close({handle:#x})");
+                assert_eq!(
+                    st == RKL_OK,
+                    handle == 0 || world.closed_streams.contains(&handle),
+                    "rkl_stream_close({handle:#x})"
+                );
             }
             assert!(!STREAMS.contains(handle));
         }
@@ -951,7 +969,9 @@ fn fuzz_model_calls(rng: &mut Rng, world: &mut World) {
         "rkl_model_info" => vec![RKL_OK, RKL_BAD_HANDLE, RKL_NULL_ARGUMENT, RKL_INVALID_ARGUMENT],
         "rkl_clear_history" | "rkl_cache_release" => with_runtime.to_vec(),
         "rkl_kv_cache_tokens" => [&with_runtime[..], &[RKL_NULL_ARGUMENT]].concat(),
-        "rkl_load_lora" => [&with_runtime[..], &[RKL_NULL_ARGUMENT, RKL_INVALID_ARGUMENT, RKL_MODEL_NOT_FOUND]].concat(),
+        "rkl_load_lora" => {
+            [&with_runtime[..], &[RKL_NULL_ARGUMENT, RKL_INVALID_ARGUMENT, RKL_MODEL_NOT_FOUND]].concat()
+        }
         _ => [&with_runtime[..], &[RKL_NULL_ARGUMENT, RKL_INVALID_ARGUMENT]].concat(),
     };
     world.record(function, st, &allowed);
@@ -1102,7 +1122,9 @@ fn fuzz_info_free(rng: &mut Rng, world: &mut World) {
             world.freed_infos.push(w.clone());
             (w, Some(true))
         }
-        1 if !world.freed_infos.is_empty() => (world.freed_infos[rng.below(world.freed_infos.len())].clone(), Some(false)),
+        1 if !world.freed_infos.is_empty() => {
+            (world.freed_infos[rng.below(world.freed_infos.len())].clone(), Some(false))
+        }
         2 => {
             // Garbage storage token in an otherwise plausible struct.
             let mut w = vec![0u64; size_of::<rkl_cache_info>().div_ceil(8)];
@@ -1240,7 +1262,8 @@ fn sanity(world: &mut World, round: u64) {
     let mut m = null_mut();
     let prompt = CBuf::new(format!("sanity {round} ✓").as_bytes());
     let mut g: rkl_generate_params = unsafe { std::mem::zeroed() };
-    let mut cb = Callback { mode: 0, stop_at: 0, calls: 0, model: 0, text: Vec::new(), problem: None, nested: Vec::new() };
+    let mut cb =
+        Callback { mode: 0, stop_at: 0, calls: 0, model: 0, text: Vec::new(), problem: None, nested: Vec::new() };
     let mut stats: rkl_stats = unsafe { std::mem::zeroed() };
     stats.struct_size = size_of::<rkl_stats>();
     // SAFETY: valid structs and strings.
@@ -1493,7 +1516,12 @@ fn concurrent_phase(seed: u64, threads: usize, budget: Duration, files: &[CBuf],
                                 let (mut text, mut len) = (null(), 0usize);
                                 // SAFETY: valid out-pointers.
                                 let st = unsafe {
-                                    rkl_stream_next(s as *mut rkl_stream, rng.pick(&[0, 1, 20, -1]), &mut text, &mut len)
+                                    rkl_stream_next(
+                                        s as *mut rkl_stream,
+                                        rng.pick(&[0, 1, 20, -1]),
+                                        &mut text,
+                                        &mut len,
+                                    )
                                 };
                                 check("rkl_stream_next", st, &[RKL_OK, RKL_TIMEOUT, RKL_BAD_HANDLE]);
                                 if st != RKL_OK && st != RKL_TIMEOUT || text.is_null() && st == RKL_OK {
@@ -1513,7 +1541,11 @@ fn concurrent_phase(seed: u64, threads: usize, budget: Duration, files: &[CBuf],
                             if rng.chance(2) {
                                 let m = pick(&mut rng, &shared().models);
                                 // SAFETY: a handle value.
-                                check("rkl_abort", unsafe { rkl_abort(m as *mut rkl_model) }, &[RKL_OK, RKL_BAD_HANDLE]);
+                                check(
+                                    "rkl_abort",
+                                    unsafe { rkl_abort(m as *mut rkl_model) },
+                                    &[RKL_OK, RKL_BAD_HANDLE],
+                                );
                             } else {
                                 let s = {
                                     let mut sh = shared();

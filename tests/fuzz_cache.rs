@@ -389,11 +389,16 @@ fn make_case(rng: &mut Rng, original: &Original, dir: &Path, case: &mut Case) ->
                         set(v, &["model", field], Value::from(old.wrapping_add(1)));
                     }
                 });
-                case.steps.push(if flip_family { "other runtime family".into() } else { format!("model {field} changed") });
+                case.steps.push(if flip_family {
+                    "other runtime family".into()
+                } else {
+                    format!("model {field} changed")
+                });
             }
             12 => {
                 // The format marker.
-                let raw = rng.pick(&["0", "2", "-1", "1.0", "\"1\"", "null", "4294967297", "1, \"rkl_prompt_cache\": 2"]);
+                let raw =
+                    rng.pick(&["0", "2", "-1", "1.0", "\"1\"", "null", "4294967297", "1, \"rkl_prompt_cache\": 2"]);
                 let text = String::from_utf8_lossy(&manifest).replacen(
                     "\"rkl_prompt_cache\": 1",
                     &format!("\"rkl_prompt_cache\": {raw}"),
@@ -406,7 +411,8 @@ fn make_case(rng: &mut Rng, original: &Original, dir: &Path, case: &mut Case) ->
                 // The manifest is not a regular file, or is huge, or empty.
                 match rng.below(4) {
                     0 => {
-                        manifest = format!("{{\"rkl_prompt_cache\": 1, \"pad\": \"{}\"}}", " ".repeat(2 << 20)).into_bytes();
+                        manifest =
+                            format!("{{\"rkl_prompt_cache\": 1, \"pad\": \"{}\"}}", " ".repeat(2 << 20)).into_bytes();
                         case.steps.push("huge manifest".into());
                     }
                     1 => {
@@ -487,21 +493,29 @@ struct Outcomes {
     refused: std::collections::BTreeMap<String, u64>,
 }
 
-fn run_case(rng: &mut Rng, original: &Original, model: &Model, c_model: *mut rkl_model, dir: &Path, outcomes: &mut Outcomes) {
+fn run_case(
+    rng: &mut Rng,
+    original: &Original,
+    model: &Model,
+    c_model: *mut rkl_model,
+    dir: &Path,
+    outcomes: &mut Outcomes,
+) {
     let mut case = Case { steps: Vec::new(), forged: false };
     let path = make_case(rng, original, dir, &mut case);
     let what = || format!("case {} {:?}", outcomes.cases, case);
 
     // inspect never panics; its verdict names a cache kind.
-    let inspected =
-        catch_unwind(AssertUnwindSafe(|| rkl::cache::inspect(&path))).unwrap_or_else(|_| panic!("inspect panicked: {}", what()));
+    let inspected = catch_unwind(AssertUnwindSafe(|| rkl::cache::inspect(&path)))
+        .unwrap_or_else(|_| panic!("inspect panicked: {}", what()));
     if let Verdict::Invalid(e) = &inspected.verdict {
         assert!(CACHE_KINDS.contains(&e.kind()), "inspect: {e} ({:?}) for {}", e.kind(), what());
     }
 
     // The C view of the same.
     let c_path = CString::new(path.to_str().unwrap()).unwrap();
-    let mut info = rkl_cache_info { struct_size: std::mem::size_of::<rkl_cache_info>(), ..unsafe { std::mem::zeroed() } };
+    let mut info =
+        rkl_cache_info { struct_size: std::mem::size_of::<rkl_cache_info>(), ..unsafe { std::mem::zeroed() } };
     // SAFETY: a NUL-terminated path and a zeroed struct with struct_size set.
     let status = unsafe { ffi::rkl_cache_inspect(c_path.as_ptr(), &mut info) };
     match &inspected.manifest {
@@ -515,7 +529,13 @@ fn run_case(rng: &mut Rng, original: &Original, model: &Model, c_model: *mut rkl
             assert_eq!(info.verdict_status, want, "{}", what());
             // SAFETY: filled by rkl_cache_inspect; every string is non-NULL.
             unsafe {
-                for s in [info.verdict_message, info.model_path, info.payload_path, info.prompt_preview, info.payload_checksum] {
+                for s in [
+                    info.verdict_message,
+                    info.model_path,
+                    info.payload_path,
+                    info.prompt_preview,
+                    info.payload_checksum,
+                ] {
                     assert!(!s.is_null());
                     let _ = std::ffi::CStr::from_ptr(s).to_str().expect("UTF-8 out");
                 }
@@ -529,7 +549,8 @@ fn run_case(rng: &mut Rng, original: &Original, model: &Model, c_model: *mut rkl
     let through_c = rng.chance(2);
     let loaded: rkl::Result<()> = catch_unwind(AssertUnwindSafe(|| {
         if through_c {
-            let mut out = rkl_cache_info { struct_size: std::mem::size_of::<rkl_cache_info>(), ..unsafe { std::mem::zeroed() } };
+            let mut out =
+                rkl_cache_info { struct_size: std::mem::size_of::<rkl_cache_info>(), ..unsafe { std::mem::zeroed() } };
             // SAFETY: a live handle, a C string, a struct with struct_size.
             let st = unsafe { ffi::rkl_cache_load(c_model, c_path.as_ptr(), &mut out) };
             if st == RKL_OK {
@@ -558,7 +579,11 @@ fn run_case(rng: &mut Rng, original: &Original, model: &Model, c_model: *mut rkl
             outcomes.loaded += 1;
             let named = payload_named_by(&path).expect("a loaded cache has a readable manifest and payload");
             if !case.forged {
-                assert!(named == original.payload, "a load succeeded with a payload other than the one rkl saved: {}", what());
+                assert!(
+                    named == original.payload,
+                    "a load succeeded with a payload other than the one rkl saved: {}",
+                    what()
+                );
             }
             assert!(
                 matches!(inspected.verdict, Verdict::Valid | Verdict::Stale(_)),
@@ -619,7 +644,11 @@ fn run_case(rng: &mut Rng, original: &Original, model: &Model, c_model: *mut rkl
 }
 
 fn c_generate(model: *mut rkl_model, prompt: &str) -> rkl::Result<String> {
-    unsafe extern "C" fn collect(text: *const std::ffi::c_char, len: usize, userdata: *mut std::ffi::c_void) -> std::ffi::c_int {
+    unsafe extern "C" fn collect(
+        text: *const std::ffi::c_char,
+        len: usize,
+        userdata: *mut std::ffi::c_void,
+    ) -> std::ffi::c_int {
         // SAFETY: rkl passes `len` bytes of text and our String as userdata.
         unsafe {
             let out = &mut *(userdata as *mut String);

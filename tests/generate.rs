@@ -29,7 +29,9 @@ fn reply(prompt: &str) -> String {
 
 #[test]
 fn every_waiting_behaviour_gives_the_exact_text() {
-    for (mode, thread) in [("carry", "caller"), ("held", "caller"), ("repeat", "caller"), ("carry", "foreign"), ("repeat", "foreign")] {
+    for (mode, thread) in
+        [("carry", "caller"), ("held", "caller"), ("repeat", "caller"), ("carry", "foreign"), ("repeat", "foreign")]
+    {
         let model = open(
             "waiting",
             &[&format!("reply = {RICH_REPLY}"), &format!("waiting = {mode}"), &format!("callback_thread = {thread}")],
@@ -118,7 +120,12 @@ fn history_is_kept_only_when_asked_and_can_be_cleared() {
     keep.keep_history = true;
     let text = |req: &GenerateRequest| {
         let mut t = String::new();
-        model.generate(req, |c| { t.push_str(c); ControlFlow::Continue(()) }).unwrap();
+        model
+            .generate(req, |c| {
+                t.push_str(c);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
         t
     };
     assert_eq!(text(&keep), "turn 1");
@@ -136,7 +143,12 @@ fn templates_tools_role_thinking_and_lora_reach_the_runtime() {
     let model = open("template", &["reply = [{system}|{role}|{tools}|{lora}] {prompt}"]);
     let run = |req: &GenerateRequest| {
         let mut t = String::new();
-        model.generate(req, |c| { t.push_str(c); ControlFlow::Continue(()) }).unwrap();
+        model
+            .generate(req, |c| {
+                t.push_str(c);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
         t
     };
     model.set_chat_template("Tu es un assistant ☕", "<u>", "</u>").unwrap();
@@ -170,7 +182,12 @@ fn a_request_token_limit_stops_on_whole_characters() {
         let mut req = GenerateRequest::new("p");
         req.max_new_tokens = Some(n);
         let mut text = String::new();
-        let stats = model.generate(&req, |c| { text.push_str(c); ControlFlow::Continue(()) }).unwrap();
+        let stats = model
+            .generate(&req, |c| {
+                text.push_str(c);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
         assert_eq!(stats.finish, FinishReason::MaxTokens, "n = {n}");
         assert_eq!(stats.tokens, n);
         assert!(full.starts_with(&text), "n = {n}: {text:?} is not a prefix of the reply");

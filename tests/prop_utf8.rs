@@ -330,7 +330,8 @@ fn arbitrary_bytes_never_escape_as_invalid_text() {
         // output is valid UTF-8, and U+FFFD appears only where the input
         // had it or had invalid bytes.
         prop_assert!(std::str::from_utf8(out.as_bytes()).is_ok());
-        let literal = String::from_utf8_lossy(&stream).matches('\u{FFFD}').count() - want_replaced - usize::from(tail > 0);
+        let literal =
+            String::from_utf8_lossy(&stream).matches('\u{FFFD}').count() - want_replaced - usize::from(tail > 0);
         prop_assert_eq!(out.matches('\u{FFFD}').count(), literal + replaced);
         if std::str::from_utf8(&stream).is_ok() {
             prop_assert_eq!(replaced, 0);

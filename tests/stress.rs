@@ -322,7 +322,11 @@ fn worker(t: usize, iterations: usize, slots: &[Slot], progress: &AtomicU64, boa
                 assert_eq!(late_chunks, 0, "{at}: text delivered after a stop or an abort returned");
                 if let (Ok(stats), Some(n)) = (&result, abort_after) {
                     if chunks >= n {
-                        assert_ne!(stats.finish, FinishReason::End, "{at}: aborted from the callback, yet ended normally");
+                        assert_ne!(
+                            stats.finish,
+                            FinishReason::End,
+                            "{at}: aborted from the callback, yet ended normally"
+                        );
                     }
                 }
                 match result {
@@ -376,7 +380,9 @@ fn worker(t: usize, iterations: usize, slots: &[Slot], progress: &AtomicU64, boa
                             slot.check_error(&e, true, &mut tally, &at);
                             // Said once; then the stream is over.
                             match stream.next_event(Some(Duration::from_secs(30))) {
-                                Ok(StreamEvent::Finished(stats)) => assert_eq!(stats.finish, FinishReason::Error, "{at}"),
+                                Ok(StreamEvent::Finished(stats)) => {
+                                    assert_eq!(stats.finish, FinishReason::Error, "{at}")
+                                }
                                 other => panic!("{at}: after the error {e}: {other:?}"),
                             }
                             failed = true;
@@ -497,7 +503,12 @@ fn assert_isolated_models_recover(slots: &[Slot]) {
             assert!(expected(slot.tag, "last").starts_with(&text));
             // Without the fault, the next call's new worker works.
             let path = slot.path();
-            let healed: String = std::fs::read_to_string(&path).unwrap().lines().filter(|l| !l.starts_with("fault")).map(|l| format!("{l}\n")).collect();
+            let healed: String = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.starts_with("fault"))
+                .map(|l| format!("{l}\n"))
+                .collect();
             std::fs::write(&path, healed).unwrap();
         } else {
             // Killed while idle, a worker is replaced by the next call.

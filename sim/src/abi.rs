@@ -9,8 +9,7 @@ use std::ffi::{c_char, c_void};
 use std::mem::{offset_of, size_of};
 
 /// The result callback: `int cb(RKLLMResult*, void* userdata, int state)`.
-pub type ResultCallback =
-    unsafe extern "C" fn(result: *mut RkllmResult, userdata: *mut c_void, state: i32) -> i32;
+pub type ResultCallback = unsafe extern "C" fn(result: *mut RkllmResult, userdata: *mut c_void, state: i32) -> i32;
 
 /// Callback states.
 pub mod call_state {

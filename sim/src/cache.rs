@@ -15,15 +15,9 @@ pub fn file_size(tokens: u64, kv_bytes_per_token: u64) -> u64 {
 }
 
 /// Writes a cache file of `tokens` prompt tokens.
-pub fn write(
-    path: &Path,
-    tokens: u64,
-    kv_bytes_per_token: u64,
-    model_name: &str,
-) -> Result<(), String> {
+pub fn write(path: &Path, tokens: u64, kv_bytes_per_token: u64, model_name: &str) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("cannot write prompt cache '{}': {e}", path.display());
-    let count =
-        u32::try_from(tokens).map_err(|_| format!("{tokens} tokens do not fit a cache file"))?;
+    let count = u32::try_from(tokens).map_err(|_| format!("{tokens} tokens do not fit a cache file"))?;
     let file = File::create(path).map_err(fail)?;
     let mut out = BufWriter::with_capacity(1 << 16, file);
     out.write_all(MAGIC).map_err(fail)?;
@@ -32,12 +26,7 @@ pub fn write(
 
     let unit: Vec<u8> = model_name.bytes().chain([b'\n']).collect();
     // A block that is a whole number of units keeps the pattern continuous.
-    let block: Vec<u8> = unit
-        .iter()
-        .copied()
-        .cycle()
-        .take(unit.len() * (65536 / unit.len()).max(1))
-        .collect();
+    let block: Vec<u8> = unit.iter().copied().cycle().take(unit.len() * (65536 / unit.len()).max(1)).collect();
     let mut left = tokens * kv_bytes_per_token;
     while left > 0 {
         let n = left.min(block.len() as u64) as usize;
@@ -54,21 +43,13 @@ pub fn read_tokens(path: &Path, kv_bytes_per_token: u64) -> Result<u64, String> 
     let len = file.metadata().map_err(fail)?.len();
     let mut header = [0u8; HEADER_LEN as usize];
     if len < HEADER_LEN {
-        return Err(format!(
-            "'{}' is too short for a prompt cache",
-            path.display()
-        ));
+        return Err(format!("'{}' is too short for a prompt cache", path.display()));
     }
     file.read_exact(&mut header).map_err(fail)?;
     if &header[..8] != MAGIC {
-        return Err(format!(
-            "'{}' is not a prompt cache (bad magic)",
-            path.display()
-        ));
+        return Err(format!("'{}' is not a prompt cache (bad magic)", path.display()));
     }
-    let tokens = u64::from(u32::from_le_bytes(
-        header[8..12].try_into().expect("4 bytes"),
-    ));
+    let tokens = u64::from(u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")));
     let expected = file_size(tokens, kv_bytes_per_token);
     if len != expected {
         return Err(format!(
@@ -84,8 +65,7 @@ mod tests {
     use super::*;
 
     fn temp(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("rkllm-sim-cache-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("rkllm-sim-cache-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("cache.bin")
     }

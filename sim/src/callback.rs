@@ -23,20 +23,10 @@ impl Sink {
     pub fn send(&self, state: i32, text: Option<&[u8]>, token_id: i32, perf: PerfStat) -> i32 {
         let mut text_buf: Option<Box<[u8]>> = text.map(|t| [t, &[0u8]].concat().into_boxed_slice());
         let mut result = Box::new(RkllmResult {
-            text: text_buf
-                .as_ref()
-                .map_or(ptr::null(), |b| b.as_ptr() as *const c_char),
+            text: text_buf.as_ref().map_or(ptr::null(), |b| b.as_ptr() as *const c_char),
             token_id,
-            last_hidden_layer: LastHiddenLayer {
-                hidden_states: ptr::null(),
-                embd_size: 0,
-                num_tokens: 0,
-            },
-            logits: Logits {
-                logits: ptr::null(),
-                vocab_size: 0,
-                num_tokens: 0,
-            },
+            last_hidden_layer: LastHiddenLayer { hidden_states: ptr::null(), embd_size: 0, num_tokens: 0 },
+            logits: Logits { logits: ptr::null(), vocab_size: 0, num_tokens: 0 },
             perf,
         });
         // SAFETY: the callback was registered at init with the runtime's

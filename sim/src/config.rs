@@ -40,9 +40,7 @@ impl WaitingMode {
 
 /// Parses a time scale: a finite number >= 0.
 pub fn parse_time_scale(text: &str) -> Option<f64> {
-    text.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
+    text.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0)
 }
 
 /// Settings from `RKLLM_SIM_ABI`, `RKLLM_SIM_TIME_SCALE`, `RKLLM_SIM_WAITING`.
@@ -80,15 +78,9 @@ fn read_env() -> EnvConfig {
     let waiting = match std::env::var("RKLLM_SIM_WAITING") {
         Err(_) => WaitingMode::Carry,
         Ok(text) => WaitingMode::parse(&text).unwrap_or_else(|| {
-            eprintln!(
-                "E rkllm-sim: RKLLM_SIM_WAITING={text:?} is not carry, held or repeat; using carry"
-            );
+            eprintln!("E rkllm-sim: RKLLM_SIM_WAITING={text:?} is not carry, held or repeat; using carry");
             WaitingMode::Carry
         }),
     };
-    EnvConfig {
-        abi,
-        time_scale,
-        waiting,
-    }
+    EnvConfig { abi, time_scale, waiting }
 }

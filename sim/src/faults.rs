@@ -38,9 +38,7 @@ pub struct Fault {
 impl Fault {
     /// Parses `KIND@POINT`.
     pub fn parse(text: &str) -> Result<Fault, String> {
-        let (kind, point) = text
-            .split_once('@')
-            .ok_or_else(|| format!("fault {text:?} is not KIND@POINT"))?;
+        let (kind, point) = text.split_once('@').ok_or_else(|| format!("fault {text:?} is not KIND@POINT"))?;
         let kind = match kind.trim() {
             "segv" => FaultKind::Segv,
             "abort" => FaultKind::Abort,
@@ -54,10 +52,7 @@ impl Fault {
             "prefill" => FaultPoint::Prefill,
             "cache_save" => FaultPoint::CacheSave,
             "cache_load" => FaultPoint::CacheLoad,
-            other => match other
-                .strip_prefix("token:")
-                .map(|n| n.trim().parse::<u64>())
-            {
+            other => match other.strip_prefix("token:").map(|n| n.trim().parse::<u64>()) {
                 Some(Ok(n)) => FaultPoint::Token(n),
                 _ => return Err(format!("unknown fault point {other:?}")),
             },
@@ -115,27 +110,9 @@ mod tests {
 
     #[test]
     fn parses_kinds_and_points() {
-        assert_eq!(
-            Fault::parse("error@token:3"),
-            Ok(Fault {
-                kind: FaultKind::Error,
-                point: FaultPoint::Token(3)
-            })
-        );
-        assert_eq!(
-            Fault::parse(" broken @ init "),
-            Ok(Fault {
-                kind: FaultKind::Broken,
-                point: FaultPoint::Init
-            })
-        );
-        assert_eq!(
-            Fault::parse("segv@cache_save"),
-            Ok(Fault {
-                kind: FaultKind::Segv,
-                point: FaultPoint::CacheSave
-            })
-        );
+        assert_eq!(Fault::parse("error@token:3"), Ok(Fault { kind: FaultKind::Error, point: FaultPoint::Token(3) }));
+        assert_eq!(Fault::parse(" broken @ init "), Ok(Fault { kind: FaultKind::Broken, point: FaultPoint::Init }));
+        assert_eq!(Fault::parse("segv@cache_save"), Ok(Fault { kind: FaultKind::Segv, point: FaultPoint::CacheSave }));
         assert!(Fault::parse("broken@prefill").is_err());
         assert!(Fault::parse("error").is_err());
         assert!(Fault::parse("error@token:x").is_err());

@@ -68,12 +68,7 @@ impl Handle {
             tools: String::new(),
             loras: HashMap::new(),
         };
-        Handle {
-            settings,
-            abort: AbortFlag::default(),
-            running: AtomicU32::new(0),
-            session: Mutex::new(session),
-        }
+        Handle { settings, abort: AbortFlag::default(), running: AtomicU32::new(0), session: Mutex::new(session) }
     }
 
     /// The session; a panic elsewhere never makes it unusable.
@@ -133,10 +128,7 @@ struct Registry {
     live: BTreeMap<usize, Arc<Handle>>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    next: 0,
-    live: BTreeMap::new(),
-});
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { next: 0, live: BTreeMap::new() });
 
 fn registry() -> MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)

@@ -54,13 +54,9 @@ unsafe fn try_init(abi: Abi, param: *const c_void, cb: *const c_void) -> Result<
     let common = match abi {
         // SAFETY: `param` points at a 1.2 RKLLMParam per the contract; every
         // field accepts any bits.
-        Abi::V1_2 => {
-            CommonParam::from_v12(&unsafe { std::ptr::read_unaligned(param as *const ParamV12) })
-        }
+        Abi::V1_2 => CommonParam::from_v12(&unsafe { std::ptr::read_unaligned(param as *const ParamV12) }),
         // SAFETY: as above for 1.3.
-        Abi::V1_3 => {
-            CommonParam::from_v13(&unsafe { std::ptr::read_unaligned(param as *const ParamV13) })
-        }
+        Abi::V1_3 => CommonParam::from_v13(&unsafe { std::ptr::read_unaligned(param as *const ParamV13) }),
     };
     check_param(&common)?;
     let (callback, result_userdata) = match abi {
@@ -78,9 +74,7 @@ unsafe fn try_init(abi: Abi, param: *const c_void, cb: *const c_void) -> Result<
             }
             // SAFETY: in 1.3 the third argument points at RKLLMCallback.
             let c = unsafe { std::ptr::read_unaligned(cb as *const CallbacksV13) };
-            let f = c
-                .result_callback
-                .ok_or("RKLLMCallback.result_callback is NULL")?;
+            let f = c.result_callback.ok_or("RKLLMCallback.result_callback is NULL")?;
             (f, c.result_userdata as usize)
         }
     };

@@ -105,11 +105,7 @@ pub unsafe extern "C" fn rkllm_createDefaultParam() -> DefaultParamReturn {
 /// `RKLLMParam`; `callback` is 1.2's result callback or 1.3's
 /// `RKLLMCallback*` (NULL is refused).
 #[no_mangle]
-pub unsafe extern "C" fn rkllm_init(
-    handle: *mut LlmHandle,
-    param: *mut c_void,
-    callback: *mut c_void,
-) -> i32 {
+pub unsafe extern "C" fn rkllm_init(handle: *mut LlmHandle, param: *mut c_void, callback: *mut c_void) -> i32 {
     let _in = InRuntime::enter();
     // SAFETY: the caller passes rkllm_init's arguments of the imitated release.
     unsafe { init::init(handle, param, callback) }
@@ -138,9 +134,7 @@ pub unsafe extern "C" fn rkllm_run(
     userdata: *mut c_void,
 ) -> i32 {
     // SAFETY: the caller passes rkllm_run's arguments of the imitated release.
-    with_handle(handle, "rkllm_run", |h| unsafe {
-        run::run(h, input, infer, userdata)
-    })
+    with_handle(handle, "rkllm_run", |h| unsafe { run::run(h, input, infer, userdata) })
 }
 
 /// Accepted and run synchronously, like `rkllm_run`.
@@ -155,9 +149,7 @@ pub unsafe extern "C" fn rkllm_run_async(
     userdata: *mut c_void,
 ) -> i32 {
     // SAFETY: as for rkllm_run.
-    with_handle(handle, "rkllm_run_async", |h| unsafe {
-        run::run(h, input, infer, userdata)
-    })
+    with_handle(handle, "rkllm_run_async", |h| unsafe { run::run(h, input, infer, userdata) })
 }
 
 /// Not counted as a call "in the runtime": it is meant to come from another
@@ -197,9 +189,7 @@ pub unsafe extern "C" fn rkllm_is_running(handle: LlmHandle) -> i32 {
 pub unsafe extern "C" fn rkllm_load_prompt_cache(handle: LlmHandle, path: *const c_char) -> i32 {
     with_handle(handle, "rkllm_load_prompt_cache", |h| {
         // SAFETY: `path` is NULL or a C string, as the function takes.
-        session::report("rkllm_load_prompt_cache", unsafe {
-            session::load_prompt_cache(h, path)
-        })
+        session::report("rkllm_load_prompt_cache", unsafe { session::load_prompt_cache(h, path) })
     })
 }
 
@@ -242,9 +232,7 @@ pub unsafe extern "C" fn rkllm_clear_kv_cache(
 pub unsafe extern "C" fn rkllm_get_kv_cache_size(handle: LlmHandle, sizes: *mut i32) -> i32 {
     with_handle(handle, "rkllm_get_kv_cache_size", |h| {
         // SAFETY: `sizes` is NULL or an array of at least one int.
-        session::report("rkllm_get_kv_cache_size", unsafe {
-            session::kv_cache_size(h, sizes)
-        })
+        session::report("rkllm_get_kv_cache_size", unsafe { session::kv_cache_size(h, sizes) })
     })
 }
 
@@ -261,8 +249,7 @@ pub unsafe extern "C" fn rkllm_set_chat_template(
 ) -> i32 {
     with_handle(handle, "rkllm_set_chat_template", |h| {
         // SAFETY: each pointer is NULL or a C string, as the function takes.
-        let result =
-            unsafe { session::set_chat_template(h, system_prompt, prompt_prefix, prompt_postfix) };
+        let result = unsafe { session::set_chat_template(h, system_prompt, prompt_prefix, prompt_postfix) };
         session::report("rkllm_set_chat_template", result)
     })
 }
@@ -281,8 +268,7 @@ pub unsafe extern "C" fn rkllm_set_function_tools(
 ) -> i32 {
     with_handle(handle, "rkllm_set_function_tools", |h| {
         // SAFETY: each pointer is NULL or a C string, as the function takes.
-        let result =
-            unsafe { session::set_function_tools(h, system_prompt, tools, tool_response_str) };
+        let result = unsafe { session::set_function_tools(h, system_prompt, tools, tool_response_str) };
         session::report("rkllm_set_function_tools", result)
     })
 }
@@ -305,10 +291,7 @@ pub unsafe extern "C" fn rkllm_load_lora(handle: LlmHandle, adapter: *mut LoraAd
 /// None beyond the C signature: `params` is never used.
 #[cfg(not(feature = "family-1-1"))]
 #[no_mangle]
-pub unsafe extern "C" fn rkllm_set_cross_attn_params(
-    handle: LlmHandle,
-    _params: *mut c_void,
-) -> i32 {
+pub unsafe extern "C" fn rkllm_set_cross_attn_params(handle: LlmHandle, _params: *mut c_void) -> i32 {
     with_handle(handle, "rkllm_set_cross_attn_params", |_| 0)
 }
 

@@ -63,14 +63,9 @@ pub fn load(path: &Path) -> Result<ModelSpec, String> {
     if path.is_dir() {
         return Err(format!("'{}' is a directory, not a model", path.display()));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        format!(
-            "'{}' is not a simulator model (not UTF-8 text)",
-            path.display()
-        )
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("'{}' is not a simulator model (not UTF-8 text)", path.display()))?;
     parse(&text).map_err(|e| format!("'{}': {e}", path.display()))
 }
 
@@ -78,9 +73,7 @@ pub fn load(path: &Path) -> Result<ModelSpec, String> {
 pub fn parse(text: &str) -> Result<ModelSpec, String> {
     let mut lines = text.split('\n');
     if lines.next() != Some(MAGIC_LINE) {
-        return Err(format!(
-            "not a simulator model (first line is not '{MAGIC_LINE}')"
-        ));
+        return Err(format!("not a simulator model (first line is not '{MAGIC_LINE}')"));
     }
     let mut spec = ModelSpec::default();
     for (index, raw) in lines.enumerate() {
@@ -89,9 +82,7 @@ pub fn parse(text: &str) -> Result<ModelSpec, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {line_no}: expected 'key = value'"))?;
+        let (key, value) = line.split_once('=').ok_or_else(|| format!("line {line_no}: expected 'key = value'"))?;
         let key = key.trim();
         let value = unescape(value.trim());
         apply(&mut spec, key, &value).map_err(|e| format!("line {line_no}: {e}"))?;
@@ -100,10 +91,7 @@ pub fn parse(text: &str) -> Result<ModelSpec, String> {
 }
 
 fn apply(spec: &mut ModelSpec, key: &str, value: &str) -> Result<(), String> {
-    let number = |v: &str| {
-        v.parse::<u64>()
-            .map_err(|_| format!("{key}: {v:?} is not a whole number >= 0"))
-    };
+    let number = |v: &str| v.parse::<u64>().map_err(|_| format!("{key}: {v:?} is not a whole number >= 0"));
     match key {
         "name" => spec.name = value.into(),
         "reply" => spec.reply = value.into(),
@@ -116,26 +104,19 @@ fn apply(spec: &mut ModelSpec, key: &str, value: &str) -> Result<(), String> {
         "slow_abort_ms" => spec.slow_abort_ms = number(value)?,
         "grow_kb_per_run" => spec.grow_kb_per_run = number(value)?,
         "time_scale" => {
-            spec.time_scale = Some(
-                parse_time_scale(value)
-                    .ok_or_else(|| format!("time_scale: {value:?} is not a number >= 0"))?,
-            )
+            spec.time_scale =
+                Some(parse_time_scale(value).ok_or_else(|| format!("time_scale: {value:?} is not a number >= 0"))?)
         }
         "waiting" => {
             spec.waiting = Some(
-                WaitingMode::parse(value)
-                    .ok_or_else(|| format!("waiting: {value:?} is not carry, held or repeat"))?,
+                WaitingMode::parse(value).ok_or_else(|| format!("waiting: {value:?} is not carry, held or repeat"))?,
             )
         }
         "callback_thread" => {
             spec.callback_thread = match value {
                 "caller" => CallbackThread::Caller,
                 "foreign" => CallbackThread::Foreign,
-                other => {
-                    return Err(format!(
-                        "callback_thread: {other:?} is not caller or foreign"
-                    ))
-                }
+                other => return Err(format!("callback_thread: {other:?} is not caller or foreign")),
             }
         }
         "fault" => spec.faults.push(Fault::parse(value)?),
@@ -199,32 +180,16 @@ mod tests {
         assert_eq!(spec.name, "qwen-sim");
         assert_eq!(spec.reply, "Hi {prompt}!");
         assert_eq!(spec.system, "be brief");
-        assert_eq!(
-            (spec.prefix.as_str(), spec.postfix.as_str()),
-            ("<u>", "</u>")
-        );
-        assert_eq!(
-            (
-                spec.prefill_us_per_token,
-                spec.decode_us_per_token,
-                spec.kv_bytes_per_token
-            ),
-            (10, 20, 30)
-        );
+        assert_eq!((spec.prefix.as_str(), spec.postfix.as_str()), ("<u>", "</u>"));
+        assert_eq!((spec.prefill_us_per_token, spec.decode_us_per_token, spec.kv_bytes_per_token), (10, 20, 30));
         assert_eq!(spec.time_scale, Some(0.5));
         assert_eq!(spec.waiting, Some(WaitingMode::Held));
         assert_eq!(spec.callback_thread, CallbackThread::Foreign);
         assert_eq!(
             spec.faults,
             vec![
-                Fault {
-                    kind: FaultKind::Error,
-                    point: FaultPoint::Token(2)
-                },
-                Fault {
-                    kind: FaultKind::Segv,
-                    point: FaultPoint::CacheSave
-                },
+                Fault { kind: FaultKind::Error, point: FaultPoint::Token(2) },
+                Fault { kind: FaultKind::Segv, point: FaultPoint::CacheSave },
             ]
         );
         assert_eq!((spec.slow_abort_ms, spec.grow_kb_per_run), (40, 50));
@@ -247,9 +212,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
-        assert!(parse("RKLLM-SIM 1\ncolour = blue\n")
-            .unwrap_err()
-            .contains("unknown key"));
+        assert!(parse("RKLLM-SIM 1\ncolour = blue\n").unwrap_err().contains("unknown key"));
         assert!(parse("RKLLM-SIM 1\njust words\n").is_err());
         assert!(parse("RKLLM-SIM 1\ndecode_us_per_token = -1\n").is_err());
         assert!(parse("RKLLM-SIM 1\ntime_scale = fast\n").is_err());
@@ -269,8 +232,6 @@ mod tests {
     #[test]
     fn missing_and_directory_paths_fail() {
         assert!(load(Path::new("/nonexistent/model.sim")).is_err());
-        assert!(load(&std::env::temp_dir())
-            .unwrap_err()
-            .contains("directory"));
+        assert!(load(&std::env::temp_dir()).unwrap_err().contains("directory"));
     }
 }

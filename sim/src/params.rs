@@ -27,84 +27,36 @@ pub fn default_image(abi: Abi) -> ([u8; MAX_PARAM_SIZE], usize) {
     macro_rules! head {
         ($t:ty) => {{
             put(&mut img, offset_of!($t, model_path), 0usize.to_ne_bytes());
-            put(
-                &mut img,
-                offset_of!($t, max_context_len),
-                512i32.to_ne_bytes(),
-            );
-            put(
-                &mut img,
-                offset_of!($t, max_new_tokens),
-                (-1i32).to_ne_bytes(),
-            );
+            put(&mut img, offset_of!($t, max_context_len), 512i32.to_ne_bytes());
+            put(&mut img, offset_of!($t, max_new_tokens), (-1i32).to_ne_bytes());
             put(&mut img, offset_of!($t, top_k), 40i32.to_ne_bytes());
             put(&mut img, offset_of!($t, n_keep), (-1i32).to_ne_bytes());
             put(&mut img, offset_of!($t, top_p), 0.9f32.to_ne_bytes());
             put(&mut img, offset_of!($t, temperature), 0.8f32.to_ne_bytes());
-            put(
-                &mut img,
-                offset_of!($t, repeat_penalty),
-                1.1f32.to_ne_bytes(),
-            );
-            put(
-                &mut img,
-                offset_of!($t, frequency_penalty),
-                0.0f32.to_ne_bytes(),
-            );
-            put(
-                &mut img,
-                offset_of!($t, presence_penalty),
-                0.0f32.to_ne_bytes(),
-            );
+            put(&mut img, offset_of!($t, repeat_penalty), 1.1f32.to_ne_bytes());
+            put(&mut img, offset_of!($t, frequency_penalty), 0.0f32.to_ne_bytes());
+            put(&mut img, offset_of!($t, presence_penalty), 0.0f32.to_ne_bytes());
             put(&mut img, offset_of!($t, mirostat), 0i32.to_ne_bytes());
             put(&mut img, offset_of!($t, mirostat_tau), 5.0f32.to_ne_bytes());
             put(&mut img, offset_of!($t, mirostat_eta), 0.1f32.to_ne_bytes());
             put(&mut img, offset_of!($t, skip_special_token), [1u8]);
             put(&mut img, offset_of!($t, is_async), [0u8]);
             let ext = offset_of!($t, extend_param);
-            put(
-                &mut img,
-                ext + offset_of!(ExtendParam, base_domain_id),
-                0i32.to_ne_bytes(),
-            );
+            put(&mut img, ext + offset_of!(ExtendParam, base_domain_id), 0i32.to_ne_bytes());
             put(&mut img, ext + offset_of!(ExtendParam, embed_flash), [1u8]);
-            put(
-                &mut img,
-                ext + offset_of!(ExtendParam, enabled_cpus_num),
-                [4u8],
-            );
+            put(&mut img, ext + offset_of!(ExtendParam, enabled_cpus_num), [4u8]);
             // RK3588's four big cores, CPU 4..7.
-            put(
-                &mut img,
-                ext + offset_of!(ExtendParam, enabled_cpus_mask),
-                0xF0u32.to_ne_bytes(),
-            );
+            put(&mut img, ext + offset_of!(ExtendParam, enabled_cpus_mask), 0xF0u32.to_ne_bytes());
             put(&mut img, ext + offset_of!(ExtendParam, n_batch), [1u8]);
-            put(
-                &mut img,
-                ext + offset_of!(ExtendParam, use_cross_attn),
-                [0u8],
-            );
+            put(&mut img, ext + offset_of!(ExtendParam, use_cross_attn), [0u8]);
         }};
     }
     match abi {
         Abi::V1_2 => {
             head!(ParamV12);
-            put(
-                &mut img,
-                offset_of!(ParamV12, img_start),
-                (IMG_START.as_ptr() as usize).to_ne_bytes(),
-            );
-            put(
-                &mut img,
-                offset_of!(ParamV12, img_end),
-                (IMG_END.as_ptr() as usize).to_ne_bytes(),
-            );
-            put(
-                &mut img,
-                offset_of!(ParamV12, img_content),
-                (IMG_CONTENT.as_ptr() as usize).to_ne_bytes(),
-            );
+            put(&mut img, offset_of!(ParamV12, img_start), (IMG_START.as_ptr() as usize).to_ne_bytes());
+            put(&mut img, offset_of!(ParamV12, img_end), (IMG_END.as_ptr() as usize).to_ne_bytes());
+            put(&mut img, offset_of!(ParamV12, img_content), (IMG_CONTENT.as_ptr() as usize).to_ne_bytes());
             (img, size_of::<ParamV12>())
         }
         Abi::V1_3 => {
@@ -228,10 +180,7 @@ pub fn check_param(p: &CommonParam) -> Result<(), String> {
         return Err("model_path is NULL".into());
     }
     if p.max_context_len <= 0 {
-        return Err(format!(
-            "max_context_len = {} is not > 0",
-            p.max_context_len
-        ));
+        return Err(format!("max_context_len = {} is not > 0", p.max_context_len));
     }
     check_sampling(&p.sampling)?;
     check_bool("skip_special_token", p.skip_special_token)?;
@@ -241,34 +190,19 @@ pub fn check_param(p: &CommonParam) -> Result<(), String> {
     }
     let e = &p.extend;
     if !(0..=1).contains(&e.embed_flash) {
-        return Err(format!(
-            "extend_param.embed_flash = {} is not 0 or 1",
-            e.embed_flash
-        ));
+        return Err(format!("extend_param.embed_flash = {} is not 0 or 1", e.embed_flash));
     }
     if !(0..=8).contains(&e.enabled_cpus_num) {
-        return Err(format!(
-            "extend_param.enabled_cpus_num = {} is outside 0..=8",
-            e.enabled_cpus_num
-        ));
+        return Err(format!("extend_param.enabled_cpus_num = {} is outside 0..=8", e.enabled_cpus_num));
     }
     if !(0..=1).contains(&e.use_cross_attn) {
-        return Err(format!(
-            "extend_param.use_cross_attn = {} is not 0 or 1",
-            e.use_cross_attn
-        ));
+        return Err(format!("extend_param.use_cross_attn = {} is not 0 or 1", e.use_cross_attn));
     }
     if p.check_n_batch && e.n_batch > 8 {
-        return Err(format!(
-            "extend_param.n_batch = {} is outside 0..=8",
-            e.n_batch
-        ));
+        return Err(format!("extend_param.n_batch = {} is outside 0..=8", e.n_batch));
     }
     if let Some(i) = e.reserved.iter().position(|b| *b != 0) {
-        return Err(format!(
-            "extend_param.reserved[{i}] = {} is not zero",
-            e.reserved[i]
-        ));
+        return Err(format!("extend_param.reserved[{i}] = {} is not zero", e.reserved[i]));
     }
     Ok(())
 }
@@ -292,11 +226,7 @@ mod tests {
         assert_ne!(u64::from_ne_bytes(img[72..80].try_into().unwrap()), 0);
         assert_eq!((img[92], img[93]), (1, 4));
         let p: ParamV12 = read(&img);
-        assert!(check_param(&CommonParam {
-            model_path: c"x".as_ptr(),
-            ..CommonParam::from_v12(&p)
-        })
-        .is_ok());
+        assert!(check_param(&CommonParam { model_path: c"x".as_ptr(), ..CommonParam::from_v12(&p) }).is_ok());
 
         let (img, len) = default_image(Abi::V1_3);
         assert_eq!(len, 184);
@@ -304,24 +234,14 @@ mod tests {
         assert!(img[74..178].iter().all(|b| *b == 0));
         assert!(img[184..].iter().all(|b| *b == 0));
         let p: ParamV13 = read(&img);
-        assert_eq!(
-            (p.max_context_len, p.top_k, p.top_p, p.skip_special_token),
-            (512, 40, 0.9, 1)
-        );
-        assert!(check_param(&CommonParam {
-            model_path: c"x".as_ptr(),
-            ..CommonParam::from_v13(&p)
-        })
-        .is_ok());
+        assert_eq!((p.max_context_len, p.top_k, p.top_p, p.skip_special_token), (512, 40, 0.9, 1));
+        assert!(check_param(&CommonParam { model_path: c"x".as_ptr(), ..CommonParam::from_v13(&p) }).is_ok());
     }
 
     #[test]
     fn out_of_range_fields_are_named() {
         let (img, _) = default_image(Abi::V1_3);
-        let base = CommonParam {
-            model_path: c"x".as_ptr(),
-            ..CommonParam::from_v13(&read::<ParamV13>(&img))
-        };
+        let base = CommonParam { model_path: c"x".as_ptr(), ..CommonParam::from_v13(&read::<ParamV13>(&img)) };
         let fails = |f: &dyn Fn(&mut CommonParam)| {
             let mut p = base;
             f(&mut p);

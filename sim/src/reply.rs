@@ -54,13 +54,7 @@ pub fn expand(template: &str, ctx: &ReplyContext) -> String {
 
 /// The text that is prefilled for a prompt: the system prompt only when the
 /// KV history is empty, then prefix, prompt, postfix.
-pub fn prefilled_text(
-    history_empty: bool,
-    system: &str,
-    prefix: &str,
-    prompt: &str,
-    postfix: &str,
-) -> String {
+pub fn prefilled_text(history_empty: bool, system: &str, prefix: &str, prompt: &str, postfix: &str) -> String {
     let system = if history_empty { system } else { "" };
     [system, prefix, prompt, postfix].concat()
 }
@@ -88,18 +82,12 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_replaced_once() {
-        assert_eq!(
-            expand("{prompt}|{turn}|{role}|{system}|{tools}|{lora}", &ctx()),
-            "p{turn}|3|user|sys|[t]|style"
-        );
+        assert_eq!(expand("{prompt}|{turn}|{role}|{system}|{tools}|{lora}", &ctx()), "p{turn}|3|user|sys|[t]|style");
     }
 
     #[test]
     fn unknown_and_broken_braces_stay() {
-        assert_eq!(
-            expand("{x} {{prompt}} {turn", &ctx()),
-            "{x} {p{turn}} {turn"
-        );
+        assert_eq!(expand("{x} {{prompt}} {turn", &ctx()), "{x} {p{turn}} {turn");
         assert_eq!(expand("", &ctx()), "");
         assert_eq!(expand("{", &ctx()), "{");
         assert_eq!(expand("é{role}中", &ctx()), "éuser中");
@@ -107,10 +95,7 @@ mod tests {
 
     #[test]
     fn thinking_prefixes_the_reply() {
-        let c = ReplyContext {
-            enable_thinking: true,
-            ..ctx()
-        };
+        let c = ReplyContext { enable_thinking: true, ..ctx() };
         assert_eq!(expand("[{role}]", &c), "<think>sim</think>[user]");
     }
 

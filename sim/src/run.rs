@@ -1,9 +1,6 @@
 //! `rkllm_run`: reading the request, generating the callbacks, keeping history.
 
-use crate::abi::{
-    call_state, InferParamV12, InferParamV13, InputV12, InputV13, LoraParam, PerfStat,
-    PromptCacheParam,
-};
+use crate::abi::{call_state, InferParamV12, InferParamV13, InputV12, InputV13, LoraParam, PerfStat, PromptCacheParam};
 use crate::cache;
 use crate::callback::Sink;
 use crate::config::Abi;
@@ -45,9 +42,7 @@ unsafe fn utf8(ptr: *const c_char, what: &str) -> Result<Option<String>, String>
     }
     // SAFETY: non-NULL and NUL-terminated, per this function's contract.
     let text = unsafe { CStr::from_ptr(ptr) };
-    text.to_str()
-        .map(|s| Some(s.to_owned()))
-        .map_err(|_| format!("{what} is not UTF-8"))
+    text.to_str().map(|s| Some(s.to_owned())).map_err(|_| format!("{what} is not UTF-8"))
 }
 
 /// The fields both releases' input and infer structs have.
@@ -74,12 +69,7 @@ unsafe fn read_raw(abi: Abi, input: *const c_void, infer: *const c_void) -> RawR
     match abi {
         Abi::V1_2 => {
             // SAFETY: per this function's contract.
-            let (i, p) = unsafe {
-                (
-                    ptr_read(input as *const InputV12),
-                    ptr_read(infer as *const InferParamV12),
-                )
-            };
+            let (i, p) = unsafe { (ptr_read(input as *const InputV12), ptr_read(infer as *const InferParamV12)) };
             RawRequest {
                 role: i.role,
                 enable_thinking: i.enable_thinking,
@@ -97,12 +87,7 @@ unsafe fn read_raw(abi: Abi, input: *const c_void, infer: *const c_void) -> RawR
         }
         Abi::V1_3 => {
             // SAFETY: per this function's contract.
-            let (i, p) = unsafe {
-                (
-                    ptr_read(input as *const InputV13),
-                    ptr_read(infer as *const InferParamV13),
-                )
-            };
+            let (i, p) = unsafe { (ptr_read(input as *const InputV13), ptr_read(infer as *const InferParamV13)) };
             let sampling_error = if p.sampling_params.is_null() {
                 None
             } else {
@@ -153,22 +138,13 @@ unsafe fn decode(
     // SAFETY: non-NULL, and of `abi`'s layout per this function's contract.
     let raw = unsafe { read_raw(abi, input, infer) };
     if raw.input_type != 0 {
-        return Err(format!(
-            "input_type {} is not supported (only 0, prompt)",
-            raw.input_type
-        ));
+        return Err(format!("input_type {} is not supported (only 0, prompt)", raw.input_type));
     }
     if raw.mode != 0 {
-        return Err(format!(
-            "mode {} is not supported (only 0, generate)",
-            raw.mode
-        ));
+        return Err(format!("mode {} is not supported (only 0, generate)", raw.mode));
     }
     if raw.enable_thinking > 1 {
-        return Err(format!(
-            "enable_thinking = {} is not a bool",
-            raw.enable_thinking
-        ));
+        return Err(format!("enable_thinking = {} is not a bool", raw.enable_thinking));
     }
     if !(0..=1).contains(&raw.keep_history) {
         return Err(format!("keep_history = {} is not 0 or 1", raw.keep_history));
@@ -185,12 +161,7 @@ unsafe fn decode(
     } else {
         // SAFETY: a non-NULL lora_params points at an RKLLMLoraParam, whose
         // name is NULL or a C string.
-        unsafe {
-            utf8(
-                ptr_read(raw.lora_params).lora_adapter_name,
-                "lora_adapter_name",
-            )
-        }?
+        unsafe { utf8(ptr_read(raw.lora_params).lora_adapter_name, "lora_adapter_name") }?
     };
     let save_path_addr = if raw.prompt_cache_params.is_null() {
         None
@@ -258,13 +229,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 impl Generation<'_> {
     fn error(&self, prefilled: bool, emitted: u64) -> Outcome {
-        self.sink
-            .send(call_state::ERROR, None, -1, PerfStat::default());
-        Outcome {
-            ending: Ending::Failed,
-            prefilled,
-            emitted,
-        }
+        self.sink.send(call_state::ERROR, None, -1, PerfStat::default());
+        Outcome { ending: Ending::Failed, prefilled, emitted }
     }
 
     /// Runs the fault listed for `point`, if any; `true` means "fail now".
@@ -279,19 +245,12 @@ impl Generation<'_> {
     }
 
     fn aborted(&self) -> bool {
-        self.handle
-            .abort
-            .in_effect(self.handle.settings.model.slow_abort_ms)
+        self.handle.abort.in_effect(self.handle.settings.model.slow_abort_ms)
     }
 
     fn sleep(&self, virtual_us: u64) -> bool {
         let s = &self.handle.settings;
-        sleep_virtual(
-            virtual_us,
-            s.time_scale,
-            &self.handle.abort,
-            s.model.slow_abort_ms,
-        )
+        sleep_virtual(virtual_us, s.time_scale, &self.handle.abort, s.model.slow_abort_ms)
     }
 
     fn run(&self) -> Outcome {
@@ -299,15 +258,8 @@ impl Generation<'_> {
         if self.fault(FaultPoint::Prefill) {
             return self.error(false, 0);
         }
-        if !self.sleep(
-            self.prompt_tokens
-                .saturating_mul(model.prefill_us_per_token),
-        ) {
-            return Outcome {
-                ending: Ending::Aborted,
-                prefilled: false,
-                emitted: 0,
-            };
+        if !self.sleep(self.prompt_tokens.saturating_mul(model.prefill_us_per_token)) {
+            return Outcome { ending: Ending::Aborted, prefilled: false, emitted: 0 };
         }
         let mut ending = Ending::Finished;
         let mut emitted = 0u64;
@@ -330,9 +282,7 @@ impl Generation<'_> {
                 Piece::Waiting(text) => (call_state::WAITING, text.as_deref()),
                 Piece::Normal(text) => (call_state::NORMAL, Some(text.as_slice())),
             };
-            let code = self
-                .sink
-                .send(state, text, emitted as i32, PerfStat::default());
+            let code = self.sink.send(state, text, emitted as i32, PerfStat::default());
             emitted += 1;
             if code == 1 {
                 ending = Ending::Paused;
@@ -352,11 +302,9 @@ impl Generation<'_> {
         if ending == Ending::Finished {
             let kv_tokens = self.history_before + self.prompt_tokens + emitted;
             let perf = PerfStat {
-                prefill_time_ms: (self.prompt_tokens as f64 * model.prefill_us_per_token as f64
-                    / 1000.0) as f32,
+                prefill_time_ms: (self.prompt_tokens as f64 * model.prefill_us_per_token as f64 / 1000.0) as f32,
                 prefill_tokens: self.prompt_tokens as i32,
-                generate_time_ms: (emitted as f64 * model.decode_us_per_token as f64 / 1000.0)
-                    as f32,
+                generate_time_ms: (emitted as f64 * model.decode_us_per_token as f64 / 1000.0) as f32,
                 generate_tokens: emitted as i32,
                 memory_usage_mb: ((self.handle.settings.model_file_bytes as f64
                     + kv_tokens as f64 * model.kv_bytes_per_token as f64
@@ -365,11 +313,7 @@ impl Generation<'_> {
             };
             self.sink.send(call_state::FINISH, None, -1, perf);
         }
-        Outcome {
-            ending,
-            prefilled: true,
-            emitted,
-        }
+        Outcome { ending, prefilled: true, emitted }
     }
 
     /// Reads the kept path pointer now, at the end of the run, and writes.
@@ -385,12 +329,7 @@ impl Generation<'_> {
         let path = unsafe { CStr::from_ptr(addr as *const c_char) };
         let path = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
         let model = &self.handle.settings.model;
-        cache::write(
-            path,
-            self.prompt_tokens,
-            model.kv_bytes_per_token,
-            &model.name,
-        )?;
+        cache::write(path, self.prompt_tokens, model.kv_bytes_per_token, &model.name)?;
         CACHES_WRITTEN.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -409,12 +348,7 @@ impl Drop for Running<'_> {
 ///
 /// # Safety
 /// The pointers are what the imitated release's `rkllm_run` takes.
-pub unsafe fn run(
-    h: &Handle,
-    input: *const c_void,
-    infer: *const c_void,
-    userdata: *mut c_void,
-) -> i32 {
+pub unsafe fn run(h: &Handle, input: *const c_void, infer: *const c_void, userdata: *mut c_void) -> i32 {
     let settings = &h.settings;
     // SAFETY: forwarded from this function's contract.
     let request = match unsafe { decode(settings.abi, input, infer, userdata as usize, h) } {
@@ -440,10 +374,7 @@ pub unsafe fn run(
     h.abort.clear();
     h.running.fetch_add(1, Ordering::SeqCst);
     let _running = Running(h);
-    let sink = Sink {
-        callback: settings.callback,
-        userdata: request.userdata,
-    };
+    let sink = Sink { callback: settings.callback, userdata: request.userdata };
     let prefilled = reply::prefilled_text(
         session.history_tokens == 0,
         &session.system,
@@ -521,8 +452,5 @@ fn grow(kb: u64) {
     }
     let block = vec![0xA5u8; (kb * 1024) as usize].into_boxed_slice();
     LEAKED_BYTES.fetch_add(block.len() as u64, Ordering::SeqCst);
-    LEAKED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(block);
+    LEAKED.lock().unwrap_or_else(PoisonError::into_inner).push(block);
 }

@@ -18,9 +18,7 @@ unsafe fn required(ptr: *const c_char, what: &str) -> Result<String, String> {
     }
     // SAFETY: non-NULL and NUL-terminated per the contract.
     let s = unsafe { CStr::from_ptr(ptr) };
-    s.to_str()
-        .map(str::to_owned)
-        .map_err(|_| format!("{what} is not UTF-8"))
+    s.to_str().map(str::to_owned).map_err(|_| format!("{what} is not UTF-8"))
 }
 
 /// A required C string as a path.
@@ -78,10 +76,7 @@ pub fn clear_history(h: &Handle) {
 ///
 /// # Safety
 /// `sizes` is NULL or writable for one `i32`.
-#[cfg_attr(
-    any(feature = "family-1-1", feature = "family-1-2-0"),
-    allow(dead_code)
-)]
+#[cfg_attr(any(feature = "family-1-1", feature = "family-1-2-0"), allow(dead_code))]
 pub unsafe fn kv_cache_size(h: &Handle, sizes: *mut i32) -> Result<(), String> {
     if sizes.is_null() {
         return Err("sizes is NULL".into());
@@ -104,11 +99,7 @@ pub unsafe fn set_chat_template(
 ) -> Result<(), String> {
     // SAFETY: per the contract, for all three.
     let (system, prefix, postfix) = unsafe {
-        (
-            required(system, "system_prompt")?,
-            required(prefix, "prompt_prefix")?,
-            required(postfix, "prompt_postfix")?,
-        )
+        (required(system, "system_prompt")?, required(prefix, "prompt_prefix")?, required(postfix, "prompt_postfix")?)
     };
     let mut s = h.session();
     s.system = system;
@@ -150,10 +141,7 @@ pub unsafe fn load_lora(h: &Handle, adapter: *const LoraAdapter) -> Result<(), S
     let a = unsafe { std::ptr::read_unaligned(adapter) };
     // SAFETY: the strings are NULL or C strings per the contract.
     let (path, name) = unsafe {
-        (
-            path(a.lora_adapter_path, "lora_adapter_path")?,
-            required(a.lora_adapter_name, "lora_adapter_name")?,
-        )
+        (path(a.lora_adapter_path, "lora_adapter_path")?, required(a.lora_adapter_name, "lora_adapter_name")?)
     };
     if name.is_empty() {
         return Err("lora_adapter_name is empty".into());

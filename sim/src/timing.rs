@@ -26,9 +26,7 @@ pub struct AbortFlag {
 impl AbortFlag {
     #[cfg_attr(feature = "missing-abort", allow(dead_code))]
     pub fn request(&self) {
-        let _ = self
-            .requested_at_us
-            .compare_exchange(0, now_us() + 1, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self.requested_at_us.compare_exchange(0, now_us() + 1, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     pub fn clear(&self) {

@@ -54,11 +54,7 @@ pub fn pieces(reply: &str, mode: WaitingMode) -> Vec<Piece> {
                     }
                     WaitingMode::Held => {
                         // NULL on odd occurrences, "" on even ones.
-                        let text = if waiting_splits % 2 == 1 {
-                            None
-                        } else {
-                            Some(Vec::new())
-                        };
+                        let text = if waiting_splits % 2 == 1 { None } else { Some(Vec::new()) };
                         out.push(Piece::Waiting(text));
                         out.push(Piece::Normal(bytes));
                     }
@@ -201,10 +197,7 @@ mod tests {
             ]
         );
         let repeat = pieces(word, WaitingMode::Repeat);
-        assert_eq!(
-            repeat[1],
-            Piece::Waiting(Some("中".as_bytes()[..1].to_vec()))
-        );
+        assert_eq!(repeat[1], Piece::Waiting(Some("中".as_bytes()[..1].to_vec())));
         assert_eq!(repeat[2], Piece::Normal("中文".into()));
         let held = pieces(word, WaitingMode::Held);
         assert_eq!(held[1], Piece::Waiting(None));
@@ -241,10 +234,7 @@ mod tests {
             })
         });
         let token_count = tokens.count();
-        let waits = pieces(MIXED, WaitingMode::Carry)
-            .iter()
-            .filter(|p| matches!(p, Piece::Waiting(_)))
-            .count();
+        let waits = pieces(MIXED, WaitingMode::Carry).iter().filter(|p| matches!(p, Piece::Waiting(_))).count();
         assert_eq!(counts[0], token_count + waits);
     }
 
@@ -252,10 +242,7 @@ mod tests {
     fn a_first_token_is_never_normal_split_and_empty_replies_have_no_tokens() {
         assert!(pieces("", WaitingMode::Carry).is_empty());
         // 'é' is m0 in both, so no split can come from it; a lone emoji too.
-        assert_eq!(
-            pieces("🎉", WaitingMode::Repeat),
-            vec![Piece::Normal("🎉".into())]
-        );
+        assert_eq!(pieces("🎉", WaitingMode::Repeat), vec![Piece::Normal("🎉".into())]);
         // 4-byte characters move 2 bytes.
         let p = pieces("ab🎉🎉c🎉", WaitingMode::Carry);
         assert_eq!(rebuild(&p, WaitingMode::Carry), "ab🎉🎉c🎉".as_bytes());

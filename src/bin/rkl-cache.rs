@@ -63,7 +63,13 @@ fn size(bytes: u64) -> String {
 
 fn summary(m: &Manifest) -> String {
     let model = Path::new(&m.model.path).file_name().map_or(m.model.path.clone(), |n| n.to_string_lossy().into_owned());
-    format!("model {model}, runtime {}, {} ago, {}, prompt {:?}", m.runtime_family, age(m.created_unix), size(m.payload.size), m.prompt.preview)
+    format!(
+        "model {model}, runtime {}, {} ago, {}, prompt {:?}",
+        m.runtime_family,
+        age(m.created_unix),
+        size(m.payload.size),
+        m.prompt.preview
+    )
 }
 
 fn list(dir: &Path) -> Result<ExitCode, rkl::Error> {
@@ -93,7 +99,11 @@ fn show(path: &Path) -> Result<ExitCode, rkl::Error> {
 fn clean(dir: &Path, stale_too: bool, dry_run: bool) -> Result<ExitCode, rkl::Error> {
     let remove = |what: &str, path: &Path, act: &dyn Fn() -> Result<(), rkl::Error>| -> Result<(), rkl::Error> {
         println!("{}{what} {}", if dry_run { "would remove " } else { "removed " }, path.display());
-        if dry_run { Ok(()) } else { act() }
+        if dry_run {
+            Ok(())
+        } else {
+            act()
+        }
     };
     for found in scan(dir)? {
         match &found {
@@ -104,7 +114,8 @@ fn clean(dir: &Path, stale_too: bool, dry_run: bool) -> Result<ExitCode, rkl::Er
                 remove("stale cache", &info.path, &|| remove_cache(info))?
             }
             Found::Orphan(p) | Found::Temporary(p) => remove("leftover", p, &|| {
-                std::fs::remove_file(p).map_err(|e| rkl::Error::new(rkl::ErrorKind::Io, format!("cannot remove '{}': {e}", p.display())))
+                std::fs::remove_file(p)
+                    .map_err(|e| rkl::Error::new(rkl::ErrorKind::Io, format!("cannot remove '{}': {e}", p.display())))
             })?,
             Found::Cache(_) => {}
         }

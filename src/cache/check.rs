@@ -42,7 +42,11 @@ pub fn check_files(manifest_path: &Path) -> Result<CheckedCache> {
         let manifest = Manifest::read(manifest_path)?;
         let tried = manifest.payload.file.clone();
         match check_payload(manifest_path, manifest) {
-            Err(e) if e.kind() == ErrorKind::CacheTruncated && attempt < ATTEMPTS && payload_renamed(manifest_path, &tried) => {
+            Err(e)
+                if e.kind() == ErrorKind::CacheTruncated
+                    && attempt < ATTEMPTS
+                    && payload_renamed(manifest_path, &tried) =>
+            {
                 attempt += 1
             }
             other => return other,
@@ -62,13 +66,19 @@ fn check_payload(manifest_path: &Path, manifest: Manifest) -> Result<CheckedCach
     };
     let payload_path = dir.join(&manifest.payload.file);
     let shown = payload_path.display();
-    let missing = |e: std::io::Error| Error::new(ErrorKind::CacheTruncated, format!("prompt cache payload '{shown}' is missing ({e})"));
+    let missing = |e: std::io::Error| {
+        Error::new(ErrorKind::CacheTruncated, format!("prompt cache payload '{shown}' is missing ({e})"))
+    };
     let mut payload = open_regular_file(&payload_path).map_err(missing)?;
     let meta = payload.metadata().map_err(missing)?;
     if !meta.is_file() || meta.len() != manifest.payload.size {
         return Err(Error::new(
             ErrorKind::CacheTruncated,
-            format!("prompt cache payload '{shown}' has {} bytes; the manifest records {}", meta.len(), manifest.payload.size),
+            format!(
+                "prompt cache payload '{shown}' has {} bytes; the manifest records {}",
+                meta.len(),
+                manifest.payload.size
+            ),
         ));
     }
     let stamp = FileStamp::new(&meta, &manifest.payload.checksum);
@@ -90,8 +100,8 @@ fn check_payload(manifest_path: &Path, manifest: Manifest) -> Result<CheckedCach
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::identity::FILES_HASHED;
     use crate::cache::identity::file_checksum;
+    use crate::cache::identity::FILES_HASHED;
     use crate::cache::manifest::{tests::sample, Manifest};
     use std::sync::atomic::Ordering;
 

@@ -60,7 +60,10 @@ impl CachePath {
             _ => PathBuf::from("."),
         };
         if !dir.is_dir() {
-            return Err(Error::new(ErrorKind::Io, format!("cannot save prompt cache '{shown}': directory '{}' does not exist", dir.display())));
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("cannot save prompt cache '{shown}': directory '{}' does not exist", dir.display()),
+            ));
         }
         Ok(CachePath { manifest: path.to_path_buf(), dir, name })
     }
@@ -86,26 +89,19 @@ impl CachePath {
 /// Creates `path` empty and exclusively, proving the directory is writable
 /// before the runtime is asked to write there.
 pub fn create_placeholder(path: &Path) -> Result<()> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map(drop)
-        .map_err(|e| io(format!("cannot write a prompt cache in '{}'", path.parent().unwrap_or(Path::new(".")).display()), e))
+    OpenOptions::new().write(true).create_new(true).open(path).map(drop).map_err(|e| {
+        io(format!("cannot write a prompt cache in '{}'", path.parent().unwrap_or(Path::new(".")).display()), e)
+    })
 }
 
 /// Flushes a file's data to the disk.
 pub fn sync_file(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io(format!("cannot sync '{}'", path.display()), e))
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| io(format!("cannot sync '{}'", path.display()), e))
 }
 
 /// Flushes a directory entry change (a rename) to the disk.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io(format!("cannot sync directory '{}'", dir.display()), e))
+    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io(format!("cannot sync directory '{}'", dir.display()), e))
 }
 
 /// Writes `bytes` to a new file at `path` and syncs it.
@@ -115,9 +111,7 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .create_new(true)
         .open(path)
         .map_err(|e| io(format!("cannot create '{}'", path.display()), e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io(format!("cannot write '{}'", path.display()), e))
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io(format!("cannot write '{}'", path.display()), e))
 }
 
 /// Renames `from` to `to` (atomic on one file system).

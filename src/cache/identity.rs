@@ -56,10 +56,7 @@ pub fn model_identity(path: &Path) -> Result<ModelIdentity> {
 
 /// Modification time in nanoseconds since the epoch (0 if unknown).
 pub fn mtime_ns(meta: &std::fs::Metadata) -> u64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64)
+    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// How many whole files were checksummed in this process (for tests).

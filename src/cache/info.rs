@@ -64,7 +64,13 @@ pub fn inspect(path: &Path) -> CacheInfo {
         Err(e) => {
             let manifest = Manifest::read(path).ok();
             let payload_path = manifest.as_ref().map(|m| path.parent().unwrap_or(Path::new(".")).join(&m.payload.file));
-            CacheInfo { path: path.to_path_buf(), payload_path, manifest, verdict: Verdict::Invalid(e), save_stats: None }
+            CacheInfo {
+                path: path.to_path_buf(),
+                payload_path,
+                manifest,
+                verdict: Verdict::Invalid(e),
+                save_stats: None,
+            }
         }
     }
 }

@@ -2,8 +2,8 @@
 //! manifest names (left by a crash or an interrupted save) and temporary files.
 
 use super::files::{PAYLOAD_SUFFIX, TEMP_SUFFIX};
-use super::manifest::looks_like_manifest;
 use super::info::{inspect, CacheInfo};
+use super::manifest::looks_like_manifest;
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::HashSet;
 use std::io::Read;

@@ -104,7 +104,9 @@ impl Manifest {
         use std::io::Read;
         let shown = path.display();
         let file = super::files::open_regular_file(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::new(ErrorKind::CacheNotFound, format!("no prompt cache at '{shown}'")),
+            std::io::ErrorKind::NotFound => {
+                Error::new(ErrorKind::CacheNotFound, format!("no prompt cache at '{shown}'"))
+            }
             std::io::ErrorKind::InvalidInput => {
                 Error::new(ErrorKind::CacheInvalid, format!("prompt cache '{shown}' is not a regular file"))
             }
@@ -115,7 +117,10 @@ impl Manifest {
             .read_to_end(&mut bytes)
             .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read prompt cache '{shown}': {e}")))?;
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(Error::new(ErrorKind::CacheInvalid, format!("'{shown}' is too large to be a prompt-cache manifest")));
+            return Err(Error::new(
+                ErrorKind::CacheInvalid,
+                format!("'{shown}' is too large to be a prompt-cache manifest"),
+            ));
         }
         Manifest::parse(&bytes).map_err(|e| Error::new(e.kind(), format!("prompt cache '{shown}': {}", e.message())))
     }
@@ -125,10 +130,9 @@ impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Manifest> {
         let value: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::new(ErrorKind::CacheInvalid, format!("the manifest is not valid JSON ({e})")))?;
-        let format = value
-            .get(MARKER)
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| Error::new(ErrorKind::CacheInvalid, format!("the manifest has no '{MARKER}' format version")))?;
+        let format = value.get(MARKER).and_then(|v| v.as_u64()).ok_or_else(|| {
+            Error::new(ErrorKind::CacheInvalid, format!("the manifest has no '{MARKER}' format version"))
+        })?;
         if format != FORMAT_VERSION as u64 {
             return Err(Error::new(
                 ErrorKind::CacheVersion,
@@ -147,7 +151,10 @@ impl Manifest {
         let name = &self.payload.file;
         let plain = !name.is_empty() && !name.contains('/') && name != "." && name != ".." && !name.contains('\0');
         if !plain {
-            return Err(Error::new(ErrorKind::CacheInvalid, format!("the manifest names an invalid payload file '{name}'")));
+            return Err(Error::new(
+                ErrorKind::CacheInvalid,
+                format!("the manifest names an invalid payload file '{name}'"),
+            ));
         }
         Ok(())
     }
@@ -172,7 +179,12 @@ pub(crate) mod tests {
             runtime_version: None,
             model: ModelIdentity { path: "/m.rkllm".into(), size: 10, mtime_ns: 1, fingerprint: "ab".into() },
             prompt: PromptRecord { hash: "cd".into(), bytes: 5, preview: "hello".into() },
-            settings: KvSettings { chat_template: None, role: "user".into(), enable_thinking: false, max_context_len: Some(4096) },
+            settings: KvSettings {
+                chat_template: None,
+                role: "user".into(),
+                enable_thinking: false,
+                max_context_len: Some(4096),
+            },
             payload: PayloadRecord { file: "p.kv".into(), size: 3, checksum: "ef".into() },
             created_unix: 1_700_000_000,
         }

@@ -116,7 +116,11 @@ impl Model {
     /// text on this thread. Return `ControlFlow::Break(())` to stop early.
     /// Inside `on_chunk` only [`Model::abort`] may be called on models of the
     /// same runtime; anything else returns [`ErrorKind::Reentrant`].
-    pub fn generate(&self, request: &GenerateRequest, mut on_chunk: impl FnMut(&str) -> ControlFlow<()>) -> Result<Stats> {
+    pub fn generate(
+        &self,
+        request: &GenerateRequest,
+        mut on_chunk: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Stats> {
         let mut stream = self.stream(request)?;
         let key = self.callback_key();
         // One buffer for every chunk: no allocation per token.

@@ -217,7 +217,9 @@ fn c_view(info: &CacheInfo) -> (rkl_cache_info, Owned) {
     let (verdict, status, message) = match &info.verdict {
         Verdict::Valid => (rkl_cache_verdict::RKL_VERDICT_VALID, RKL_OK, String::new()),
         Verdict::Stale(why) => (rkl_cache_verdict::RKL_VERDICT_STALE, rkl_status::RKL_CACHE_MISMATCH, why.clone()),
-        Verdict::Invalid(e) => (rkl_cache_verdict::RKL_VERDICT_INVALID, rkl_status::from_kind(e.kind()), e.message().to_string()),
+        Verdict::Invalid(e) => {
+            (rkl_cache_verdict::RKL_VERDICT_INVALID, rkl_status::from_kind(e.kind()), e.message().to_string())
+        }
     };
     out.verdict = verdict;
     out.verdict_status = status;
@@ -419,7 +421,11 @@ pub unsafe extern "C" fn rkl_cache_save(
 ///
 /// Thread-safe.
 #[no_mangle]
-pub unsafe extern "C" fn rkl_cache_load(model: *mut rkl_model, path: *const c_char, out: *mut rkl_cache_info) -> rkl_status {
+pub unsafe extern "C" fn rkl_cache_load(
+    model: *mut rkl_model,
+    path: *const c_char,
+    out: *mut rkl_cache_info,
+) -> rkl_status {
     ffi_fn!({
         let entry = model_entry(model)?;
         // SAFETY: the caller promises a struct of `struct_size` bytes or NULL.
@@ -490,7 +496,10 @@ pub unsafe extern "C" fn rkl_cache_inspect(path: *const c_char, out: *mut rkl_ca
             return Err(match info.verdict {
                 Verdict::Invalid(e) => e.into(),
                 // Without a manifest the core always says why; keep a status anyway.
-                _ => FfiError::new(rkl_status::RKL_CACHE_INVALID, format!("prompt cache '{path}' has no readable manifest")),
+                _ => FfiError::new(
+                    rkl_status::RKL_CACHE_INVALID,
+                    format!("prompt cache '{path}' has no readable manifest"),
+                ),
             });
         }
         // SAFETY: checked above.
@@ -523,7 +532,8 @@ pub unsafe extern "C" fn rkl_cache_info_free(info: *mut rkl_cache_info) -> rkl_s
         // SAFETY: `storage` lies inside the first version of the struct,
         // which check_out_struct proved the caller has; any bit pattern is a
         // valid pointer-sized value, and it is never dereferenced.
-        let token = unsafe { info.cast::<u8>().add(offset_of!(rkl_cache_info, storage)).cast::<usize>().read_unaligned() };
+        let token =
+            unsafe { info.cast::<u8>().add(offset_of!(rkl_cache_info, storage)).cast::<usize>().read_unaligned() };
         if token == 0 {
             return Ok(());
         }

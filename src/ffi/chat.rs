@@ -68,9 +68,8 @@ pub unsafe extern "C" fn rkl_set_chat_template(
     ffi_fn!({
         let entry = model_entry(model)?;
         // SAFETY: the caller promises NUL-terminated strings valid for the call.
-        let (system, prefix, postfix) = unsafe {
-            (args::text(system, "system")?, args::text(prefix, "prefix")?, args::text(postfix, "postfix")?)
-        };
+        let (system, prefix, postfix) =
+            unsafe { (args::text(system, "system")?, args::text(prefix, "prefix")?, args::text(postfix, "postfix")?) };
         Ok(entry.model.set_chat_template(system, prefix, postfix)?)
     })
 }
@@ -126,7 +125,12 @@ pub unsafe extern "C" fn rkl_set_function_tools(
 ///
 /// Thread-safe.
 #[no_mangle]
-pub unsafe extern "C" fn rkl_load_lora(model: *mut rkl_model, path: *const c_char, name: *const c_char, scale: f32) -> rkl_status {
+pub unsafe extern "C" fn rkl_load_lora(
+    model: *mut rkl_model,
+    path: *const c_char,
+    name: *const c_char,
+    scale: f32,
+) -> rkl_status {
     ffi_fn!({
         let entry = model_entry(model)?;
         // SAFETY: the caller promises NUL-terminated strings valid for the call.

@@ -119,7 +119,9 @@ impl<T> Registry<T> {
                 FfiError::bad_handle(format!("a {other} handle was passed where a {kind} handle is expected"))
             }
             Decoded::Id(id) if id < state.next => FfiError::bad_handle(format!("the {kind} handle was closed")),
-            _ => FfiError::bad_handle(format!("{value:#x} is not a {kind} handle issued by rkl (garbage or foreign pointer)")),
+            _ => FfiError::bad_handle(format!(
+                "{value:#x} is not a {kind} handle issued by rkl (garbage or foreign pointer)"
+            )),
         }
     }
 

@@ -40,8 +40,9 @@ pub enum rkl_log_level {
 /// threads, possibly from several threads at once. It must return normally
 /// (no longjmp, no C++ exception) and must not call rkl functions other than
 /// rkl_status_str() and rkl_version().
-pub type rkl_log_fn =
-    Option<unsafe extern "C" fn(level: rkl_log_level, target: *const c_char, message: *const c_char, userdata: *mut c_void)>;
+pub type rkl_log_fn = Option<
+    unsafe extern "C" fn(level: rkl_log_level, target: *const c_char, message: *const c_char, userdata: *mut c_void),
+>;
 
 struct Sink {
     callback: unsafe extern "C" fn(rkl_log_level, *const c_char, *const c_char, *mut c_void),
@@ -145,7 +146,10 @@ impl Log for Forwarder {
 pub fn ensure_installed() {
     INSTALL.call_once(|| {
         let explicit = std::env::var_os("RKL_LOG").is_some();
-        let stderr = env_logger::Builder::from_env(env_logger::Env::new().filter_or("RKL_LOG", "warn").write_style("RKL_LOG_STYLE")).build();
+        let stderr = env_logger::Builder::from_env(
+            env_logger::Env::new().filter_or("RKL_LOG", "warn").write_style("RKL_LOG_STYLE"),
+        )
+        .build();
         let forwarder: &'static Forwarder = Box::leak(Box::new(Forwarder { stderr, explicit }));
         if log::set_logger(forwarder).is_ok() {
             log::set_max_level(forwarder.max_level());
@@ -191,7 +195,11 @@ fn set_sink(sink: Option<Sink>) -> FfiResult {
 /// Thread-safe. When this returns, calls of the previous callback that were
 /// running on other threads have finished, so its userdata may be freed.
 #[no_mangle]
-pub unsafe extern "C" fn rkl_set_log_callback(callback: rkl_log_fn, max_level: i32, userdata: *mut c_void) -> rkl_status {
+pub unsafe extern "C" fn rkl_set_log_callback(
+    callback: rkl_log_fn,
+    max_level: i32,
+    userdata: *mut c_void,
+) -> rkl_status {
     ffi_fn!({
         let Some(callback) = callback else { return set_sink(None) };
         if !(0..=5).contains(&max_level) {

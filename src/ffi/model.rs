@@ -296,7 +296,9 @@ pub unsafe extern "C" fn rkl_open(params: *const rkl_open_params, out: *mut *mut
         let runtime_abi = unsafe { args::optional_text(p.runtime_abi, "params->runtime_abi")? };
         let runtime_abi = match runtime_abi.map(str::trim) {
             None | Some("") | Some("auto") => None,
-            Some(abi) => Some(abi.parse::<Family>().map_err(|e| FfiError::invalid(format!("params->runtime_abi: {e}")))?),
+            Some(abi) => {
+                Some(abi.parse::<Family>().map_err(|e| FfiError::invalid(format!("params->runtime_abi: {e}")))?)
+            }
         };
         let mut config = OpenConfig {
             model_path: PathBuf::from(model_path),

@@ -48,7 +48,9 @@ impl EndReason {
     fn describe(self) -> String {
         match self {
             EndReason::Timeout(limit) => format!("no progress for {} ms (call_timeout)", limit.as_millis()),
-            EndReason::AbortGrace(grace) => format!("still running {} ms after an abort (abort_grace)", grace.as_millis()),
+            EndReason::AbortGrace(grace) => {
+                format!("still running {} ms after an abort (abort_grace)", grace.as_millis())
+            }
             EndReason::Closing => "the model was closed".into(),
             EndReason::Restart => "the model was restarted".into(),
         }
@@ -217,7 +219,8 @@ impl Worker {
     pub fn spawn(program: &Path, cwd: &Path, limits: Limits) -> Result<Arc<Worker>> {
         let (process, socket) = Process::spawn(program, cwd)?;
         let process = Arc::new(process);
-        let internal = |e: std::io::Error| Error::new(ErrorKind::Internal, format!("cannot start a worker thread: {e}"));
+        let internal =
+            |e: std::io::Error| Error::new(ErrorKind::Internal, format!("cannot start a worker thread: {e}"));
         let reading = socket.try_clone().map_err(internal)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -271,7 +274,8 @@ impl Worker {
     pub fn submit(&self, run: bool, flags: Arc<RequestFlags>, make: impl FnOnce(u64) -> Request) -> Result<Submitted> {
         let (sender, events) = unbounded();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(&make(id)).map_err(|e| Error::invalid(format!("cannot send the request to the worker: {e}")))?;
+        let frame =
+            encode(&make(id)).map_err(|e| Error::invalid(format!("cannot send the request to the worker: {e}")))?;
         // Registered and sent under the writer's lock, as `abort_all` marks
         // and sends: an abort that finds this request open reaches the
         // worker after it.
@@ -471,7 +475,8 @@ fn send_before(socket: &UnixStream, mut frame: &[u8], deadline: Instant) -> bool
     while !frame.is_empty() {
         // SAFETY: `fd` is open for the call (owned by `socket`); the pointer
         // and length describe the live slice `frame`.
-        let sent = unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        let sent =
+            unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
         if let Ok(n) = usize::try_from(sent) {
             frame = &frame[n..];
             continue;

@@ -79,7 +79,9 @@ fn candidates() -> Vec<PathBuf> {
 /// The `PATH` directories, absolute (an empty entry is the current
 /// directory, as for a shell).
 fn path_dirs() -> Vec<PathBuf> {
-    std::env::var_os("PATH").map(|path| std::env::split_paths(&path).map(|dir| absolute(&dir)).collect()).unwrap_or_default()
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).map(|dir| absolute(&dir)).collect())
+        .unwrap_or_default()
 }
 
 /// `path` from the current directory (an empty one is that directory),
@@ -119,7 +121,10 @@ mod tests {
         assert_eq!(mapping_of(line, 0x7f10), Some(PathBuf::from("/usr/lib/librkl.so.0.1.0")));
         assert_eq!(mapping_of(line, 0x7f80), None);
         assert_eq!(mapping_of("7f00-7f80 rw-p 00000000 00:00 0 ", 0x7f10), None);
-        assert_eq!(mapping_of("7f00-7f80 r-xp 0 08:01 9   /a b/x.so (deleted)", 0x7f00), Some(PathBuf::from("/a b/x.so")));
+        assert_eq!(
+            mapping_of("7f00-7f80 r-xp 0 08:01 9   /a b/x.so (deleted)", 0x7f00),
+            Some(PathBuf::from("/a b/x.so"))
+        );
     }
 
     #[test]

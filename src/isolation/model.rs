@@ -9,9 +9,9 @@ use super::locate::locate;
 use super::protocol::{Call, Reply, Request, Value};
 use super::stream::IsolatedStream;
 use crate::cache::CacheInfo;
+use crate::callback_scope::in_callback_of;
 use crate::config::{GenerateRequest, OpenConfig, RestartPolicy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::callback_scope::in_callback_of;
 use crate::runtime::Family;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -98,12 +98,19 @@ fn answer(events: &crossbeam_channel::Receiver<Event>, during: &str, run: bool) 
 
 /// Starts a worker and opens the model in it; returns it with the family
 /// and runtime path it reported.
-fn start_worker(program: &Path, cwd: &Path, config: &OpenConfig, limits: Limits) -> Result<(Arc<Worker>, Family, String, Option<String>)> {
+fn start_worker(
+    program: &Path,
+    cwd: &Path,
+    config: &OpenConfig,
+    limits: Limits,
+) -> Result<(Arc<Worker>, Family, String, Option<String>)> {
     let worker = Worker::spawn(program, cwd, limits)?;
     let config = Box::new(config.clone());
     let events = worker.submit(false, Arc::default(), |id| Request::Open { id, config })?.events;
     match answer(&events, "opening the model", false)? {
-        Reply::Opened { family, runtime_path, runtime_version, .. } => Ok((worker, family, runtime_path, runtime_version)),
+        Reply::Opened { family, runtime_path, runtime_version, .. } => {
+            Ok((worker, family, runtime_path, runtime_version))
+        }
         other => Err(Error::new(ErrorKind::Internal, format!("the worker answered Open with {other:?}"))),
     }
 }
@@ -255,7 +262,10 @@ impl IsolatedModel {
             };
             if let Err(e) = run(call) {
                 worker.close();
-                return Err(Error::new(e.kind(), format!("the runtime was restarted but restoring {what} failed: {}", e.message())));
+                return Err(Error::new(
+                    e.kind(),
+                    format!("the runtime was restarted but restoring {what} failed: {}", e.message()),
+                ));
             }
         }
         inner.restarts.fetch_add(1, Ordering::Relaxed);
@@ -292,7 +302,12 @@ impl IsolatedModel {
     /// next worker (the one the restart starts, or a new one after a crash,
     /// within the policy), up to [`RESUBMITS`] times (restarts asked for
     /// from other threads may follow each other).
-    fn submit(&self, run: bool, flags: Arc<RequestFlags>, make: impl Fn(u64) -> Request) -> Result<(Arc<Worker>, Submitted)> {
+    fn submit(
+        &self,
+        run: bool,
+        flags: Arc<RequestFlags>,
+        make: impl Fn(u64) -> Request,
+    ) -> Result<(Arc<Worker>, Submitted)> {
         let mut worker = self.worker()?;
         let mut resubmits = 0;
         loop {
@@ -326,10 +341,13 @@ impl IsolatedModel {
         let mut resent = 0;
         loop {
             self.check_usable()?;
-            let (worker, submitted) = self.submit(false, Arc::default(), |id| Request::Call { id, call: call.clone() })?;
+            let (worker, submitted) =
+                self.submit(false, Arc::default(), |id| Request::Call { id, call: call.clone() })?;
             let value = match answer(&submitted.events, during, false)? {
                 Reply::Done { value, .. } => value,
-                other => return Err(Error::new(ErrorKind::Internal, format!("the worker answered {during} with {other:?}"))),
+                other => {
+                    return Err(Error::new(ErrorKind::Internal, format!("the worker answered {during} with {other:?}")))
+                }
             };
             log::trace!("{during}: done by worker {}", worker.pid());
             let mut setup = self.setup();
@@ -369,8 +387,12 @@ impl IsolatedModel {
             // The worker may die of the run before its acceptance got out;
             // the stream reports that, as it would a moment later.
             Ok(gone @ Event::Gone(..)) => Some(gone),
-            Ok(other) => return Err(Error::new(ErrorKind::Internal, format!("the worker answered Generate with {other:?}"))),
-            Err(_) => return Err(Error::new(ErrorKind::Internal, "the worker connection dropped starting a generation")),
+            Ok(other) => {
+                return Err(Error::new(ErrorKind::Internal, format!("the worker answered Generate with {other:?}")))
+            }
+            Err(_) => {
+                return Err(Error::new(ErrorKind::Internal, "the worker connection dropped starting a generation"))
+            }
         };
         Ok(IsolatedStream::new(self.clone(), worker, submitted, first, started_at))
     }
@@ -410,7 +432,11 @@ impl IsolatedModel {
     }
 
     pub fn set_function_tools(&self, system: &str, tools_json: &str, tool_response: &str) -> Result<()> {
-        let call = Call::SetFunctionTools { system: system.into(), tools_json: tools_json.into(), tool_response: tool_response.into() };
+        let call = Call::SetFunctionTools {
+            system: system.into(),
+            tools_json: tools_json.into(),
+            tool_response: tool_response.into(),
+        };
         self.setup_call("set_function_tools", call.clone(), |setup| setup.function_tools = Some(call.clone()))?;
         Ok(())
     }
@@ -452,7 +478,10 @@ impl IsolatedModel {
     /// within the abort grace). Generations in flight end aborted.
     pub fn close(&self) -> Result<()> {
         if in_callback_of(self.inner.key) {
-            return Err(Error::new(ErrorKind::Reentrant, "cannot close a model from inside one of its chunk callbacks"));
+            return Err(Error::new(
+                ErrorKind::Reentrant,
+                "cannot close a model from inside one of its chunk callbacks",
+            ));
         }
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());

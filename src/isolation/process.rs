@@ -39,7 +39,9 @@ impl Process {
     /// other descriptor of the caller's is closed at exec, whether or not it
     /// was opened close-on-exec.
     pub fn spawn(program: &Path, cwd: &Path) -> Result<(Process, UnixStream)> {
-        let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("cannot start the worker '{}': {e}", program.display()));
+        let io = |e: std::io::Error| {
+            Error::new(ErrorKind::Io, format!("cannot start the worker '{}': {e}", program.display()))
+        };
         let (ours, theirs) = UnixStream::pair().map_err(io)?;
         let mut command = Command::new(program);
         command
@@ -153,7 +155,9 @@ impl Drop for Process {
 fn close_at_exec_from(first: libc::c_int) {
     // SAFETY: close_range(2) takes no pointers; CLOSE_RANGE_CLOEXEC only
     // sets flags (std's own exec-error pipe is close-on-exec already).
-    let marked = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    let marked = unsafe {
+        libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC)
+    };
     if marked == 0 {
         return;
     }
@@ -162,7 +166,8 @@ fn close_at_exec_from(first: libc::c_int) {
     // fills; fcntl(F_SETFD) on a closed descriptor only fails with EBADF.
     unsafe {
         let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 { limit.rlim_cur.min(1 << 20) } else { 1 << 16 };
+        let top =
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 { limit.rlim_cur.min(1 << 20) } else { 1 << 16 };
         for fd in first..top as libc::c_int {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }

@@ -259,7 +259,9 @@ fn execute(model: &LocalModel, call: Call, aborts: u64) -> Result<Value> {
     match call {
         Call::ClearHistory { keep_system_prompt } => model.clear_history(keep_system_prompt).map(unit),
         Call::KvCacheTokens => model.kv_cache_tokens().map(Value::Tokens),
-        Call::SetChatTemplate { system, prefix, postfix } => model.set_chat_template(&system, &prefix, &postfix).map(unit),
+        Call::SetChatTemplate { system, prefix, postfix } => {
+            model.set_chat_template(&system, &prefix, &postfix).map(unit)
+        }
         Call::SetFunctionTools { system, tools_json, tool_response } => {
             model.set_function_tools(&system, &tools_json, &tool_response).map(unit)
         }

@@ -5,7 +5,10 @@
 
 use super::cached_prefix::LoadedPrompt;
 use super::model::LocalModel;
-use crate::cache::{check_files, prompt_hash, CacheInfo, KvSettings, Manifest, PayloadRecord, PendingSave, PromptRecord, Verdict, FORMAT_VERSION};
+use crate::cache::{
+    check_files, prompt_hash, CacheInfo, KvSettings, Manifest, PayloadRecord, PendingSave, PromptRecord, Verdict,
+    FORMAT_VERSION,
+};
 use crate::config::{cstring, GenerateRequest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::outcome::{FinishReason, Step};
@@ -83,18 +86,29 @@ impl LocalModel {
         let mut differences = Vec::new();
         let mine = self.inner().identity();
         if m.model.fingerprint != mine.fingerprint || m.model.size != mine.size {
-            differences.push(format!("it was saved for model '{}' ({} bytes), this is '{}' ({} bytes)", m.model.path, m.model.size, mine.path, mine.size));
+            differences.push(format!(
+                "it was saved for model '{}' ({} bytes), this is '{}' ({} bytes)",
+                m.model.path, m.model.size, mine.path, mine.size
+            ));
         }
         if m.runtime_family != self.family().name() {
-            differences.push(format!("it was saved with runtime ABI {}, this runtime is {}", m.runtime_family, self.family()));
+            differences.push(format!(
+                "it was saved with runtime ABI {}, this runtime is {}",
+                m.runtime_family,
+                self.family()
+            ));
         }
         if !differences.is_empty() {
-            return Err(Error::new(ErrorKind::CacheMismatch, format!("prompt cache '{}' does not fit: {}", path.display(), differences.join("; "))));
+            return Err(Error::new(
+                ErrorKind::CacheMismatch,
+                format!("prompt cache '{}' does not fit: {}", path.display(), differences.join("; ")),
+            ));
         }
         // The runtime reads the very file that was checked, through its
         // descriptor, which stays open until the call returns.
         self.inner().raw.load_prompt_cache(cstring("cache path", &checked.runtime_path())?)?;
-        self.inner().set_loaded_prompt(Some(LoadedPrompt { hash: m.prompt.hash.clone(), bytes: m.prompt.bytes as usize }));
+        self.inner()
+            .set_loaded_prompt(Some(LoadedPrompt { hash: m.prompt.hash.clone(), bytes: m.prompt.bytes as usize }));
         Ok(CacheInfo::from_checked(path, checked, Verdict::Valid))
     }
 

@@ -211,7 +211,10 @@ impl LocalModel {
     /// queued on it, and destroys the runtime handle. Closing again is a no-op.
     pub fn close(&self) -> Result<()> {
         if in_callback_of(self.callback_key()) {
-            return Err(Error::new(ErrorKind::Reentrant, "cannot close a model from inside a chunk callback on its runtime"));
+            return Err(Error::new(
+                ErrorKind::Reentrant,
+                "cannot close a model from inside a chunk callback on its runtime",
+            ));
         }
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());

@@ -40,7 +40,10 @@ impl FromStr for Family {
         match s.trim() {
             "1.2" | "1.2.1" | "1.2.2" | "1.2.3" => Ok(Family::V1_2),
             "1.3" | "1.3.0" => Ok(Family::V1_3),
-            "1.2.0" => Err("runtime release 1.2.0 is not supported (its callback and clear_kv_cache differ); use 1.2.1 or later".into()),
+            "1.2.0" => Err(
+                "runtime release 1.2.0 is not supported (its callback and clear_kv_cache differ); use 1.2.1 or later"
+                    .into(),
+            ),
             other => Err(format!("unknown runtime ABI '{other}': expected 1.2 or 1.3")),
         }
     }

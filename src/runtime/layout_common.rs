@@ -24,8 +24,7 @@ unsafe impl Send for HandleAddr {}
 unsafe impl Sync for HandleAddr {}
 
 /// The runtime's result callback: `int cb(RKLLMResult*, void* userdata, int state)`.
-pub type ResultCallback =
-    unsafe extern "C" fn(result: *mut RkllmResult, userdata: *mut c_void, state: i32) -> i32;
+pub type ResultCallback = unsafe extern "C" fn(result: *mut RkllmResult, userdata: *mut c_void, state: i32) -> i32;
 
 /// Callback states passed as the third argument of [`ResultCallback`].
 pub mod call_state {
@@ -227,23 +226,57 @@ macro_rules! apply_params {
     ($p:expr, $params:expr) => {{
         let p = $p;
         let m = $params;
-        if let Some(v) = m.max_context_len { p.max_context_len = v; }
-        if let Some(v) = m.max_new_tokens { p.max_new_tokens = v; }
-        if let Some(v) = m.top_k { p.top_k = v; }
-        if let Some(v) = m.n_keep { p.n_keep = v; }
-        if let Some(v) = m.top_p { p.top_p = v; }
-        if let Some(v) = m.temperature { p.temperature = v; }
-        if let Some(v) = m.repeat_penalty { p.repeat_penalty = v; }
-        if let Some(v) = m.frequency_penalty { p.frequency_penalty = v; }
-        if let Some(v) = m.presence_penalty { p.presence_penalty = v; }
-        if let Some(v) = m.mirostat { p.mirostat = v; }
-        if let Some(v) = m.mirostat_tau { p.mirostat_tau = v; }
-        if let Some(v) = m.mirostat_eta { p.mirostat_eta = v; }
-        if let Some(v) = m.skip_special_token { p.skip_special_token = v as u8; }
-        if let Some(v) = m.embed_flash { p.extend_param.embed_flash = v as i8; }
-        if let Some(v) = m.enabled_cpus_num { p.extend_param.enabled_cpus_num = v; }
-        if let Some(v) = m.enabled_cpus_mask { p.extend_param.enabled_cpus_mask = v; }
-        if let Some(v) = m.base_domain_id { p.extend_param.base_domain_id = v; }
+        if let Some(v) = m.max_context_len {
+            p.max_context_len = v;
+        }
+        if let Some(v) = m.max_new_tokens {
+            p.max_new_tokens = v;
+        }
+        if let Some(v) = m.top_k {
+            p.top_k = v;
+        }
+        if let Some(v) = m.n_keep {
+            p.n_keep = v;
+        }
+        if let Some(v) = m.top_p {
+            p.top_p = v;
+        }
+        if let Some(v) = m.temperature {
+            p.temperature = v;
+        }
+        if let Some(v) = m.repeat_penalty {
+            p.repeat_penalty = v;
+        }
+        if let Some(v) = m.frequency_penalty {
+            p.frequency_penalty = v;
+        }
+        if let Some(v) = m.presence_penalty {
+            p.presence_penalty = v;
+        }
+        if let Some(v) = m.mirostat {
+            p.mirostat = v;
+        }
+        if let Some(v) = m.mirostat_tau {
+            p.mirostat_tau = v;
+        }
+        if let Some(v) = m.mirostat_eta {
+            p.mirostat_eta = v;
+        }
+        if let Some(v) = m.skip_special_token {
+            p.skip_special_token = v as u8;
+        }
+        if let Some(v) = m.embed_flash {
+            p.extend_param.embed_flash = v as i8;
+        }
+        if let Some(v) = m.enabled_cpus_num {
+            p.extend_param.enabled_cpus_num = v;
+        }
+        if let Some(v) = m.enabled_cpus_mask {
+            p.extend_param.enabled_cpus_mask = v;
+        }
+        if let Some(v) = m.base_domain_id {
+            p.extend_param.base_domain_id = v;
+        }
         // rkl never uses asynchronous mode: rkllm_run must block.
         p.is_async = 0;
     }};

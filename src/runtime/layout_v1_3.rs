@@ -2,8 +2,8 @@
 //! for `rkllm_init` and `rkllm_run` ([`V1_3`]).
 
 use super::layout_common::{
-    apply_params, ExtendParam, InitInput, Layout, LlmHandle, LoraParam, ProbeSignals, PromptCacheParam,
-    ResultCallback, RunFn, RunInput, UntypedInitFn,
+    apply_params, ExtendParam, InitInput, Layout, LlmHandle, LoraParam, ProbeSignals, PromptCacheParam, ResultCallback,
+    RunFn, RunInput, UntypedInitFn,
 };
 use std::ffi::{c_char, c_void};
 use std::mem::{offset_of, size_of};
@@ -88,11 +88,7 @@ pub struct Callbacks {
 }
 
 /// 1.3's `rkllm_init`: the third argument points at [`Callbacks`].
-pub type InitFn = unsafe extern "C" fn(
-    handle: *mut *mut c_void,
-    param: *mut Param,
-    callbacks: *mut Callbacks,
-) -> i32;
+pub type InitFn = unsafe extern "C" fn(handle: *mut *mut c_void, param: *mut Param, callbacks: *mut Callbacks) -> i32;
 
 /// The layout of family 1.3.
 pub struct V1_3;

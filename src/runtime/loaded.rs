@@ -53,7 +53,10 @@ impl Runtime {
             if family != rt.family {
                 return Err(Error::new(
                     ErrorKind::RuntimeUnsupported,
-                    format!("runtime '{}' is already in use as ABI {}; it cannot also be opened as {family}", rt.path, rt.family),
+                    format!(
+                        "runtime '{}' is already in use as ABI {}; it cannot also be opened as {family}",
+                        rt.path, rt.family
+                    ),
                 ));
             }
             return Ok(rt.clone());

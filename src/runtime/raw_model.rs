@@ -19,7 +19,12 @@ impl Runtime {
     /// Creates a runtime handle for the model at `model_path`. `limit` is how
     /// long any call on the handle may go without progress before the runtime
     /// counts as stuck (`None`: without limit).
-    pub fn init(self: &Arc<Runtime>, model_path: CString, params: &ModelParams, limit: Option<Duration>) -> Result<RawModel> {
+    pub fn init(
+        self: &Arc<Runtime>,
+        model_path: CString,
+        params: &ModelParams,
+        limit: Option<Duration>,
+    ) -> Result<RawModel> {
         let api = self.api.clone();
         let layout = self.layout;
         let params = params.clone();
@@ -73,16 +78,17 @@ impl InitStorage {
 
     /// Runs on the dispatcher: default params, overrides, `rkllm_init`, and a
     /// cheap first call, because init has returned 0 after failing inside.
-    fn init(&mut self, api: &Api, layout: &dyn Layout, params: &ModelParams) -> std::result::Result<HandleAddr, String> {
+    fn init(
+        &mut self,
+        api: &Api,
+        layout: &dyn Layout,
+        params: &ModelParams,
+    ) -> std::result::Result<HandleAddr, String> {
         // SAFETY: the slot is larger than any RKLLMParam (see DefaultParamBytes).
         let image = unsafe { (api.create_default_param)() };
         let mut handle: LlmHandle = ptr::null_mut();
-        let input = InitInput {
-            defaults: &image,
-            params,
-            model_path: &self.model_path,
-            callback: trampoline::result_callback,
-        };
+        let input =
+            InitInput { defaults: &image, params, model_path: &self.model_path, callback: trampoline::result_callback };
         // SAFETY: `layout` is the one of this runtime's detected release and
         // `image` its defaults; the model path and the structs returned are
         // kept in self until after rkllm_destroy.
@@ -101,7 +107,9 @@ impl InitStorage {
         if probe != 0 {
             // SAFETY: the handle is live and destroyed exactly once, here.
             unsafe { (api.destroy)(handle) };
-            return Err(format!("rkllm_init reported success but the handle does not work (rkllm_get_kv_cache_size returned {probe})"));
+            return Err(format!(
+                "rkllm_init reported success but the handle does not work (rkllm_get_kv_cache_size returned {probe})"
+            ));
         }
         Ok(HandleAddr(handle))
     }

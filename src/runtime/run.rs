@@ -75,10 +75,10 @@ impl Drop for EndGuard {
 
 /// Builds the release's input structs on this stack frame and calls `rkllm_run`.
 fn execute(api: &Api, layout: &dyn Layout, handle: LlmHandle, req: &RunRequest, userdata: *mut c_void) -> i32 {
-    let mut cache = req.save_cache_path.as_ref().map(|path| PromptCacheParam {
-        save_prompt_cache: 1,
-        prompt_cache_path: path.as_ptr(),
-    });
+    let mut cache = req
+        .save_cache_path
+        .as_ref()
+        .map(|path| PromptCacheParam { save_prompt_cache: 1, prompt_cache_path: path.as_ptr() });
     let mut lora = req.lora.as_ref().map(|name| LoraParam { lora_adapter_name: name.as_ptr() });
     let input = RunInput {
         prompt: &req.prompt,

@@ -118,8 +118,10 @@ impl RunQueue {
     pub fn wait_handled(&self, number: u64) {
         let mut queue = self.lock();
         queue.callbacks_waiting += 1;
-        let mut queue =
-            self.handled.wait_while(queue, |q| q.handled < number && !q.closed).unwrap_or_else(|poison| poison.into_inner());
+        let mut queue = self
+            .handled
+            .wait_while(queue, |q| q.handled < number && !q.closed)
+            .unwrap_or_else(|poison| poison.into_inner());
         queue.callbacks_waiting -= 1;
     }
 
@@ -210,7 +212,8 @@ mod tests {
             let queue = queue.clone();
             thread::spawn(move || {
                 for n in 0..100u32 {
-                    let number = queue.push(RunEvent::Token { waiting: false, text_len: None }, Some(n.to_string().as_bytes()));
+                    let number =
+                        queue.push(RunEvent::Token { waiting: false, text_len: None }, Some(n.to_string().as_bytes()));
                     queue.wait_handled(number);
                     done.send(n).unwrap();
                 }
@@ -225,7 +228,10 @@ mod tests {
             // Taking token n released the writer from token n - 1 (it said
             // so before pushing n), but not from token n.
             assert_eq!(seen.try_recv().ok(), n.checked_sub(1), "token {n}");
-            assert!(seen.recv_timeout(Duration::from_millis(2)).is_err(), "the writer went on before token {n} was handled");
+            assert!(
+                seen.recv_timeout(Duration::from_millis(2)).is_err(),
+                "the writer went on before token {n} was handled"
+            );
         }
         assert!(matches!(queue.pop(Duration::from_secs(10), &mut batch, &mut text), Some(RunEvent::Returned(0))));
         assert_eq!(seen.recv_timeout(Duration::from_secs(10)).unwrap(), 99, "coming back released the last token");

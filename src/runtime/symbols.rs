@@ -10,8 +10,7 @@ pub type PathFn = unsafe extern "C" fn(LlmHandle, *const c_char) -> i32;
 pub type ClearKvFn = unsafe extern "C" fn(LlmHandle, i32, *mut i32, *mut i32) -> i32;
 pub type KvSizeFn = unsafe extern "C" fn(LlmHandle, *mut i32) -> i32;
 pub type LoraFn = unsafe extern "C" fn(LlmHandle, *mut LoraAdapter) -> i32;
-pub type ThreeStringsFn =
-    unsafe extern "C" fn(LlmHandle, *const c_char, *const c_char, *const c_char) -> i32;
+pub type ThreeStringsFn = unsafe extern "C" fn(LlmHandle, *const c_char, *const c_char, *const c_char) -> i32;
 
 /// Every runtime function rkl uses, resolved once per loaded runtime.
 pub struct Api {
@@ -40,9 +39,8 @@ pub const KV_CACHE_SIZE: &str = "rkllm_get_kv_cache_size";
 pub fn open_library(path: &str) -> Result<Library> {
     // SAFETY: loading a shared library runs its initialisers; that is the
     // whole point of a runtime path and the caller chose it.
-    unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| {
-        Error::new(ErrorKind::RuntimeNotFound, format!("cannot load the RKLLM runtime '{path}': {e}"))
-    })
+    unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| Error::new(ErrorKind::RuntimeNotFound, format!("cannot load the RKLLM runtime '{path}': {e}")))
 }
 
 /// Whether `lib` exports `name`.
@@ -125,14 +123,9 @@ pub fn resolve(lib: &Library, path: &str) -> Result<Api> {
             set_chat_template,
             set_function_tools,
         }),
-        _ => {
-            Err(Error::new(
-                ErrorKind::RuntimeUnsupported,
-                format!(
-                    "'{path}' is not a usable RKLLM runtime: missing symbol(s) {}",
-                    r.missing.join(", ")
-                ),
-            ))
-        }
+        _ => Err(Error::new(
+            ErrorKind::RuntimeUnsupported,
+            format!("'{path}' is not a usable RKLLM runtime: missing symbol(s) {}", r.missing.join(", ")),
+        )),
     }
 }

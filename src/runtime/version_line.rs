@@ -226,7 +226,10 @@ mod tests {
 
     #[test]
     fn finds_the_version_in_the_runtime_log() {
-        assert_eq!(parse("I rkllm: rkllm-runtime version: 1.2.1, rknpu driver version: 0.9.8").as_deref(), Some("1.2.1"));
+        assert_eq!(
+            parse("I rkllm: rkllm-runtime version: 1.2.1, rknpu driver version: 0.9.8").as_deref(),
+            Some("1.2.1")
+        );
         assert_eq!(parse("I rkllm: rkllm-runtime version: 1.3.0 (simulator)\n").as_deref(), Some("1.3.0"));
         assert_eq!(parse("no version here"), None);
         assert_eq!(parse("rkllm-runtime version: unknown"), None);
@@ -291,7 +294,8 @@ mod tests {
             .stderr(std::process::Stdio::null())
             .output()
             .expect("sh runs");
-        let mut fds: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+        let mut fds: Vec<String> =
+            String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
         fds.sort();
         fds
     }
@@ -301,7 +305,10 @@ mod tests {
         let _serial = lock(&SERIAL);
         let outside = child_descriptors();
         let (inside, _) = capture_stdout_for(Duration::from_secs(30), child_descriptors);
-        assert_eq!(inside, outside, "a child started during the capture got more descriptors than one started outside it");
+        assert_eq!(
+            inside, outside,
+            "a child started during the capture got more descriptors than one started outside it"
+        );
     }
 
     #[test]

@@ -57,9 +57,11 @@ pub fn sim_abi() -> Family {
 /// A fresh directory for one test's files.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = target_dir()
-        .join("test-tmp")
-        .join(format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let dir = target_dir().join("test-tmp").join(format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -113,7 +115,8 @@ pub fn sim_stats(lib: &Path) -> [u64; 4] {
     // same instance); rkllm_sim_stats writes four u64 values.
     unsafe {
         let lib = libloading::Library::new(lib).expect("load the simulator");
-        let f: libloading::Symbol<unsafe extern "C" fn(*mut u64)> = lib.get(b"rkllm_sim_stats").expect("rkllm_sim_stats");
+        let f: libloading::Symbol<unsafe extern "C" fn(*mut u64)> =
+            lib.get(b"rkllm_sim_stats").expect("rkllm_sim_stats");
         let mut out = [0u64; 4];
         f(out.as_mut_ptr());
         out

@@ -363,7 +363,9 @@ mod fake {
                             });
                         }
                     }
-                    // The child inherits fd 0, the socket.
+                    // The child inherits fd 0, the socket. Never waited
+                    // for: the fake exits or is killed with it running.
+                    #[allow(clippy::zombie_processes)]
                     let child = command.spawn().unwrap();
                     std::fs::write(&report, child.id().to_string()).unwrap();
                     if mode == "escaped-child" {

@@ -16,7 +16,7 @@ TARGET      := $(CURDIR)/target
 # A private install used by the demo and the C tests, exactly as a user's.
 STAGE       := $(CURDIR)/build/stage
 SIM_LIB     := $(TARGET)/debug/librkllmrt.so
-SIM_VARIANTS := default family-1-1 family-1-2-0 missing-abort
+SIM_VARIANTS := default family-1-1 family-1-2-0 missing-abort oversized-param
 
 export RKLLM_SIM_TIME_SCALE ?= 0
 

@@ -70,6 +70,22 @@ fn a_missing_symbol_is_named() {
 }
 
 #[test]
+fn a_release_with_a_larger_param_struct_is_refused_not_overrun() {
+    // Its rkllm_createDefaultParam writes 4096 bytes through the result
+    // pointer: into a fixed stack slot it would overwrite the runtime
+    // thread's stack; measured, it is refused cleanly, in both modes.
+    for isolated in [false, true] {
+        let mut cfg = config(&model_file("oversized-param", &[]));
+        cfg.runtime_path = Some(sim_library("oversized-param"));
+        cfg.isolated = isolated;
+        cfg.host_path = isolated.then(|| env!("CARGO_BIN_EXE_rkl-host").into());
+        let err = Model::open(&cfg).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RuntimeUnsupported, "isolated {isolated}: {err}");
+        assert!(err.message().contains("wrote 4096 bytes"), "{err}");
+    }
+}
+
+#[test]
 fn a_library_that_is_not_a_runtime_is_refused() {
     let mut cfg = config(&model_file("libm", &[]));
     cfg.runtime_path = Some("libm.so.6".into());

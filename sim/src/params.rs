@@ -79,7 +79,18 @@ pub unsafe extern "C" fn write_default_param(out: *mut u8) {
     let (image, len) = default_image(crate::config::env().abi);
     // SAFETY: per this function's contract; `image` holds at least `len` bytes.
     unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), out, len) };
+    #[cfg(feature = "oversized-param")]
+    // SAFETY: this build imitates a release whose RKLLMParam is
+    // OVERSIZED_PARAM bytes; its callers must provide that much.
+    unsafe {
+        std::ptr::write_bytes(out.add(len), 0, OVERSIZED_PARAM - len)
+    };
 }
+
+/// The `RKLLMParam` size of the release the `oversized-param` build
+/// imitates: a future one whose struct is larger than any rkl knows.
+#[cfg(feature = "oversized-param")]
+pub const OVERSIZED_PARAM: usize = 4096;
 
 /// The fields of either release's `RKLLMParam` that init uses or checks.
 #[derive(Clone, Copy)]

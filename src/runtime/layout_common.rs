@@ -102,8 +102,8 @@ pub struct RkllmResult {
     pub perf: PerfStat,
 }
 
-/// The plain-bytes return slot used for `rkllm_createDefaultParam`, larger than
-/// any release's `RKLLMParam` so that no release can overrun it.
+/// What `rkllm_createDefaultParam` wrote (see `default_params.rs`), larger
+/// than any known release's `RKLLMParam`; bytes it did not write are 0.
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct DefaultParamBytes(pub [u8; DEFAULT_PARAM_SLOT]);
@@ -111,12 +111,13 @@ pub struct DefaultParamBytes(pub [u8; DEFAULT_PARAM_SLOT]);
 /// Size of [`DefaultParamBytes`].
 pub const DEFAULT_PARAM_SLOT: usize = 512;
 
-/// Signature of `rkllm_createDefaultParam`, declared with the oversized slot.
-pub type CreateDefaultParamFn = unsafe extern "C" fn() -> DefaultParamBytes;
+/// A runtime function as resolved, before the code that calls it gives it
+/// its signature; never called as is.
+pub type UntypedFn = unsafe extern "C" fn();
 
-/// `rkllm_init` as resolved, before a layout file gives it its release's
-/// signature (the third argument differs by release); never called as is.
-pub type UntypedInitFn = unsafe extern "C" fn();
+/// `rkllm_init`: a layout file gives it its release's signature (the third
+/// argument differs by release).
+pub type UntypedInitFn = UntypedFn;
 
 /// `rkllm_run`, with the release's input and infer structs as void pointers.
 pub type RunFn = unsafe extern "C" fn(LlmHandle, *mut c_void, *mut c_void, *mut c_void) -> i32;

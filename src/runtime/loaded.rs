@@ -2,6 +2,7 @@
 //! open), resolving its functions, detecting its release, and starting the
 //! dispatcher thread that makes every call into it.
 
+use super::default_params::default_params;
 use super::detect;
 use super::dispatch::Dispatcher;
 use super::family::Family;
@@ -84,9 +85,9 @@ impl Runtime {
         let id = NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed);
         let dispatcher = Dispatcher::start(format!("rkl-runtime-{id}"))?;
         let probe_api = api.clone();
-        // SAFETY: create_default_param is declared returning a 512-byte slot,
-        // larger than any release's RKLLMParam, so the callee cannot overrun it.
-        let image = dispatcher.call(move || unsafe { (probe_api.create_default_param)() })?;
+        // SAFETY: the symbol is rkllm_createDefaultParam.
+        let image = dispatcher.call(move || unsafe { default_params(probe_api.create_default_param) })?;
+        let image = image.map_err(&unsupported)?;
         let probed = detect::family_from_probe(&image);
         let family = detect::decide(probed.clone(), requested).map_err(unsupported)?;
         log::info!("loaded RKLLM runtime '{path}' as ABI {family}");

@@ -6,6 +6,7 @@
 //! layout. `README.md` in this folder says which file does what, and how to
 //! add a release family: a new layout file and one arm in that match.
 
+mod default_params;
 mod detect;
 mod dispatch;
 mod family;

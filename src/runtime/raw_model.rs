@@ -1,6 +1,7 @@
 //! A model handle on a loaded runtime: creating it ([`Runtime::init`]), the
 //! calls on it, and destroying it once, after every call queued before.
 
+use super::default_params::default_params;
 use super::layout_common::{HandleAddr, InitInput, Layout, LlmHandle, LoraAdapter};
 use super::loaded::Runtime;
 use super::params::ModelParams;
@@ -84,8 +85,8 @@ impl InitStorage {
         layout: &dyn Layout,
         params: &ModelParams,
     ) -> std::result::Result<HandleAddr, String> {
-        // SAFETY: the slot is larger than any RKLLMParam (see DefaultParamBytes).
-        let image = unsafe { (api.create_default_param)() };
+        // SAFETY: the symbol is rkllm_createDefaultParam.
+        let image = unsafe { default_params(api.create_default_param) }?;
         let mut handle: LlmHandle = ptr::null_mut();
         let input =
             InitInput { defaults: &image, params, model_path: &self.model_path, callback: trampoline::result_callback };

@@ -1,6 +1,6 @@
 //! Loading `librkllmrt.so` and resolving the functions rkl calls.
 
-use super::layout_common::{CreateDefaultParamFn, LlmHandle, LoraAdapter, RunFn, UntypedInitFn};
+use super::layout_common::{LlmHandle, LoraAdapter, RunFn, UntypedFn, UntypedInitFn};
 use crate::error::{Error, ErrorKind, Result};
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use std::ffi::{c_char, c_void};
@@ -14,7 +14,8 @@ pub type ThreeStringsFn = unsafe extern "C" fn(LlmHandle, *const c_char, *const 
 
 /// Every runtime function rkl uses, resolved once per loaded runtime.
 pub struct Api {
-    pub create_default_param: CreateDefaultParamFn,
+    /// Called only through `default_params`, which guards its result.
+    pub create_default_param: UntypedFn,
     /// Called only through the detected release's layout file.
     pub init: UntypedInitFn,
     pub run: RunFn,

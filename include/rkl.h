@@ -13,7 +13,8 @@
  *   never a crash. Closing NULL or closing twice is harmless (::RKL_OK).
  * - Structs start with `size_t struct_size`. Input structs are filled by
  *   their `_init(ptr, sizeof *ptr)` function; output structs need only
- *   `struct_size` set by the caller.
+ *   `struct_size` set by the caller. A `struct_size` above 4096 is refused
+ *   (::RKL_INVALID_ARGUMENT) before anything is read or written.
  * - Strings in are UTF-8, NUL-terminated, read during the call only. Strings
  *   out are UTF-8; how long they live is stated for each.
  * - Every function may be called from any thread.

@@ -330,6 +330,9 @@ fn int_arg(rng: &mut Rng) -> i32 {
     rng.pick(&[RKL_UNSET, i32::MAX, -2, -1, 0, 1, 2, 3, 4, 8, 9, 64, 512, 1_048_576, 1_048_577, random])
 }
 
+/// The largest `struct_size` rkl accepts (rkl.h, conventions).
+const MAX_STRUCT_SIZE: usize = 4096;
+
 /// A struct_size for an input struct (never past the buffer we allocate).
 fn input_size(rng: &mut Rng, ours: usize) -> usize {
     match rng.below(12) {
@@ -339,6 +342,7 @@ fn input_size(rng: &mut Rng, ours: usize) -> usize {
         3 => ours + 8,
         4 => ours + 1 + rng.below(200),
         5 => ours + 4096,
+        6 => MAX_STRUCT_SIZE + rng.below(2),
         _ => ours,
     }
 }
@@ -361,7 +365,7 @@ fn input_struct<T: Copy>(rng: &mut Rng, value: &T) -> (Vec<u64>, bool) {
         }
         bytes.cast::<usize>().write_unaligned(size);
     }
-    let acceptable = size >= ours && !garbage_tail;
+    let acceptable = size >= ours && size <= MAX_STRUCT_SIZE && !garbage_tail;
     (words, acceptable)
 }
 
@@ -376,7 +380,7 @@ fn input_struct_exact<T: Copy>(value: &T) -> (Vec<u64>, bool) {
 }
 
 /// An output struct: a buffer filled with a pattern, `struct_size` set.
-/// Huge sizes are allowed: rkl writes at most its own size.
+/// Sizes above MAX_STRUCT_SIZE are refused; rkl writes at most its own size.
 fn output_struct(rng: &mut Rng, ours: usize) -> (Vec<u8>, usize) {
     let size = match rng.below(10) {
         0 => 0,
@@ -738,7 +742,8 @@ fn fuzz_generate(rng: &mut Rng, world: &mut World) {
     if st != RKL_OK {
         if live && st == RKL_INVALID_ARGUMENT {
             assert!(
-                !request.acceptable || size < size_of::<rkl_stats>() && !out_ptr.is_null(),
+                !request.acceptable
+                    || !(size_of::<rkl_stats>()..=MAX_STRUCT_SIZE).contains(&size) && !out_ptr.is_null(),
                 "refused a good request: {}",
                 last_error()
             );
@@ -1212,12 +1217,12 @@ fn fuzz_misc(rng: &mut Rng, world: &mut World) {
             // The _init functions with any struct_size, huge ones included
             // (refused before anything is written).
             let size = match rng.below(6) {
-                0 => rng.pick(&[usize::MAX, isize::MAX as usize + 1, 1 << 63]),
+                0 => rng.pick(&[usize::MAX, isize::MAX as usize + 1, 1 << 63, 1 << 31, MAX_STRUCT_SIZE + 1]),
                 1 => rng.below(16),
                 2 => size_of::<rkl_open_params>() + rng.below(300),
                 _ => size_of::<rkl_generate_params>() + rng.below(300),
             };
-            let huge = size > isize::MAX as usize;
+            let huge = size > MAX_STRUCT_SIZE;
             let mut buf = vec![0x5Au8; if huge { 512 } else { size.max(size_of::<rkl_open_params>()) + 64 }];
             let open = rng.chance(2);
             let _ = &world.files;

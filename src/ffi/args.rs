@@ -27,8 +27,24 @@ pub unsafe trait Versioned: Copy {
     const BOOL_OFFSETS: &'static [usize] = &[];
 }
 
+/// The largest `struct_size` accepted: far beyond any version a struct will
+/// reach, small enough that a garbage size is refused before rkl reads (or
+/// an `_init` zeroes) that many bytes of the caller's memory.
+pub(crate) const MAX_STRUCT_SIZE: usize = 4096;
+
+/// Refuses a `struct_size` above [`MAX_STRUCT_SIZE`].
+fn check_plausible(size: usize, what: &str) -> FfiResult<()> {
+    if size > MAX_STRUCT_SIZE {
+        return Err(FfiError::invalid(format!(
+            "{what}: struct_size is {size}, more than any version of the struct ({MAX_STRUCT_SIZE} at most); \
+             set struct_size = sizeof(*ptr)"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the caller's `struct_size`, checking that the struct is at least the
-/// first version.
+/// first version and at most [`MAX_STRUCT_SIZE`].
 ///
 /// # Safety
 /// `ptr` is NULL or points to readable memory of at least `size_t`.
@@ -46,6 +62,7 @@ unsafe fn struct_size_of<T: Versioned>(ptr: *const T, what: &str) -> FfiResult<u
             T::NAME
         )));
     }
+    check_plausible(size, what)?;
     Ok(size)
 }
 
@@ -141,9 +158,7 @@ pub unsafe fn init_struct<T: Versioned>(ptr: *mut T, struct_size: usize, default
             T::NAME
         )));
     }
-    if struct_size > (isize::MAX as usize) {
-        return Err(FfiError::invalid(format!("struct_size {struct_size} is not a plausible size")));
-    }
+    check_plausible(struct_size, what)?;
     let n = struct_size.min(size_of::<T>());
     // SAFETY: the caller says `struct_size` bytes are writable; `n` bytes of
     // `defaults` are readable.

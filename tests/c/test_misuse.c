@@ -171,6 +171,18 @@ static void test_struct_size(void) {
     CHECK_ST(rkl_open_params_init(&p, 4), RKL_INVALID_ARGUMENT);
     CHECK_MSG("struct_size");
     CHECK_ST(rkl_generate_params_init(&g, sizeof g - 1), RKL_INVALID_ARGUMENT);
+    /* A garbage size is refused before anything is zeroed or read: 2 GiB
+     * zeroed from here (or scanned for set bytes) would crash. */
+    memset(&p, 0x5a, sizeof p);
+    CHECK_ST(rkl_open_params_init(&p, (size_t)1 << 31), RKL_INVALID_ARGUMENT);
+    CHECK_MSG("4096");
+    CHECK(((unsigned char *)&p)[sizeof p - 1] == 0x5a);
+    CHECK_ST(rkl_generate_params_init(&g, 4097), RKL_INVALID_ARGUMENT);
+    rkl_open_params_init(&p, sizeof p);
+    p.model_path = fast_model();
+    p.struct_size = (size_t)1 << 30;
+    CHECK_ST(rkl_open(&p, &m), RKL_INVALID_ARGUMENT);
+    CHECK(m == NULL);
 
     rkl_open_params_init(&p, sizeof p);
     p.model_path = fast_model();

@@ -117,3 +117,59 @@ fn a_runtime_error_mid_generation_is_an_error_and_recorded_in_the_stream() {
     assert_eq!(stream.stats().unwrap().finish, FinishReason::Error);
     assert!(matches!(stream.next_event(None), Ok(StreamEvent::Finished(s)) if s.finish == FinishReason::Error));
 }
+
+#[test]
+fn a_request_naming_a_lora_never_loaded_is_refused_before_the_runtime() {
+    for isolated in [false, true] {
+        let path = model_file("lora-unknown", &["reply = [{lora}]"]);
+        let mut cfg = config(&path);
+        cfg.isolated = isolated;
+        cfg.host_path = isolated.then(|| env!("CARGO_BIN_EXE_rkl-host").into());
+        let model = Model::open(&cfg).unwrap();
+        let runs_before = sim_stats(&sim_library(""))[2];
+        let mut request = GenerateRequest::new("x");
+        request.lora = Some("style".into());
+        let e = model.generate(&request, |_| ControlFlow::Continue(())).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "isolated {isolated}: {e}");
+        assert!(e.message().contains("'style' was never loaded"), "{e}");
+        if !isolated {
+            assert_eq!(sim_stats(&sim_library(""))[2], runs_before, "the runtime saw the run");
+        }
+        let adapter = temp_dir("lora-unknown").join("style.bin");
+        std::fs::write(&adapter, b"lora").unwrap();
+        model.load_lora(&adapter, "style", 1.0).unwrap();
+        let mut text = String::new();
+        model
+            .generate(&request, |c| {
+                text.push_str(c);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert!(text.contains("style"), "{text}");
+    }
+}
+
+#[test]
+fn open_parameters_that_contradict_each_other_are_refused() {
+    let path = model_file("param-contradictions", &[]);
+    type Setter = fn(&mut rkl::ModelParams);
+    let cases: [(&str, Setter); 4] = [
+        ("n_keep", |p| p.n_keep = Some(512)),
+        ("n_keep", |p| {
+            p.n_keep = Some(256);
+            p.max_context_len = Some(256)
+        }),
+        ("enabled_cpus_mask", |p| p.enabled_cpus_mask = Some(0x1_00)),
+        ("enabled_cpus_mask", |p| {
+            p.enabled_cpus_mask = Some(0x0f);
+            p.enabled_cpus_num = Some(2)
+        }),
+    ];
+    for (field, set) in cases {
+        let mut cfg = config(&path);
+        set(&mut cfg.params);
+        let e = open_err(&cfg);
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(e.message().starts_with(field), "{e}");
+    }
+}

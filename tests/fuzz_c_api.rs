@@ -116,6 +116,8 @@ struct ModelState {
     max_new_tokens: i32,
     /// The model file it was opened from.
     file: usize,
+    /// Names of the LoRA adapters loaded (a request may name only these).
+    loras: Vec<Vec<u8>>,
 }
 
 struct World {
@@ -600,7 +602,13 @@ fn fuzz_open(rng: &mut Rng, world: &mut World) {
     let int = |v: i32| (v != RKL_UNSET).then_some(v);
     world.models.insert(
         handle,
-        ModelState { cache: None, known: true, max_new_tokens: int(p.max_new_tokens).unwrap_or(-1), file },
+        ModelState {
+            cache: None,
+            known: true,
+            max_new_tokens: int(p.max_new_tokens).unwrap_or(-1),
+            file,
+            loras: vec![],
+        },
     );
     // Keep the pool small: close one now and then.
     if world.models.len() > 4 {
@@ -680,7 +688,9 @@ fn request_arg(rng: &mut Rng, world: &World, model: Option<&ModelState>) -> Requ
         }
     }
     acceptable &= prompt.as_ref().is_some_and(|p| p.is_clean_utf8() && p.text().len() <= 16 << 20)
-        && lora.as_ref().map_or(true, CBuf::is_clean_utf8)
+        && lora
+            .as_ref()
+            .map_or(true, |l| l.is_clean_utf8() && model.is_some_and(|m| m.loras.iter().any(|n| n == l.text())))
         && (0..=1).contains(&g.role)
         && g.max_new_tokens <= i32::MAX as u32;
     Request { words, prompt, lora, acceptable, thinking, limit: g.max_new_tokens }
@@ -938,6 +948,9 @@ fn fuzz_model_calls(rng: &mut Rng, world: &mut World) {
             let st = unsafe { rkl_load_lora(m, pp, np, scale) };
             if live && st == RKL_OK {
                 assert!(scale.is_finite() && !name.text().is_empty());
+                if let Some(state) = world.models.get_mut(&handle) {
+                    state.loras.push(name.text().to_vec());
+                }
             }
             ("rkl_load_lora", st)
         }

@@ -17,6 +17,8 @@ pub(crate) struct ModelInner {
     pub(super) init_max_new_tokens: i32,
     pub(super) max_context_len: Option<i32>,
     pub(super) chat_template: Mutex<Option<[String; 3]>>,
+    /// Names of the LoRA adapters loaded: a request may name only these.
+    pub(super) loras: Mutex<Vec<String>>,
     pub(super) loaded_prompt: Mutex<Option<LoadedPrompt>>,
     pub(super) closed: AtomicBool,
     pub(super) inflight: Mutex<Vec<Arc<RunShared>>>,

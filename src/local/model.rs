@@ -41,6 +41,7 @@ impl LocalModel {
                 init_max_new_tokens: config.params.max_new_tokens.unwrap_or(0),
                 max_context_len: config.params.max_context_len,
                 chat_template: Mutex::new(None),
+                loras: Mutex::new(Vec::new()),
                 loaded_prompt: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 inflight: Mutex::new(Vec::new()),
@@ -120,6 +121,17 @@ impl LocalModel {
             Some(n) => n,
             None => 0,
         };
+        if let Some(name) = &request.lora {
+            let loaded = locked(&self.inner.loras);
+            if !loaded.contains(name) {
+                let known = if loaded.is_empty() {
+                    "none is loaded".to_string()
+                } else {
+                    format!("loaded: {}", loaded.join(", "))
+                };
+                return Err(Error::invalid(format!("LoRA adapter '{name}' was never loaded ({known}); load it first")));
+            }
+        }
         let prompt = match self.inner.loaded_prompt() {
             Some(loaded) => strip_cached_prefix(&request.prompt, &loaded)?,
             None => request.prompt.as_str(),
@@ -204,7 +216,12 @@ impl LocalModel {
         if !path.is_file() {
             return Err(Error::new(ErrorKind::ModelNotFound, format!("LoRA adapter '{text}' is not a readable file")));
         }
-        self.inner.raw.load_lora(cstring("LoRA path", text)?, cstring("LoRA name", name)?, scale)
+        self.inner.raw.load_lora(cstring("LoRA path", text)?, cstring("LoRA name", name)?, scale)?;
+        let mut loaded = locked(&self.inner.loras);
+        if !loaded.iter().any(|n| n == name) {
+            loaded.push(name.to_string());
+        }
+        Ok(())
     }
 
     /// Closes the model: aborts its generations, waits for calls already

@@ -15,6 +15,7 @@ pub struct ModelParams {
     /// Top-k sampling; 0 disables it (default 40).
     pub top_k: Option<i32>,
     /// Tokens kept at the start when the context shifts; -1 = runtime choice.
+    /// Below `max_context_len` (its default 512 when unset).
     pub n_keep: Option<i32>,
     /// Nucleus sampling mass, 0..=1 (default 0.9).
     pub top_p: Option<f32>,
@@ -38,7 +39,9 @@ pub struct ModelParams {
     pub embed_flash: Option<bool>,
     /// CPU cores the runtime may use, 1..=8 (default 4).
     pub enabled_cpus_num: Option<i8>,
-    /// Bit mask of those cores (default: the runtime's choice).
+    /// Bit mask of those cores, bits 0..=7 (the boards have 8 cores), not
+    /// empty; with `enabled_cpus_num` set, as many bits as that (default:
+    /// the runtime's choice).
     pub enabled_cpus_mask: Option<u32>,
     /// NPU domain id (default 0).
     pub base_domain_id: Option<i32>,
@@ -69,6 +72,12 @@ fn check_i32(value: Option<i32>, what: &str, ok: impl Fn(i32) -> bool, range: &s
 /// Largest context rkl passes on; far above any model the NPU can hold.
 pub const MAX_CONTEXT: i32 = 1 << 20;
 
+/// The runtime's documented default `max_context_len`.
+const DEFAULT_CONTEXT: i32 = 512;
+
+/// CPU cores of the supported SoCs (RK3588, RK3576: 4 + 4).
+const CORES: u32 = 8;
+
 impl ModelParams {
     /// Refuses values the runtime would misbehave on, before it sees them.
     pub fn validate(&self) -> Result<()> {
@@ -84,8 +93,22 @@ impl ModelParams {
         check_i32(self.mirostat, "mirostat", |v| (0..=2).contains(&v), "0, 1 or 2")?;
         check_f32(self.mirostat_tau, "mirostat_tau", |v| v > 0.0, "> 0")?;
         check_f32(self.mirostat_eta, "mirostat_eta", |v| v > 0.0, "> 0")?;
+        if let Some(keep) = self.n_keep.filter(|&k| k >= 0) {
+            let context = self.max_context_len.unwrap_or(DEFAULT_CONTEXT);
+            let of = if self.max_context_len.is_some() { "max_context_len" } else { "the default max_context_len" };
+            check(keep < context, "n_keep", keep, &format!("-1 or below {of}, {context}"))?;
+        }
         if let Some(n) = self.enabled_cpus_num {
-            check((1..=8).contains(&n), "enabled_cpus_num", n, "1..=8")?;
+            check((1..=CORES as i8).contains(&n), "enabled_cpus_num", n, "1..=8")?;
+        }
+        if let Some(mask) = self.enabled_cpus_mask {
+            let cores = "a non-empty mask of cores 0..=7 (0x01..=0xff)";
+            check(mask != 0 && mask >> CORES == 0, "enabled_cpus_mask", format!("{mask:#x}"), cores)?;
+            if let Some(n) = self.enabled_cpus_num {
+                let bits = mask.count_ones();
+                let expected = format!("{n} bits set, as enabled_cpus_num says; it has {bits}");
+                check(bits == n as u32, "enabled_cpus_mask", format!("{mask:#x}"), &expected)?;
+            }
         }
         check_i32(self.base_domain_id, "base_domain_id", |v| v >= 0, ">= 0")?;
         Ok(())
@@ -106,10 +129,25 @@ mod tests {
             ModelParams { max_context_len: Some(0), ..Default::default() },
             ModelParams { mirostat: Some(3), ..Default::default() },
             ModelParams { enabled_cpus_num: Some(9), ..Default::default() },
+            ModelParams { n_keep: Some(512), ..Default::default() },
+            ModelParams { n_keep: Some(100), max_context_len: Some(100), ..Default::default() },
+            ModelParams { enabled_cpus_mask: Some(0x100), ..Default::default() },
+            ModelParams { enabled_cpus_mask: Some(0), ..Default::default() },
+            ModelParams { enabled_cpus_mask: Some(0xf0), enabled_cpus_num: Some(2), ..Default::default() },
         ];
         for bad in cases {
             let err = bad.validate().unwrap_err();
             assert!(err.message().contains("out of range"), "{err}");
+        }
+        let good = [
+            ModelParams { n_keep: Some(511), ..Default::default() },
+            ModelParams { n_keep: Some(1000), max_context_len: Some(4096), ..Default::default() },
+            ModelParams { n_keep: Some(-1), max_context_len: Some(8), ..Default::default() },
+            ModelParams { enabled_cpus_mask: Some(0xf0), enabled_cpus_num: Some(4), ..Default::default() },
+            ModelParams { enabled_cpus_mask: Some(0xff), ..Default::default() },
+        ];
+        for params in good {
+            assert!(params.validate().is_ok(), "{params:?}");
         }
     }
 }

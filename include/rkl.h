@@ -192,6 +192,12 @@ enum rkl_status
      * which only means "no text yet, call again".)
      */
     RKL_RUNTIME_TIMEOUT = 24,
+    /**
+     * The system ran out of something the call needed: file descriptors,
+     * memory, processes or threads (the message says which). The arguments
+     * were fine; the call may succeed once resources are freed.
+     */
+    RKL_RESOURCE_EXHAUSTED = 25,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

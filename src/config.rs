@@ -156,14 +156,18 @@ impl OpenConfig {
         let text = path.to_str().ok_or_else(|| Error::invalid(format!("model path {path:?} is not valid UTF-8")))?;
         let c = cstring("model path", text)?;
         let not_found = |why: String| Error::new(ErrorKind::ModelNotFound, format!("model '{text}' {why}"));
-        let meta = std::fs::metadata(path).map_err(|e| not_found(format!("cannot be opened: {e}")))?;
+        // Out of descriptors or memory is not a missing model.
+        let failed = |what: &str, e: std::io::Error| {
+            Error::from_os(ErrorKind::ModelNotFound, format!("model '{text}' {what}: {e}"), &e)
+        };
+        let meta = std::fs::metadata(path).map_err(|e| failed("cannot be opened", e))?;
         if meta.is_dir() {
             return Err(not_found("is a directory, not a model file".into()));
         }
         if !meta.is_file() {
             return Err(not_found("is not a regular file".into()));
         }
-        std::fs::File::open(path).map_err(|e| not_found(format!("cannot be read: {e}")))?;
+        std::fs::File::open(path).map_err(|e| failed("cannot be read", e))?;
         Ok(c)
     }
 }

@@ -54,6 +54,10 @@ pub enum ErrorKind {
     /// its worker (the model restarts on the next call); in-process, the
     /// runtime's thread stays stuck and its models are unusable.
     Timeout,
+    /// The system ran out of something rkl needed: file descriptors, memory,
+    /// processes or threads. Nothing is wrong with the arguments; the call
+    /// may succeed once resources are freed.
+    ResourceExhausted,
 }
 
 /// An error with its kind and a human-readable message.
@@ -67,6 +71,17 @@ impl Error {
     /// Makes an error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
         Error { kind, message: message.into() }
+    }
+
+    /// The error for a failed system call `e`: [`ErrorKind::ResourceExhausted`]
+    /// when the system ran out of descriptors, memory, processes or threads
+    /// (whatever the call was), else `kind`.
+    pub(crate) fn from_os(kind: ErrorKind, message: impl Into<String>, e: &std::io::Error) -> Error {
+        let exhausted = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS | libc::EAGAIN)
+        );
+        Error::new(if exhausted { ErrorKind::ResourceExhausted } else { kind }, message)
     }
 
     /// Shorthand for [`ErrorKind::InvalidArgument`].

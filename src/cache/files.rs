@@ -18,7 +18,7 @@ pub const PAYLOAD_SUFFIX: &str = ".kv";
 pub const TEMP_SUFFIX: &str = ".tmp";
 
 fn io(what: String, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Io, format!("{what}: {e}"))
+    Error::from_os(ErrorKind::Io, format!("{what}: {e}"), &e)
 }
 
 /// Longest cache file name: the payload and temporary names add up to 32

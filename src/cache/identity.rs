@@ -13,7 +13,7 @@ use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 const SAMPLE: u64 = 1 << 20;
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Io, format!("cannot read {what} '{}': {e}", path.display()))
+    Error::from_os(ErrorKind::Io, format!("cannot read {what} '{}': {e}", path.display()), &e)
 }
 
 /// Hex form of a 128-bit hash.

@@ -75,6 +75,10 @@ pub enum rkl_status {
     /// runtime fails with this status from then on. (Not ::RKL_TIMEOUT,
     /// which only means "no text yet, call again".)
     RKL_RUNTIME_TIMEOUT = 24,
+    /// The system ran out of something the call needed: file descriptors,
+    /// memory, processes or threads (the message says which). The arguments
+    /// were fine; the call may succeed once resources are freed.
+    RKL_RESOURCE_EXHAUSTED = 25,
 }
 
 pub use rkl_status::*;
@@ -103,6 +107,7 @@ impl rkl_status {
             ErrorKind::Aborted => RKL_ABORTED,
             ErrorKind::RuntimeCrashed => RKL_RUNTIME_CRASHED,
             ErrorKind::Timeout => RKL_RUNTIME_TIMEOUT,
+            ErrorKind::ResourceExhausted => RKL_RESOURCE_EXHAUSTED,
         }
     }
 
@@ -134,6 +139,7 @@ impl rkl_status {
             22 => c"aborted",
             23 => c"runtime process crashed",
             24 => c"runtime made no progress within the call timeout",
+            25 => c"out of system resources",
             _ => c"unknown status",
         }
     }
@@ -157,12 +163,12 @@ mod tests {
     #[test]
     fn every_status_has_its_own_text() {
         let mut seen = std::collections::HashSet::new();
-        for code in 0..=24 {
+        for code in 0..=25 {
             let text = rkl_status::describe(code).to_str().unwrap();
             assert_ne!(text, "unknown status", "{code}");
             assert!(seen.insert(text), "{code}");
         }
-        assert_eq!(rkl_status::describe(25).to_str().unwrap(), "unknown status");
+        assert_eq!(rkl_status::describe(26).to_str().unwrap(), "unknown status");
         assert_eq!(rkl_status::describe(-1).to_str().unwrap(), "unknown status");
     }
 }

@@ -220,7 +220,7 @@ impl Worker {
         let (process, socket) = Process::spawn(program, cwd)?;
         let process = Arc::new(process);
         let internal =
-            |e: std::io::Error| Error::new(ErrorKind::Internal, format!("cannot start a worker thread: {e}"));
+            |e: std::io::Error| Error::from_os(ErrorKind::Internal, format!("cannot start a worker thread: {e}"), &e);
         let reading = socket.try_clone().map_err(internal)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {

@@ -40,7 +40,7 @@ impl Process {
     /// was opened close-on-exec.
     pub fn spawn(program: &Path, cwd: &Path) -> Result<(Process, UnixStream)> {
         let io = |e: std::io::Error| {
-            Error::new(ErrorKind::Io, format!("cannot start the worker '{}': {e}", program.display()))
+            Error::from_os(ErrorKind::Io, format!("cannot start the worker '{}': {e}", program.display()), &e)
         };
         let (ours, theirs) = UnixStream::pair().map_err(io)?;
         let mut command = Command::new(program);

@@ -213,8 +213,16 @@ impl LocalModel {
             return Err(Error::invalid(format!("LoRA scale {scale} is not finite")));
         }
         let text = path.to_str().ok_or_else(|| Error::invalid(format!("LoRA path {path:?} is not UTF-8")))?;
-        if !path.is_file() {
-            return Err(Error::new(ErrorKind::ModelNotFound, format!("LoRA adapter '{text}' is not a readable file")));
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                let message = format!("LoRA adapter '{text}' is not a regular file");
+                return Err(Error::new(ErrorKind::ModelNotFound, message));
+            }
+            Err(e) => {
+                let message = format!("LoRA adapter '{text}' cannot be read: {e}");
+                return Err(Error::from_os(ErrorKind::ModelNotFound, message, &e));
+            }
         }
         self.inner.raw.load_lora(cstring("LoRA path", text)?, cstring("LoRA name", name)?, scale)?;
         let mut loaded = locked(&self.inner.loras);

@@ -121,7 +121,7 @@ impl Dispatcher {
                     watched.end();
                 }
             })
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start the runtime thread: {e}")))?;
+            .map_err(|e| Error::from_os(ErrorKind::Internal, format!("cannot start the runtime thread: {e}"), &e))?;
         Ok(Dispatcher { jobs, thread: handle.thread().id(), watch })
     }
 

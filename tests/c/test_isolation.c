@@ -5,6 +5,8 @@
  * rkl_model_restart, RKL_ISOLATED. */
 #include "harness.h"
 
+#include <sys/resource.h>
+
 #define ASCII "reply = abcdefghijklmnopqrstuvwxyz\n"
 #define ALL "abcdefghijklmnopqrstuvwxyz"
 
@@ -105,6 +107,37 @@ static void test_environment_turns_isolation_on(void) {
     CHECK_ST(rkl_close(m), RKL_OK);
 }
 
+/* Out of descriptors is its own status, in both modes, not "model not
+ * found"; once descriptors are free again, the same open works. */
+static void test_out_of_descriptors(void) {
+    const char *path = h_model("iso-fds", ASCII "time_scale = 0");
+    struct rlimit old, low;
+    int fds[256];
+    int n = 0, isolated, i;
+    rkl_model *m = NULL;
+    rkl_open_params p;
+    CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+    for (isolated = 0; isolated <= 1; isolated++) {
+        rkl_open_params_init(&p, sizeof p);
+        p.model_path = path;
+        p.flags = isolated ? RKL_OPEN_ISOLATED : 0;
+        low = old;
+        low.rlim_cur = 64;
+        CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+        for (n = 0; n < 256; n++) {
+            fds[n] = dup(0);
+            if (fds[n] < 0) break;
+        }
+        CHECK_ST(rkl_open(&p, &m), RKL_RESOURCE_EXHAUSTED);
+        CHECK(m == NULL);
+        for (i = 0; i < n; i++) close(fds[i]);
+        CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+        CHECK_ST(rkl_open(&p, &m), RKL_OK);
+        CHECK_ST(rkl_close(m), RKL_OK);
+        m = NULL;
+    }
+}
+
 int main(void) {
     (void)h_quick;
     RUN(test_isolated_generate_stream_and_info);
@@ -112,5 +145,6 @@ int main(void) {
     RUN(test_hang_times_out);
     RUN(test_settings_are_checked);
     RUN(test_environment_turns_isolation_on);
+    RUN(test_out_of_descriptors);
     return h_finish();
 }

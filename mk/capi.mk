@@ -101,6 +101,26 @@ demo: stage
 	@echo
 	$(STAGE)/bin/rkl-cache list $(CBUILD)/demo-cache
 
+# The examples' exit status: chat answers (0), fails a generation (1),
+# cannot open the model (1), is misused (2).
+.PHONY: check-c-examples
+CHECK_EXTRA += check-c-examples
+
+check-c-examples: stage
+	@mkdir -p $(CBUILD)/tmp
+	$(CC) $(C_STD_FLAGS) examples/c/chat.c -o $(CBUILD)/chat \
+	  $$($(STAGE_PC) --cflags --libs rkl) -Wl,-rpath,$$($(STAGE_PC) --variable=libdir rkl)
+	@printf 'reply = one two three four five\nfault = error@token:3\n' > $(CBUILD)/tmp/failing-model.txt
+	@RKL_RUNTIME=$(SIM_LIB) $(CBUILD)/chat examples/c/demo-model.txt hi < /dev/null > /dev/null \
+	  || { echo "chat: exit $$? on success"; exit 1; }
+	@RKL_RUNTIME=$(SIM_LIB) $(CBUILD)/chat $(CBUILD)/tmp/failing-model.txt hi < /dev/null > /dev/null 2>&1; \
+	  s=$$?; [ $$s -eq 1 ] || { echo "chat: exit $$s when generation fails, expected 1"; exit 1; }
+	@RKL_RUNTIME=$(SIM_LIB) $(CBUILD)/chat /nonexistent/model hi < /dev/null > /dev/null 2>&1; \
+	  s=$$?; [ $$s -eq 1 ] || { echo "chat: exit $$s when the model is missing, expected 1"; exit 1; }
+	@$(CBUILD)/chat > /dev/null 2>&1; \
+	  s=$$?; [ $$s -eq 2 ] || { echo "chat: exit $$s without arguments, expected 2"; exit 1; }
+	@echo "examples/c/chat.c: exit statuses as documented"
+
 # ---------------------------------------------------------------- C tests
 
 header:

@@ -4,7 +4,9 @@
  *                              terminal, reads more prompts (Ctrl-D ends).
  *
  * Build: cc -std=c99 chat.c $(pkg-config --cflags --libs rkl) -o chat
- * The runtime is found through RKL_RUNTIME, else as librkllmrt.so. */
+ * The runtime is found through RKL_RUNTIME, else as librkllmrt.so.
+ * Exit status: 0 when every prompt was answered, 1 when anything failed,
+ * 2 for a usage error. */
 #define _POSIX_C_SOURCE 200809L
 #include <rkl.h>
 
@@ -48,7 +50,7 @@ int main(int argc, char **argv) {
     rkl_model *model;
     rkl_status status;
     char line[4096];
-    int i;
+    int i, failed = 0;
 
     if (argc < 2) {
         fprintf(stderr, "usage: %s MODEL [PROMPT...]\n", argv[0]);
@@ -64,13 +66,14 @@ int main(int argc, char **argv) {
 
     for (i = 2; i < argc; i++) {
         printf("> %s\n", argv[i]);
-        ask(model, argv[i]);
+        failed |= ask(model, argv[i]);
     }
     while (isatty(STDIN_FILENO) && (printf("> "), fflush(stdout), fgets(line, sizeof line, stdin))) {
         line[strcspn(line, "\n")] = '\0';
-        if (line[0] != '\0') ask(model, line);
+        if (line[0] != '\0') failed |= ask(model, line);
     }
     if (isatty(STDIN_FILENO)) putchar('\n');
-    rkl_close(model);
-    return 0;
+    status = rkl_close(model);
+    if (status != RKL_OK) failed |= fail("rkl_close", status);
+    return failed;
 }

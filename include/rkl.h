@@ -940,7 +940,10 @@ rkl_status rkl_open(const struct rkl_open_params *params, struct rkl_model **out
  * ::RKL_FINISH_ABORTED), waits for calls already queued on it, and frees
  * the runtime's handle. The handle is invalid afterwards; strings from
  * rkl_model_info() are freed. Streams opened on the model stay valid
- * handles (they report the abort) until rkl_stream_close().
+ * handles (they report the abort) until rkl_stream_close(). In isolation
+ * mode it returns within `abort_grace_ms` plus one second whatever the
+ * worker does: a worker that has not exited by then is killed with
+ * everything it started.
  *
  * @param model  a handle from rkl_open(), or NULL (then nothing happens).
  * @return ::RKL_OK, also for NULL and for a handle that was already closed

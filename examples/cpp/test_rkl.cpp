@@ -245,8 +245,8 @@ void test_open_setters() {
 
 void test_typed_errors() {
     // Statuses 16..21 are rkl::CacheError, 22..24 have their own classes,
-    // the others are plain rkl::Error; all carry status and message.
-    for (int n = 1; n <= 24; n++) {
+    // the others (25 too) are plain rkl::Error; all carry status and message.
+    for (int n = 1; n <= 25; n++) {
         auto status = static_cast<rkl_status>(n);
         try {
             rkl::detail::raise(status, "why");

@@ -57,6 +57,10 @@ const (
 	// timeout (WithCallTimeout). Isolation mode kills the worker and reopens
 	// the model on the next call; in-process the runtime stays stuck.
 	ErrRuntimeTimeout Status = C.RKL_RUNTIME_TIMEOUT // 24
+	// ErrResourceExhausted (25): the system ran out of file descriptors,
+	// memory, processes or threads (the message says which). The arguments
+	// were fine; the call may succeed once resources are freed.
+	ErrResourceExhausted Status = C.RKL_RESOURCE_EXHAUSTED // 25
 )
 
 // statusNames are the names of the statuses in rkl.h, by number.
@@ -86,6 +90,7 @@ var statusNames = [...]string{
 	ErrAborted:            "RKL_ABORTED",
 	ErrRuntimeCrashed:     "RKL_RUNTIME_CRASHED",
 	ErrRuntimeTimeout:     "RKL_RUNTIME_TIMEOUT",
+	ErrResourceExhausted:  "RKL_RESOURCE_EXHAUSTED",
 }
 
 // Error returns the library's short description of the status

@@ -29,6 +29,7 @@ export declare const Status: Readonly<{
   ABORTED: 22;
   RUNTIME_CRASHED: 23;
   RUNTIME_TIMEOUT: 24;
+  RESOURCE_EXHAUSTED: 25;
 }>;
 
 /** RKL_UNSET: "the runtime's default" for integer open parameters. */
@@ -43,8 +44,9 @@ export declare class RklError extends Error {
    *  for a number this module does not know). */
   readonly code: string;
   /** The error of the most specific class for `status` (CacheError for
-   *  16..21, RuntimeCrashedError, RuntimeTimeoutError, else RklError);
-   *  `message` defaults to statusStr(status). */
+   *  16..21, RuntimeCrashedError, RuntimeTimeoutError,
+   *  ResourceExhaustedError, else RklError); `message` defaults to
+   *  statusStr(status). */
   static fromStatus(status: number, message?: string): RklError;
 }
 
@@ -58,6 +60,10 @@ export declare class RuntimeCrashedError extends RklError {}
 
 /** The runtime made no progress for `callTimeoutMs` (RKL_RUNTIME_TIMEOUT). */
 export declare class RuntimeTimeoutError extends RklError {}
+
+/** The system ran out of file descriptors, memory, processes or threads
+ *  (RKL_RESOURCE_EXHAUSTED). The call may succeed once resources are freed. */
+export declare class ResourceExhaustedError extends RklError {}
 
 /** Settings of open(); those not given keep the runtime's defaults. */
 export interface OpenOptions {

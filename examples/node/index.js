@@ -50,13 +50,14 @@ class RklError extends Error {
 
   /** The error for `status`, of the most specific class: CacheError for
    *  RKL_CACHE_NOT_FOUND .. RKL_CACHE_MISMATCH, RuntimeCrashedError,
-   *  RuntimeTimeoutError, else RklError. `message` defaults to the
-   *  library's description of the status. */
+   *  RuntimeTimeoutError, ResourceExhaustedError, else RklError. `message`
+   *  defaults to the library's description of the status. */
   static fromStatus(status, message) {
     const Class = (status >= Status.CACHE_NOT_FOUND && status <= Status.CACHE_MISMATCH) ? CacheError
       : status === Status.RUNTIME_CRASHED ? RuntimeCrashedError
         : status === Status.RUNTIME_TIMEOUT ? RuntimeTimeoutError
-          : RklError;
+          : status === Status.RESOURCE_EXHAUSTED ? ResourceExhaustedError
+            : RklError;
     return new Class(status, message);
   }
 }
@@ -71,6 +72,10 @@ class RuntimeCrashedError extends RklError {}
 
 /** The runtime made no progress for `callTimeoutMs`. */
 class RuntimeTimeoutError extends RklError {}
+
+/** The system ran out of file descriptors, memory, processes or threads
+ *  (the message says which). The call may succeed once resources are freed. */
+class ResourceExhaustedError extends RklError {}
 
 function statusStr(status) {
   return c.status_str(status);
@@ -540,6 +545,7 @@ module.exports = {
   CacheError,
   RuntimeCrashedError,
   RuntimeTimeoutError,
+  ResourceExhaustedError,
   Status,
   UNSET,
   version: () => c.version(),

@@ -89,6 +89,7 @@ __all__ = [
     "AbortedError",
     "RuntimeCrashedError",
     "RuntimeTimeoutError",
+    "ResourceExhaustedError",
     "error_class",
     "error_for",
     "version",
@@ -123,6 +124,7 @@ CACHE_MISMATCH = 21
 ABORTED = 22
 RUNTIME_CRASHED = 23
 RUNTIME_TIMEOUT = 24
+RESOURCE_EXHAUSTED = 25
 
 UNSET = -(2**31)  # RKL_UNSET: "runtime default" for integer open params
 
@@ -290,6 +292,13 @@ class RuntimeTimeoutError(RklError, TimeoutError):
     status = RUNTIME_TIMEOUT
 
 
+class ResourceExhaustedError(RklError, OSError):
+    """RKL_RESOURCE_EXHAUSTED: the system ran out of file descriptors,
+    memory, processes or threads (the message says which). The arguments were
+    fine; the call may succeed once resources are freed."""
+    status = RESOURCE_EXHAUSTED
+
+
 _ERRORS = {
     cls.status: cls
     for cls in (InvalidArgumentError, ModelNotFoundError, RuntimeNotFoundError,
@@ -298,7 +307,7 @@ _ERRORS = {
                 NullArgumentError, StreamTimeoutError, InProgressError, PanicError,
                 CacheNotFoundError, CacheInvalidError, CacheVersionError, CacheTruncatedError,
                 CacheCorruptError, CacheMismatchError, AbortedError, RuntimeCrashedError,
-                RuntimeTimeoutError)
+                RuntimeTimeoutError, ResourceExhaustedError)
 }
 
 

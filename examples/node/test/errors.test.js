@@ -42,11 +42,12 @@ const DESCRIPTION = {
   ABORTED: /^aborted$/,
   RUNTIME_CRASHED: /process crashed/,
   RUNTIME_TIMEOUT: /no progress .*timeout/,
+  RESOURCE_EXHAUSTED: /out of system resources/,
 };
 
 test('Status has exactly the statuses of rkl.h', () => {
   const fromHeader = headerStatuses();
-  assert.equal(Object.keys(fromHeader).length, 25);
+  assert.equal(Object.keys(fromHeader).length, 26);
   assert.deepEqual({ ...rkl.Status }, fromHeader);
   assert.deepEqual(Object.keys(DESCRIPTION).sort(), Object.keys(fromHeader).sort());
 });
@@ -54,7 +55,7 @@ test('Status has exactly the statuses of rkl.h', () => {
 test('every status number: name, code, class and the library description', () => {
   const seen = new Set();
   const names = Object.keys(rkl.Status);
-  for (let n = 0; n <= 24; n++) {
+  for (let n = 0; n <= 25; n++) {
     const name = names.find((k) => rkl.Status[k] === n);
     assert.ok(name, `no name for ${n}`);
     const text = rkl.statusStr(n);
@@ -70,14 +71,15 @@ test('every status number: name, code, class and the library description', () =>
     assert.equal(err.message, text);
     const Class = n >= 16 && n <= 21 ? rkl.CacheError
       : n === 23 ? rkl.RuntimeCrashedError
-        : n === 24 ? rkl.RuntimeTimeoutError : rkl.RklError;
+        : n === 24 ? rkl.RuntimeTimeoutError
+          : n === 25 ? rkl.ResourceExhaustedError : rkl.RklError;
     assert.equal(err.constructor, Class, name);
     assert.equal(err.name, Class.name);
     assert.equal(rkl.RklError.fromStatus(n, 'why').message, 'why');
   }
-  assert.equal(rkl.statusStr(25), 'unknown status');
+  assert.equal(rkl.statusStr(26), 'unknown status');
   assert.equal(rkl.statusStr(-1), 'unknown status');
-  assert.equal(rkl.RklError.fromStatus(25).code, 'RKL_STATUS_25');
+  assert.equal(rkl.RklError.fromStatus(26).code, 'RKL_STATUS_26');
 });
 
 test('a failed call carries rkl\'s own message', async () => {

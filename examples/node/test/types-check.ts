@@ -28,7 +28,7 @@ async function main(): Promise<void> {
     model.close();
   } catch (e) {
     if (e instanceof rkl.CacheError || e instanceof rkl.RuntimeCrashedError) console.log(e.code);
-    else if (e instanceof rkl.RuntimeTimeoutError) console.log(e.status);
+    else if (e instanceof rkl.RuntimeTimeoutError || e instanceof rkl.ResourceExhaustedError) console.log(e.status);
     else if (e instanceof rkl.RklError) console.log(e.code, e.status, e.message, err.code);
   }
 }

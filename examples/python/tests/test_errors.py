@@ -21,8 +21,8 @@ def header_statuses():
 STATUSES = header_statuses()
 
 
-def test_the_header_numbers_every_status_from_0_to_24():
-    assert sorted(STATUSES.values()) == list(range(25))
+def test_the_header_numbers_every_status_from_0_to_25():
+    assert sorted(STATUSES.values()) == list(range(26))
 
 
 @pytest.mark.parametrize("name", sorted(STATUSES, key=STATUSES.get))
@@ -48,8 +48,8 @@ def test_each_status_has_its_own_class_and_text():
     failures = [n for n in STATUSES.values() if n != rkl.OK]
     assert len({rkl.error_class(n) for n in failures}) == len(failures)
     assert len({rkl.status_str(n) for n in STATUSES.values()}) == len(STATUSES)
-    assert rkl.status_str(25) == rkl.status_str(-1) == "unknown status"
-    assert rkl.error_class(25) is rkl.RklError
+    assert rkl.status_str(26) == rkl.status_str(-1) == "unknown status"
+    assert rkl.error_class(26) is rkl.RklError
 
 
 def test_error_for_takes_the_library_message_or_the_status_text():
@@ -59,7 +59,7 @@ def test_error_for_takes_the_library_message_or_the_status_text():
     e = rkl.error_for(rkl.INVALID_ARGUMENT)
     assert "struct_size" in e.message and isinstance(e, ValueError)
     assert rkl._open_params_init(p, ctypes.sizeof(p)) == rkl.OK
-    for number in range(1, 25):
+    for number in range(1, 26):
         e = rkl.error_for(number)
         assert type(e) is rkl.error_class(number) and e.status == number
         assert str(e) == rkl.status_str(number)
@@ -75,6 +75,7 @@ def test_error_for_takes_the_library_message_or_the_status_text():
     (rkl.StreamTimeoutError, TimeoutError),
     (rkl.NotSupportedError, NotImplementedError),
     (rkl.RklIOError, OSError),
+    (rkl.ResourceExhaustedError, OSError),
 ])
 def test_builtin_bases(cls, builtin):
     assert issubclass(cls, builtin)

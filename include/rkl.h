@@ -1155,7 +1155,9 @@ rkl_status rkl_stream_close(struct rkl_stream *stream);
 
 /**
  * Empties the model's KV history, so the next request starts a new
- * conversation.
+ * conversation. With a prompt cache loaded, the cache is released and the
+ * history emptied entirely, `keep_system_prompt` or not (the cache's
+ * tokens hold any system prompt); requests then give plain prompts.
  *
  * @param model               a handle from rkl_open().
  * @param keep_system_prompt  non-zero: keep the system prompt's tokens.
@@ -1318,8 +1320,12 @@ rkl_status rkl_cache_save(struct rkl_model *model,
  * model, and also for turns kept with `keep_history`.
  *
  * A loaded cache stays until rkl_cache_release(), rkl_clear_history(),
- * another rkl_cache_load() (which replaces it) or rkl_close(). A failed
- * load leaves the model's state as it was.
+ * another rkl_cache_load() (which replaces it) or rkl_close(). While it is
+ * loaded the KV history holds the cache and what follows it, never an
+ * earlier history under it: rkl empties the history just before the
+ * runtime loads the cache. A load refused by rkl's checks leaves the
+ * model's state as it was; one the runtime refuses leaves the history
+ * empty and no cache loaded.
  *
  * @param model  a handle from rkl_open().
  * @param path   the manifest (as given to rkl_cache_save()), UTF-8; read

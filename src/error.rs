@@ -77,10 +77,8 @@ impl Error {
     /// when the system ran out of descriptors, memory, processes or threads
     /// (whatever the call was), else `kind`.
     pub(crate) fn from_os(kind: ErrorKind, message: impl Into<String>, e: &std::io::Error) -> Error {
-        let exhausted = matches!(
-            e.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS | libc::EAGAIN)
-        );
+        let exhausted =
+            matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS | libc::EAGAIN));
         Error::new(if exhausted { ErrorKind::ResourceExhausted } else { kind }, message)
     }
 

@@ -391,3 +391,48 @@ fn saved_then_loaded(model: &Model, dir: &Path) {
     let (text, _) = text_and_stats(model, &format!("{SYSTEM}and now?")).unwrap();
     assert!(text.starts_with("a long and slow answer to"), "{text}");
 }
+
+/// The KV-history promises of rkl.h hold against a runtime whose history
+/// outlives what rkl asks (the simulator's `sticky_kv`, which the ABI
+/// document allows): empty after a save and a release, exactly the cache's
+/// tokens after a load (not stacked on a history), and empty after
+/// clear_history with a cache loaded, in both modes.
+#[test]
+fn kv_history_promises_hold_when_the_runtime_keeps_its_history() {
+    for isolated in [false, true] {
+        let path = model_file(
+            "sticky-kv",
+            &[
+                "reply = answer to {prompt} turn {turn}",
+                &format!("kv_bytes_per_token = {KV_BYTES}"),
+                "sticky_kv = true",
+            ],
+        );
+        let mut cfg = config(&path);
+        cfg.isolated = isolated;
+        cfg.host_path = isolated.then(|| env!("CARGO_BIN_EXE_rkl-host").into());
+        let model = Model::open(&cfg).unwrap();
+        let dir = temp_dir("sticky-kv");
+        let cache = saved(&model, &dir, "system.rklcache");
+        assert_eq!(model.kv_cache_tokens().unwrap(), 0, "isolated {isolated}: history empty after a save");
+
+        let cached = prompt_tokens(&default_prefill(SYSTEM));
+        let mut turn = GenerateRequest::new("a first turn of some length");
+        turn.keep_history = true;
+        model.generate(&turn, |_| ControlFlow::Continue(())).unwrap();
+        assert!(model.kv_cache_tokens().unwrap() > 0);
+        model.cache_load(&cache).unwrap();
+        assert_eq!(model.kv_cache_tokens().unwrap(), cached, "isolated {isolated}: the cache alone, not stacked");
+        let (text, _) = text_and_stats(&model, &format!("{SYSTEM}and then?")).unwrap();
+        assert!(text.ends_with("turn 2"), "isolated {isolated}: continues the cache's one turn: {text}");
+
+        model.cache_release().unwrap();
+        assert_eq!(model.kv_cache_tokens().unwrap(), 0, "isolated {isolated}: history empty after a release");
+
+        model.cache_load(&cache).unwrap();
+        model.clear_history(true).unwrap();
+        assert_eq!(model.kv_cache_tokens().unwrap(), 0, "isolated {isolated}: empty after clear_history");
+        let (text, _) = text_and_stats(&model, "plain").expect("no prefix rule once cleared");
+        assert!(text.ends_with("turn 1"), "isolated {isolated}: {text}");
+    }
+}

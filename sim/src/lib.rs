@@ -200,7 +200,9 @@ pub unsafe extern "C" fn rkllm_load_prompt_cache(handle: LlmHandle, path: *const
 #[no_mangle]
 pub unsafe extern "C" fn rkllm_release_prompt_cache(handle: LlmHandle) -> i32 {
     with_handle(handle, "rkllm_release_prompt_cache", |h| {
-        session::clear_history(h);
+        if !h.settings.model.sticky_kv {
+            session::clear_history(h);
+        }
         0
     })
 }

@@ -35,6 +35,11 @@ pub struct ModelSpec {
     pub faults: Vec<Fault>,
     pub slow_abort_ms: u64,
     pub grow_kb_per_run: u64,
+    /// Imitates a runtime whose KV history outlives what rkl asks (allowed
+    /// by the ABI document): a save run keeps its prompt in the history,
+    /// releasing a prompt cache keeps the history, and loading one stacks
+    /// it on the history there. Only `rkllm_clear_kv_cache` empties it.
+    pub sticky_kv: bool,
 }
 
 impl Default for ModelSpec {
@@ -54,6 +59,7 @@ impl Default for ModelSpec {
             faults: Vec::new(),
             slow_abort_ms: 0,
             grow_kb_per_run: 0,
+            sticky_kv: false,
         }
     }
 }
@@ -103,6 +109,13 @@ fn apply(spec: &mut ModelSpec, key: &str, value: &str) -> Result<(), String> {
         "kv_bytes_per_token" => spec.kv_bytes_per_token = number(value)?,
         "slow_abort_ms" => spec.slow_abort_ms = number(value)?,
         "grow_kb_per_run" => spec.grow_kb_per_run = number(value)?,
+        "sticky_kv" => {
+            spec.sticky_kv = match value {
+                "true" => true,
+                "false" => false,
+                other => return Err(format!("sticky_kv: {other:?} is not true or false")),
+            }
+        }
         "time_scale" => {
             spec.time_scale =
                 Some(parse_time_scale(value).ok_or_else(|| format!("time_scale: {value:?} is not a number >= 0"))?)

@@ -432,7 +432,8 @@ pub unsafe fn run(h: &Handle, input: *const c_void, infer: *const c_void, userda
         }
     };
 
-    if request.keep_history && outcome.prefilled && outcome.ending != Ending::Failed {
+    let sticky_save = settings.model.sticky_kv && request.save_path_addr.is_some();
+    if (request.keep_history || sticky_save) && outcome.prefilled && outcome.ending != Ending::Failed {
         let mut s = h.session();
         s.history_tokens = session.history_tokens + prompt_tokens + outcome.emitted;
         s.turns = session.turns + 1;

@@ -60,12 +60,18 @@ pub unsafe fn load_prompt_cache(h: &Handle, path_ptr: *const c_char) -> Result<(
     let path = unsafe { path(path_ptr, "path") }?;
     let tokens = cache::read_tokens(&path, h.settings.model.kv_bytes_per_token)?;
     let mut s = h.session();
-    s.history_tokens = tokens;
-    s.turns = 1;
+    if h.settings.model.sticky_kv {
+        s.history_tokens += tokens;
+        s.turns += 1;
+    } else {
+        s.history_tokens = tokens;
+        s.turns = 1;
+    }
     Ok(())
 }
 
-/// `rkllm_release_prompt_cache` and `rkllm_clear_kv_cache`: empty history.
+/// `rkllm_clear_kv_cache` and (unless `sticky_kv`) `rkllm_release_prompt_cache`:
+/// empty history.
 pub fn clear_history(h: &Handle) {
     let mut s = h.session();
     s.history_tokens = 0;

@@ -403,8 +403,12 @@ pub unsafe extern "C" fn rkl_cache_save(
 /// model, and also for turns kept with `keep_history`.
 ///
 /// A loaded cache stays until rkl_cache_release(), rkl_clear_history(),
-/// another rkl_cache_load() (which replaces it) or rkl_close(). A failed
-/// load leaves the model's state as it was.
+/// another rkl_cache_load() (which replaces it) or rkl_close(). While it is
+/// loaded the KV history holds the cache and what follows it, never an
+/// earlier history under it: rkl empties the history just before the
+/// runtime loads the cache. A load refused by rkl's checks leaves the
+/// model's state as it was; one the runtime refuses leaves the history
+/// empty and no cache loaded.
 ///
 /// @param model  a handle from rkl_open().
 /// @param path   the manifest (as given to rkl_cache_save()), UTF-8; read

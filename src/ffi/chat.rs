@@ -9,7 +9,9 @@ use std::ffi::{c_char, c_int};
 use std::path::Path;
 
 /// Empties the model's KV history, so the next request starts a new
-/// conversation.
+/// conversation. With a prompt cache loaded, the cache is released and the
+/// history emptied entirely, `keep_system_prompt` or not (the cache's
+/// tokens hold any system prompt); requests then give plain prompts.
 ///
 /// @param model               a handle from rkl_open().
 /// @param keep_system_prompt  non-zero: keep the system prompt's tokens.

@@ -124,8 +124,9 @@ impl IsolatedModel {
         let runtime_path = config.resolved_runtime_path()?;
         let runtime_abi = config.resolved_abi()?;
         let program = locate(config.host_path.as_deref())?;
-        let cwd = std::env::current_dir()
-            .map_err(|e| Error::from_os(ErrorKind::Io, format!("cannot read the current directory for the worker: {e}"), &e))?;
+        let cwd = std::env::current_dir().map_err(|e| {
+            Error::from_os(ErrorKind::Io, format!("cannot read the current directory for the worker: {e}"), &e)
+        })?;
         let worker_config = OpenConfig {
             model_path: config.model_path.clone(),
             runtime_path: Some(runtime_path.into()),

@@ -64,6 +64,9 @@ impl LocalModel {
                 break stats;
             }
         };
+        // Whatever the runtime kept of the save's run, the history is empty
+        // afterwards, as documented (a runtime may keep it, as the ABI allows).
+        self.inner().raw.clear_kv_cache(false)?;
         if stats.finish == FinishReason::Aborted {
             return Err(Error::new(ErrorKind::Aborted, "saving the prompt cache was aborted"));
         }
@@ -104,6 +107,10 @@ impl LocalModel {
                 format!("prompt cache '{}' does not fit: {}", path.display(), differences.join("; ")),
             ));
         }
+        // The KV state is to be the cache's alone: a runtime may stack a
+        // loaded cache on the history there (the ABI allows it).
+        self.inner().set_loaded_prompt(None);
+        self.inner().raw.clear_kv_cache(false)?;
         // The runtime reads the very file that was checked, through its
         // descriptor, which stays open until the call returns.
         self.inner().raw.load_prompt_cache(cstring("cache path", &checked.runtime_path())?)?;
@@ -117,7 +124,8 @@ impl LocalModel {
         self.check_usable()?;
         self.inner().raw.release_prompt_cache()?;
         self.inner().set_loaded_prompt(None);
-        Ok(())
+        // A runtime may keep the history a release leaves (the ABI allows it).
+        self.inner().raw.clear_kv_cache(false)
     }
 
     fn manifest_for(&self, request: &GenerateRequest, payload: PayloadRecord) -> Manifest {

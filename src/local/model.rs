@@ -168,10 +168,15 @@ impl LocalModel {
     /// Empties the KV history (optionally keeping the system prompt).
     pub fn clear_history(&self, keep_system_prompt: bool) -> Result<()> {
         self.check_usable()?;
-        self.inner.raw.clear_kv_cache(keep_system_prompt)?;
-        // The runtime's clear also drops a loaded prompt cache's prefix.
-        self.inner.set_loaded_prompt(None);
-        Ok(())
+        if self.inner.loaded_prompt().is_some() {
+            // The cached prefix goes with the history, whatever the runtime
+            // keeps on a release: released, then everything cleared (the
+            // cached tokens include any system prompt).
+            self.inner.raw.release_prompt_cache()?;
+            self.inner.set_loaded_prompt(None);
+            return self.inner.raw.clear_kv_cache(false);
+        }
+        self.inner.raw.clear_kv_cache(keep_system_prompt)
     }
 
     /// Tokens currently held in the KV cache.

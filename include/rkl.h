@@ -198,6 +198,14 @@ enum rkl_status
      * were fine; the call may succeed once resources are freed.
      */
     RKL_RESOURCE_EXHAUSTED = 25,
+    /**
+     * A prompt-cache manifest or payload, or its directory, belongs to
+     * another user or is writable by others (a directory: without the
+     * sticky bit), so anyone could have planted it; it is not handed to the
+     * runtime. The environment variable `RKL_CACHE_TRUST=any` allows such
+     * caches.
+     */
+    RKL_CACHE_UNTRUSTED = 26,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1260,8 +1268,18 @@ rkl_status rkl_load_lora(struct rkl_model *model, const char *path, const char *
  * and never a half-written file under the final names. The payload is a
  * file beside the manifest, named `<file name>.<16 hex digits>.kv` (unique
  * per save, so a concurrent save never replaces it); temporary
- * files start with `.` and end in `.tmp`. The `rkl-cache` tool lists and
- * cleans such directories.
+ * files are named `.<file name>.<pid>-<n>.<kind>.tmp`. Both are created
+ * with mode 0600 (a cache holds its prompt's state). The `rkl-cache` tool
+ * lists and cleans such directories.
+ *
+ * A save replaces only an rkl prompt cache: when `path` holds anything
+ * else (a file that is not an rkl manifest, a symbolic link, a FIFO, a
+ * device, a directory) it is refused with ::RKL_INVALID_ARGUMENT and
+ * nothing is touched. Of the manifest it replaces, it removes only the
+ * payload rkl made for it, never another file the manifest names. Saves
+ * to one path from several threads or processes, and `rkl-cache clean`,
+ * may run at once: the commit takes a lock on the directory, so the last
+ * save wins whole and no payload is left behind.
  *
  * @param model   a handle from rkl_open().
  * @param params  the prompt to cache (prefixes of later requests); read
@@ -1277,8 +1295,9 @@ rkl_status rkl_load_lora(struct rkl_model *model, const char *path, const char *
  *                only on success (verdict ::RKL_VERDICT_VALID and
  *                `save_stats` set). Free it with rkl_cache_info_free().
  * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
- *         ::RKL_INVALID_ARGUMENT (bad struct, empty prompt, bad path, or a
- *         cache is loaded on the model: release it first); ::RKL_IO (the
+ *         ::RKL_INVALID_ARGUMENT (bad struct, empty prompt, bad path, `path`
+ *         holds something that is not an rkl cache, or a cache is loaded on
+ *         the model: release it first); ::RKL_IO (the
  *         directory is missing or not writable, the disk is full; nothing
  *         at `path` is damaged); ::RKL_ABORTED (rkl_abort() or rkl_close()
  *         stopped the run; nothing at `path` is damaged); ::RKL_CLOSED;
@@ -1302,7 +1321,14 @@ rkl_status rkl_cache_save(struct rkl_model *model,
  * Before the runtime sees the payload, rkl checks, in this order, each with
  * its own status: the manifest exists (::RKL_CACHE_NOT_FOUND), is a readable
  * manifest (::RKL_CACHE_INVALID) of a format this library knows
- * (::RKL_CACHE_VERSION); the payload exists with the recorded size
+ * (::RKL_CACHE_VERSION) that names the payload rkl made for it, beside it
+ * (`<file name>.<16 hex digits>.kv`; any other name is ::RKL_CACHE_INVALID
+ * and that file is never read); manifest, payload and directory pass the
+ * trust rule (::RKL_CACHE_UNTRUSTED: a file owned by another user than the
+ * caller or root, or writable by group or others; a directory of such an
+ * owner, or writable by group or others without the sticky bit; the
+ * environment variable `RKL_CACHE_TRUST=any` turns the rule off); the
+ * payload exists with the recorded size
  * (::RKL_CACHE_TRUNCATED) and checksum (::RKL_CACHE_CORRUPT); the cache
  * belongs to this model file (by fingerprint and size, not path) and this
  * runtime release family (::RKL_CACHE_MISMATCH, the message says what
@@ -1335,7 +1361,8 @@ rkl_status rkl_cache_save(struct rkl_model *model,
  *               rkl_cache_info_free().
  * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
  *         ::RKL_INVALID_ARGUMENT; the ::RKL_CACHE_NOT_FOUND ..
- *         ::RKL_CACHE_MISMATCH statuses above; ::RKL_IO (a file could not
+ *         ::RKL_CACHE_MISMATCH and ::RKL_CACHE_UNTRUSTED statuses above;
+ *         ::RKL_IO (a file could not
  *         be read); ::RKL_CLOSED; ::RKL_REENTRANT; ::RKL_RUNTIME_FAILED
  *         (the runtime refused the payload); ::RKL_RUNTIME_TIMEOUT;
  *         ::RKL_RUNTIME_CRASHED (isolation mode).
@@ -1370,7 +1397,10 @@ rkl_status rkl_cache_release(struct rkl_model *model);
  * leaves `out` alone: ::RKL_CACHE_NOT_FOUND (no file at `path`),
  * ::RKL_CACHE_INVALID (not a manifest, malformed, or not a regular file),
  * ::RKL_CACHE_VERSION (a format this library does not know), ::RKL_IO (it
- * could not be read).
+ * could not be read). A cache that fails the trust rule of
+ * rkl_cache_load() has the verdict ::RKL_VERDICT_INVALID with
+ * ::RKL_CACHE_UNTRUSTED. Only regular files are opened, without blocking:
+ * a manifest naming a FIFO or a device as its model gets a stale verdict.
  *
  * The verdict does not consider the runtime release (there is no model):
  * `runtime_family` says which release the cache needs.

@@ -58,6 +58,10 @@ pub enum ErrorKind {
     /// processes or threads. Nothing is wrong with the arguments; the call
     /// may succeed once resources are freed.
     ResourceExhausted,
+    /// A prompt-cache file (or its directory) is owned by another user or
+    /// writable by others, so it could have been planted: refused unless
+    /// `RKL_CACHE_TRUST=any`.
+    CacheUntrusted,
 }
 
 /// An error with its kind and a human-readable message.

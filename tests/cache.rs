@@ -100,11 +100,13 @@ fn every_damage_has_its_own_error() {
     std::fs::write(&future, text).unwrap();
     assert_eq!(kind(model.cache_load(&future)), ErrorKind::CacheVersion);
 
-    // Damage copies, so each case sees exactly one problem.
+    // Damage copies, so each case sees exactly one problem. A payload has
+    // the name rkl gives it: its manifest's, a unique part, `.kv`.
+    let payload_of = |name: &str| format!("{name}.rklcache.00000000000000aa.kv");
     let damaged = |name: &str, edit: &dyn Fn(&mut Vec<u8>)| -> PathBuf {
         let mut bytes = std::fs::read(&payload).unwrap();
         edit(&mut bytes);
-        let file = format!("{name}.kv");
+        let file = payload_of(name);
         std::fs::write(dir.join(&file), bytes).unwrap();
         let mut m = manifest.clone();
         m.payload.file = file;
@@ -117,14 +119,16 @@ fn every_damage_has_its_own_error() {
     let flipped = damaged("flipped", &|b| b[20] ^= 0x01);
     let err = model.cache_load(&flipped).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::CacheCorrupt);
-    assert!(err.message().contains("flipped.kv"), "{err}");
+    assert!(err.message().contains(&payload_of("flipped")), "{err}");
 
     let missing = damaged("missing", &|_| {});
-    std::fs::remove_file(dir.join("missing.kv")).unwrap();
+    std::fs::remove_file(dir.join(payload_of("missing"))).unwrap();
     assert_eq!(kind(model.cache_load(&missing)), ErrorKind::CacheTruncated);
 
     let edit_manifest = |name: &str, edit: &dyn Fn(&mut Manifest)| -> PathBuf {
         let mut m = manifest.clone();
+        std::fs::copy(&payload, dir.join(payload_of(name))).unwrap();
+        m.payload.file = payload_of(name);
         edit(&mut m);
         let path = dir.join(format!("{name}.rklcache"));
         std::fs::write(&path, m.to_json()).unwrap();
@@ -138,6 +142,17 @@ fn every_damage_has_its_own_error() {
     assert!(err.message().contains("runtime ABI"), "{err}");
     let escaping = edit_manifest("escape", &|m| m.payload.file = "../../etc/passwd".into());
     assert_eq!(kind(model.cache_load(&escaping)), ErrorKind::CacheInvalid);
+    // A manifest naming a file beside it that rkl did not make for it (the
+    // good cache's payload, a model file) is invalid: nothing it names is
+    // read, and `clean` below removes the manifest but not those files.
+    let foreign_payload = manifest.payload.file.clone();
+    let borrowing = edit_manifest("borrowing", &|m| m.payload.file = foreign_payload.clone());
+    let err = model.cache_load(&borrowing).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CacheInvalid);
+    assert!(err.message().contains("not a payload rkl made for it"), "{err}");
+    std::fs::write(dir.join("weights.rkllm"), b"model weights").unwrap();
+    let naming_a_model = edit_manifest("naming-a-model", &|m| m.payload.file = "weights.rkllm".into());
+    assert_eq!(kind(model.cache_load(&naming_a_model)), ErrorKind::CacheInvalid);
 
     // A cache of another model.
     let (other, _) = cache_model("cache-other-model");
@@ -185,10 +200,23 @@ fn every_damage_has_its_own_error() {
     assert!(line("flipped.rklcache").contains("invalid") && line("flipped.rklcache").contains("checksum"), "{listing}");
     assert!(line("truncated.rklcache").contains("invalid"), "{listing}");
     assert!(!listing.contains("garbage.rklcache"), "a file that is not a manifest is not listed as a cache: {listing}");
+    let dry = std::process::Command::new(tool).args(["clean", dir.to_str().unwrap(), "--dry-run"]).output().unwrap();
+    assert!(dry.status.success());
+    let dry = String::from_utf8(dry.stdout).unwrap();
+    assert!(dry.contains("would remove invalid cache") && dry.contains("would remove its payload"), "{dry}");
     let out = std::process::Command::new(tool).args(["clean", dir.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success());
+    let removed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(removed.replace("removed ", ""), dry.replace("would remove ", ""), "the dry run listed every file");
     let after: Vec<_> = scan(&dir).unwrap();
-    assert!(after.iter().all(|f| matches!(f, Found::Cache(i) if i.verdict == Verdict::Valid)), "{after:?}");
+    // Left: the valid cache and the newer-format one (a newer rkl's).
+    assert!(
+        after.iter().all(|f| matches!(f, Found::Cache(i) if i.verdict == Verdict::Valid
+            || matches!(&i.verdict, Verdict::Invalid(e) if e.kind() == ErrorKind::CacheVersion))),
+        "{after:?}"
+    );
+    assert!(dir.join("weights.rkllm").exists() && payload.exists(), "files a manifest named were not removed");
+    assert!(dir.join("garbage.rklcache").exists(), "a file that is not rkl's is not removed");
     model.cache_load(&good).unwrap();
 }
 
@@ -263,10 +291,11 @@ fn two_threads_saving_to_one_path_leave_one_whole_cache() {
         model.cache_load(&path).unwrap();
         model.cache_release().unwrap();
     }
+    // Commits are serialised by the directory's lock: each save removes the
+    // payload of the manifest it replaced, so nothing is left behind.
     let leftovers: Vec<_> = scan(&dir).unwrap().into_iter().filter(|f| !matches!(f, Found::Cache(_))).collect();
-    // A thread's payload can be replaced before its manifest lands; such a
-    // payload is reported as an orphan, never as a broken cache.
-    assert!(leftovers.iter().all(|f| matches!(f, Found::Orphan(_))), "{leftovers:?}");
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "one manifest and its payload");
 }
 
 /// An abort of the model while a save waits behind another generation (its

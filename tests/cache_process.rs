@@ -93,12 +93,27 @@ fn a_save_killed_mid_way_leaves_the_old_cache_intact() {
 
     assert_eq!(std::fs::read(&cache).unwrap(), old, "the manifest was not touched");
     assert_valid_and_loadable(&model, &cache);
-    // The leftover is visible and the tool removes it.
-    assert!(scan(&dir).unwrap().iter().any(|f| matches!(f, Found::Temporary(_))));
+    // The leftover is visible; the tool leaves it while it is young (a save
+    // may have just made it) and removes it once it is older than a minute.
+    let temporaries: Vec<_> = scan(&dir)
+        .unwrap()
+        .into_iter()
+        .filter_map(|f| match f {
+            Found::Temporary(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert!(!temporaries.is_empty());
     let tool = env!("CARGO_BIN_EXE_rkl-cache");
     let out = Command::new(tool).args(["clean", dir.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "a young leftover is kept: {out:?}");
+    let two_minutes_ago = std::time::SystemTime::now() - Duration::from_secs(120);
+    for p in &temporaries {
+        std::fs::File::options().write(true).open(p).unwrap().set_modified(two_minutes_ago).unwrap();
+    }
+    let out = Command::new(tool).args(["clean", dir.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("removed leftover"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed temporary file"), "{out:?}");
     let left: Vec<_> = scan(&dir).unwrap();
     assert_eq!(left.len(), 1, "{left:?}");
     assert_valid_and_loadable(&model, &cache);
@@ -151,4 +166,34 @@ fn two_processes_saving_to_one_path_leave_one_whole_cache() {
     }
     assert_valid_and_loadable(&model, &cache);
     eprintln!("{loads} loads raced with the saves");
+    // Every save removed the payload of the manifest it replaced.
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "one manifest and its payload, no orphans: {names:?}");
+}
+
+#[test]
+fn saves_and_a_cleaner_running_at_once_all_succeed() {
+    let model_path = model_with_env_speed("save-and-clean", 512);
+    let model = open_model(&model_path);
+    let dir = temp_dir("save-and-clean-cache");
+    let caches = [dir.join("a.rklcache"), dir.join("b.rklcache")];
+    let mut children: Vec<Child> =
+        caches.iter().map(|c| spawn_saver("", &model_path, c, "a prompt worth caching", 25, "0")).collect();
+    let started = Instant::now();
+    let mut cleans = 0;
+    while children.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
+        let removed = rkl::cache::clean(&dir, true, false).unwrap();
+        assert!(removed.is_empty(), "a cleaner removed a file of a save in progress: {removed:?}");
+        cleans += 1;
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "a save failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    eprintln!("{cleans} cleans raced with 50 saves");
+    for cache in &caches {
+        assert_valid_and_loadable(&model, cache);
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 4, "two manifests and their payloads");
 }

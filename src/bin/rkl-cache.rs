@@ -4,9 +4,13 @@
 //!   rkl-cache show PATH           a cache's manifest and verdict
 //!   rkl-cache clean DIR [--stale] [--dry-run]
 //!                                 delete invalid caches, orphan payloads and
-//!                                 temporaries (and stale caches with --stale)
+//!                                 temporaries (and stale caches with --stale);
+//!                                 only files rkl made, owned by the caller
+//!
+//! Names, paths and previews come from files anyone may have written:
+//! control characters in them are printed escaped (`\u{1b}`), never raw.
 
-use rkl::cache::{path_of, remove_cache, scan, Found, Manifest};
+use rkl::cache::{path_of, scan, Found, Manifest};
 use rkl::Verdict;
 use std::path::Path;
 use std::process::ExitCode;
@@ -34,12 +38,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// `text` with control characters escaped, safe to print on a terminal.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn printable_path(path: &Path) -> String {
+    printable(&path.to_string_lossy())
+}
+
 fn verdict_word(verdict: &Verdict) -> String {
-    match verdict {
+    printable(&match verdict {
         Verdict::Valid => "valid".into(),
         Verdict::Stale(why) => format!("stale ({why})"),
         Verdict::Invalid(e) => format!("invalid ({e})"),
-    }
+    })
 }
 
 fn age(created_unix: u64) -> String {
@@ -63,18 +84,18 @@ fn size(bytes: u64) -> String {
 
 fn summary(m: &Manifest) -> String {
     let model = Path::new(&m.model.path).file_name().map_or(m.model.path.clone(), |n| n.to_string_lossy().into_owned());
-    format!(
+    printable(&format!(
         "model {model}, runtime {}, {} ago, {}, prompt {:?}",
         m.runtime_family,
         age(m.created_unix),
         size(m.payload.size),
         m.prompt.preview
-    )
+    ))
 }
 
 fn list(dir: &Path) -> Result<ExitCode, rkl::Error> {
     for found in scan(dir)? {
-        let name = path_of(&found).file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = printable(&path_of(&found).file_name().unwrap_or_default().to_string_lossy());
         match &found {
             Found::Cache(info) => {
                 let details = info.manifest.as_ref().map(summary).unwrap_or_default();
@@ -90,35 +111,17 @@ fn list(dir: &Path) -> Result<ExitCode, rkl::Error> {
 fn show(path: &Path) -> Result<ExitCode, rkl::Error> {
     let info = rkl::cache::inspect(path);
     if let Some(m) = &info.manifest {
+        // JSON escapes control characters in strings itself.
         print!("{}", String::from_utf8_lossy(&m.to_json()));
     }
     println!("verdict: {}", verdict_word(&info.verdict));
     Ok(if matches!(info.verdict, Verdict::Invalid(_)) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn clean(dir: &Path, stale_too: bool, dry_run: bool) -> Result<ExitCode, rkl::Error> {
-    let remove = |what: &str, path: &Path, act: &dyn Fn() -> Result<(), rkl::Error>| -> Result<(), rkl::Error> {
-        println!("{}{what} {}", if dry_run { "would remove " } else { "removed " }, path.display());
-        if dry_run {
-            Ok(())
-        } else {
-            act()
-        }
-    };
-    for found in scan(dir)? {
-        match &found {
-            Found::Cache(info) if matches!(info.verdict, Verdict::Invalid(_)) => {
-                remove("invalid cache", &info.path, &|| remove_cache(info))?
-            }
-            Found::Cache(info) if stale_too && matches!(info.verdict, Verdict::Stale(_)) => {
-                remove("stale cache", &info.path, &|| remove_cache(info))?
-            }
-            Found::Orphan(p) | Found::Temporary(p) => remove("leftover", p, &|| {
-                std::fs::remove_file(p)
-                    .map_err(|e| rkl::Error::new(rkl::ErrorKind::Io, format!("cannot remove '{}': {e}", p.display())))
-            })?,
-            Found::Cache(_) => {}
-        }
+fn clean(dir: &Path, stale: bool, dry_run: bool) -> Result<ExitCode, rkl::Error> {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for removal in rkl::cache::clean(dir, stale, dry_run)? {
+        println!("{verb} {} {}", removal.what, printable_path(&removal.path));
     }
     Ok(ExitCode::SUCCESS)
 }

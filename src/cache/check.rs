@@ -4,6 +4,7 @@
 use super::files::open_regular_file;
 use super::identity::checksum_open_file;
 use super::manifest::Manifest;
+use super::trust;
 use super::verified::{is_verified, remember, FileStamp};
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::File;
@@ -34,12 +35,17 @@ impl CheckedCache {
 const ATTEMPTS: usize = 3;
 
 /// Checks, in order: manifest present and parseable, format version known,
-/// payload present with the recorded size, payload checksum (skipped when
-/// this exact file was verified before in this process).
+/// its payload name rkl's own for it, manifest and directory trusted
+/// (`trust.rs`), payload present with the recorded size and trusted,
+/// payload checksum (skipped when this exact file was verified before in
+/// this process).
 pub fn check_files(manifest_path: &Path) -> Result<CheckedCache> {
     let mut attempt = 1;
     loop {
-        let manifest = Manifest::read(manifest_path)?;
+        let (manifest, meta) = Manifest::read_with_metadata(manifest_path)?;
+        manifest.payload_path(manifest_path)?;
+        trust::check_file("manifest", manifest_path, &meta)?;
+        trust::check_dir(dir_of(manifest_path))?;
         let tried = manifest.payload.file.clone();
         match check_payload(manifest_path, manifest) {
             Err(e)
@@ -59,18 +65,23 @@ fn payload_renamed(manifest_path: &Path, tried: &str) -> bool {
     Manifest::read(manifest_path).is_ok_and(|m| m.payload.file != tried)
 }
 
-fn check_payload(manifest_path: &Path, manifest: Manifest) -> Result<CheckedCache> {
-    let dir = match manifest_path.parent() {
+/// The directory a cache path is in ("." for a bare name).
+fn dir_of(manifest_path: &Path) -> &Path {
+    match manifest_path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    let payload_path = dir.join(&manifest.payload.file);
+    }
+}
+
+fn check_payload(manifest_path: &Path, manifest: Manifest) -> Result<CheckedCache> {
+    let payload_path = manifest.payload_path(manifest_path)?;
     let shown = payload_path.display();
     let missing = |e: std::io::Error| {
         Error::new(ErrorKind::CacheTruncated, format!("prompt cache payload '{shown}' is missing ({e})"))
     };
     let mut payload = open_regular_file(&payload_path).map_err(missing)?;
     let meta = payload.metadata().map_err(missing)?;
+    trust::check_file("payload", &payload_path, &meta)?;
     if !meta.is_file() || meta.len() != manifest.payload.size {
         return Err(Error::new(
             ErrorKind::CacheTruncated,
@@ -109,11 +120,11 @@ mod tests {
     fn an_unchanged_payload_is_hashed_once_and_a_rewritten_one_again() {
         let dir = std::env::temp_dir().join(format!("rkl-check-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let payload = dir.join("p.kv");
+        let payload = dir.join("c.json.0123456789abcdef.kv");
         std::fs::write(&payload, b"kv state").unwrap();
         let (checksum, size) = file_checksum(&payload).unwrap();
         let mut m: Manifest = sample();
-        m.payload.file = "p.kv".into();
+        m.payload.file = "c.json.0123456789abcdef.kv".into();
         m.payload.size = size;
         m.payload.checksum = checksum;
         let manifest = dir.join("c.json");

@@ -27,9 +27,11 @@ pub fn prompt_hash(prompt: &[u8]) -> String {
 }
 
 /// Identifies a model file by size and three sampled 1 MiB blocks (start,
-/// middle, end): different weights of the same size differ there.
+/// middle, end): different weights of the same size differ there. Only a
+/// regular file is read, opened without blocking: a manifest naming a FIFO
+/// or a device as its model cannot hang or touch it.
 pub fn model_identity(path: &Path) -> Result<ModelIdentity> {
-    let mut file = File::open(path).map_err(|e| io_error("model", path, e))?;
+    let mut file = super::files::open_regular_file(path).map_err(|e| io_error("model", path, e))?;
     let meta = file.metadata().map_err(|e| io_error("model", path, e))?;
     let size = meta.len();
     let mut hasher = Xxh3::new();
@@ -64,7 +66,7 @@ pub static FILES_HASHED: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomi
 
 /// Checksum and size of a whole file.
 pub fn file_checksum(path: &Path) -> Result<(String, u64)> {
-    let mut file = File::open(path).map_err(|e| io_error("prompt cache payload", path, e))?;
+    let mut file = super::files::open_regular_file(path).map_err(|e| io_error("prompt cache payload", path, e))?;
     checksum_open_file(&mut file, path)
 }
 

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 pub struct CacheInfo {
     /// The manifest's path.
     pub path: PathBuf,
-    /// The payload's path, when the manifest could be read.
+    /// The payload's path, when the manifest could be read and names a
+    /// payload rkl made for it.
     pub payload_path: Option<PathBuf>,
     /// The manifest, when it could be read.
     pub manifest: Option<Manifest>,
@@ -63,7 +64,9 @@ pub fn inspect(path: &Path) -> CacheInfo {
         }
         Err(e) => {
             let manifest = Manifest::read(path).ok();
-            let payload_path = manifest.as_ref().map(|m| path.parent().unwrap_or(Path::new(".")).join(&m.payload.file));
+            // Only a payload rkl made for this manifest is named (and so
+            // ever removed with it).
+            let payload_path = manifest.as_ref().and_then(|m| m.payload_path(path).ok());
             CacheInfo {
                 path: path.to_path_buf(),
                 payload_path,

@@ -3,7 +3,8 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::fs::{File, Metadata};
+use std::path::{Path, PathBuf};
 
 /// The manifest format this library writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -101,7 +102,12 @@ impl Manifest {
 
     /// Reads and parses the manifest at `path`, checking its format version.
     pub fn read(path: &Path) -> Result<Manifest> {
-        use std::io::Read;
+        Manifest::read_with_metadata(path).map(|(manifest, _)| manifest)
+    }
+
+    /// [`Manifest::read`], with the metadata of the file it was read from
+    /// (through the descriptor: the very file, whatever replaces the path).
+    pub fn read_with_metadata(path: &Path) -> Result<(Manifest, Metadata)> {
         let shown = path.display();
         let file = super::files::open_regular_file(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
@@ -110,8 +116,18 @@ impl Manifest {
             std::io::ErrorKind::InvalidInput => {
                 Error::new(ErrorKind::CacheInvalid, format!("prompt cache '{shown}' is not a regular file"))
             }
-            _ => Error::new(ErrorKind::Io, format!("cannot read prompt cache '{shown}': {e}")),
+            _ => Error::from_os(ErrorKind::Io, format!("cannot read prompt cache '{shown}': {e}"), &e),
         })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::from_os(ErrorKind::Io, format!("cannot read prompt cache '{shown}': {e}"), &e))?;
+        Ok((Manifest::read_open(file, path)?, meta))
+    }
+
+    /// Reads and parses a manifest from `file`, opened from `path`.
+    pub fn read_open(file: File, path: &Path) -> Result<Manifest> {
+        use std::io::Read;
+        let shown = path.display();
         let mut bytes = Vec::new();
         file.take(MAX_MANIFEST_BYTES + 1)
             .read_to_end(&mut bytes)
@@ -143,6 +159,29 @@ impl Manifest {
             .map_err(|e| Error::new(ErrorKind::CacheInvalid, format!("the manifest is malformed ({e})")))?;
         manifest.check_payload_name()?;
         Ok(manifest)
+    }
+
+    /// The payload of the manifest at `manifest_path`: beside it, under a
+    /// name rkl derives from the manifest's own (`<name>.<16 hex>.kv`). A
+    /// manifest naming any other file is invalid, and nothing it names is
+    /// ever read or deleted.
+    pub fn payload_path(&self, manifest_path: &Path) -> Result<PathBuf> {
+        let name = manifest_path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !super::files::is_payload_of(name, &self.payload.file) {
+            return Err(Error::new(
+                ErrorKind::CacheInvalid,
+                format!(
+                    "the manifest '{}' names payload '{}', which is not a payload rkl made for it ('{name}.<16 hex>.kv')",
+                    manifest_path.display(),
+                    self.payload.file
+                ),
+            ));
+        }
+        let dir = match manifest_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        Ok(dir.join(&self.payload.file))
     }
 
     /// The payload must be a plain file name beside the manifest: a manifest
@@ -185,7 +224,7 @@ pub(crate) mod tests {
                 enable_thinking: false,
                 max_context_len: Some(4096),
             },
-            payload: PayloadRecord { file: "p.kv".into(), size: 3, checksum: "ef".into() },
+            payload: PayloadRecord { file: "c.json.0123456789abcdef.kv".into(), size: 3, checksum: "ef".into() },
             created_unix: 1_700_000_000,
         }
     }

@@ -8,16 +8,19 @@
 //! to write or read a payload is the in-process wing's (`crate::local`).
 
 mod check;
+mod clean;
 mod files;
 mod identity;
 mod info;
 mod listing;
 mod manifest;
 mod save;
+mod trust;
 mod verified;
 
+pub use clean::{clean, Removal, MIN_AGE};
 pub use info::{inspect, CacheInfo, Verdict};
-pub use listing::{path_of, remove_cache, scan, Found};
+pub use listing::{path_of, scan, Found};
 pub use manifest::{KvSettings, Manifest, ModelIdentity, PayloadRecord, PromptRecord, FORMAT_VERSION};
 
 pub(crate) use check::check_files;

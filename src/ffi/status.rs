@@ -79,6 +79,12 @@ pub enum rkl_status {
     /// memory, processes or threads (the message says which). The arguments
     /// were fine; the call may succeed once resources are freed.
     RKL_RESOURCE_EXHAUSTED = 25,
+    /// A prompt-cache manifest or payload, or its directory, belongs to
+    /// another user or is writable by others (a directory: without the
+    /// sticky bit), so anyone could have planted it; it is not handed to the
+    /// runtime. The environment variable `RKL_CACHE_TRUST=any` allows such
+    /// caches.
+    RKL_CACHE_UNTRUSTED = 26,
 }
 
 pub use rkl_status::*;
@@ -108,6 +114,7 @@ impl rkl_status {
             ErrorKind::RuntimeCrashed => RKL_RUNTIME_CRASHED,
             ErrorKind::Timeout => RKL_RUNTIME_TIMEOUT,
             ErrorKind::ResourceExhausted => RKL_RESOURCE_EXHAUSTED,
+            ErrorKind::CacheUntrusted => RKL_CACHE_UNTRUSTED,
         }
     }
 
@@ -140,6 +147,7 @@ impl rkl_status {
             23 => c"runtime process crashed",
             24 => c"runtime made no progress within the call timeout",
             25 => c"out of system resources",
+            26 => c"prompt cache not trusted (owner or permissions)",
             _ => c"unknown status",
         }
     }
@@ -163,12 +171,12 @@ mod tests {
     #[test]
     fn every_status_has_its_own_text() {
         let mut seen = std::collections::HashSet::new();
-        for code in 0..=25 {
+        for code in 0..=26 {
             let text = rkl_status::describe(code).to_str().unwrap();
             assert_ne!(text, "unknown status", "{code}");
             assert!(seen.insert(text), "{code}");
         }
-        assert_eq!(rkl_status::describe(26).to_str().unwrap(), "unknown status");
+        assert_eq!(rkl_status::describe(27).to_str().unwrap(), "unknown status");
         assert_eq!(rkl_status::describe(-1).to_str().unwrap(), "unknown status");
     }
 }

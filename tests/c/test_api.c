@@ -52,12 +52,12 @@ static void test_version(void) {
 
 static void test_status_str(void) {
     int i, j;
-    for (i = RKL_OK; i <= RKL_RESOURCE_EXHAUSTED; i++) {
+    for (i = RKL_OK; i <= RKL_CACHE_UNTRUSTED; i++) {
         const char *s = rkl_status_str(i);
         CHECK(s && *s && strcmp(s, "unknown status") != 0);
         for (j = RKL_OK; j < i; j++) CHECK(strcmp(s, rkl_status_str(j)) != 0);
     }
-    CHECK(strcmp(rkl_status_str(RKL_RESOURCE_EXHAUSTED + 1), "unknown status") == 0);
+    CHECK(strcmp(rkl_status_str(RKL_CACHE_UNTRUSTED + 1), "unknown status") == 0);
     CHECK(strcmp(rkl_status_str(-1), "unknown status") == 0);
     CHECK(strcmp(rkl_status_str(1 << 30), "unknown status") == 0);
     CHECK(RKL_OK == 0 && RKL_BAD_HANDLE == 11 && RKL_TIMEOUT == 13 && RKL_PANIC == 15);

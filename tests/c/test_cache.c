@@ -664,10 +664,23 @@ static void test_other_model_and_runtime(void) {
     rkl_model *a = h_open(model_a());
     rkl_model *b = h_open(model_b());
     rkl_cache_info info;
-    char from[64], to[64];
+    char from[64], to[64], payload[1024], renamed[1024];
+    const char *unique;
     h_text out;
     rkl_stats st;
-    CHECK_ST(save(a, SYSTEM, path, NULL), RKL_OK);
+    long len;
+    char *bytes;
+    info_init(&info);
+    CHECK_ST(save(a, SYSTEM, path, &info), RKL_OK);
+    snprintf(payload, sizeof payload, "%s", info.payload_path);
+    CHECK_ST(rkl_cache_info_free(&info), RKL_OK);
+    /* The copy's payload has the name rkl gives a payload of
+     * family.rklcache: the manifest's name and the same unique part. */
+    unique = strstr(payload, "a.rklcache.") + strlen("a.rklcache");
+    snprintf(renamed, sizeof renamed, "%s%s", join(dir, "family.rklcache"), unique);
+    bytes = read_all(payload, &len);
+    write_all(renamed, bytes, len);
+    free(bytes);
 
     info_poison(&info);
     CHECK_ST(rkl_cache_load(b, path, &info), RKL_CACHE_MISMATCH);
@@ -679,6 +692,7 @@ static void test_other_model_and_runtime(void) {
     snprintf(from, sizeof from, "\"runtime_family\": \"%s\"", h_abi());
     snprintf(to, sizeof to, "\"runtime_family\": \"%s\"", strcmp(h_abi(), "1.2") == 0 ? "1.3" : "1.2");
     CHECK(copy_replacing(path, other_family, from, to));
+    CHECK(copy_replacing(other_family, other_family, "\"a.rklcache.", "\"family.rklcache."));
     CHECK_ST(rkl_cache_load(a, other_family, NULL), RKL_CACHE_MISMATCH);
     CHECK_MSG("runtime ABI");
     CHECK_ST(rkl_cache_load(a, path, NULL), RKL_OK);

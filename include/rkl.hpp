@@ -60,8 +60,9 @@ private:
 };
 
 /** A prompt cache could not be used: RKL_CACHE_NOT_FOUND, _INVALID,
- *  _VERSION, _TRUNCATED, _CORRUPT or _MISMATCH (another model or runtime
- *  release, or a prompt that breaks the prefix rule); status() says which. */
+ *  _VERSION, _TRUNCATED, _CORRUPT, _MISMATCH (another model or runtime
+ *  release, or a prompt that breaks the prefix rule) or _UNTRUSTED (owned
+ *  by another user or writable by others); status() says which. */
 class CacheError : public Error {
 public:
     using Error::Error;
@@ -111,6 +112,7 @@ inline std::string last_message() {
     case RKL_CACHE_TRUNCATED:
     case RKL_CACHE_CORRUPT:
     case RKL_CACHE_MISMATCH:
+    case RKL_CACHE_UNTRUSTED:
         throw CacheError(status, message);
     case RKL_ABORTED:
         throw Aborted(status, message);

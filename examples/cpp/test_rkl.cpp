@@ -244,9 +244,10 @@ void test_open_setters() {
 }
 
 void test_typed_errors() {
-    // Statuses 16..21 are rkl::CacheError, 22..24 have their own classes,
-    // the others (25 too) are plain rkl::Error; all carry status and message.
-    for (int n = 1; n <= 25; n++) {
+    // Statuses 16..21 and 26 are rkl::CacheError, 22..24 have their own
+    // classes, the others (25 too) are plain rkl::Error; all carry status
+    // and message.
+    for (int n = 1; n <= 26; n++) {
         auto status = static_cast<rkl_status>(n);
         try {
             rkl::detail::raise(status, "why");
@@ -255,7 +256,7 @@ void test_typed_errors() {
             bool aborted = dynamic_cast<const rkl::Aborted *>(&e) != nullptr;
             bool crashed = dynamic_cast<const rkl::RuntimeCrashed *>(&e) != nullptr;
             bool timeout = dynamic_cast<const rkl::RuntimeTimeout *>(&e) != nullptr;
-            CHECK(cache == (n >= RKL_CACHE_NOT_FOUND && n <= RKL_CACHE_MISMATCH));
+            CHECK(cache == ((n >= RKL_CACHE_NOT_FOUND && n <= RKL_CACHE_MISMATCH) || n == RKL_CACHE_UNTRUSTED));
             CHECK(aborted == (n == RKL_ABORTED));
             CHECK(crashed == (n == RKL_RUNTIME_CRASHED));
             CHECK(timeout == (n == RKL_RUNTIME_TIMEOUT));

@@ -242,10 +242,11 @@ func (m *Model) SaveCacheRequest(ctx context.Context, path string, req Request) 
 // LoadCache checks the prompt cache at path and loads it into the model.
 // Each problem has its own error, checked in this order: ErrCacheNotFound
 // (also fs.ErrNotExist), ErrCacheInvalid, ErrCacheVersion,
-// ErrCacheTruncated, ErrCacheCorrupt, ErrCacheMismatch (another model file,
-// by content not path, or another runtime release); the runtime sees the
-// payload only after all of them passed. A failed load leaves the model as
-// it was.
+// ErrCacheUntrusted (files others could have written; RKL_CACHE_TRUST=any
+// allows them), ErrCacheTruncated, ErrCacheCorrupt, ErrCacheMismatch
+// (another model file, by content not path, or another runtime release);
+// the runtime sees the payload only after all of them passed. A load
+// refused by these checks leaves the model as it was.
 //
 // While a cache is loaded, give every request the FULL prompt: the cached
 // prompt byte for byte, then the new part. librkl sends the runtime only

@@ -61,6 +61,12 @@ const (
 	// memory, processes or threads (the message says which). The arguments
 	// were fine; the call may succeed once resources are freed.
 	ErrResourceExhausted Status = C.RKL_RESOURCE_EXHAUSTED // 25
+	// ErrCacheUntrusted (26): a prompt-cache manifest or payload, or its
+	// directory, belongs to another user or is writable by others (a
+	// directory: without the sticky bit), so it is not handed to the
+	// runtime; LoadCache checks it after ErrCacheVersion. The environment
+	// variable RKL_CACHE_TRUST=any allows such caches.
+	ErrCacheUntrusted Status = C.RKL_CACHE_UNTRUSTED // 26
 )
 
 // statusNames are the names of the statuses in rkl.h, by number.
@@ -91,6 +97,7 @@ var statusNames = [...]string{
 	ErrRuntimeCrashed:     "RKL_RUNTIME_CRASHED",
 	ErrRuntimeTimeout:     "RKL_RUNTIME_TIMEOUT",
 	ErrResourceExhausted:  "RKL_RESOURCE_EXHAUSTED",
+	ErrCacheUntrusted:     "RKL_CACHE_UNTRUSTED",
 }
 
 // Error returns the library's short description of the status

@@ -48,6 +48,7 @@ var statuses = []struct {
 	{23, rkl.ErrRuntimeCrashed, "RKL_RUNTIME_CRASHED", "crashed"},
 	{24, rkl.ErrRuntimeTimeout, "RKL_RUNTIME_TIMEOUT", "timeout"},
 	{25, rkl.ErrResourceExhausted, "RKL_RESOURCE_EXHAUSTED", "out of system resources"},
+	{26, rkl.ErrCacheUntrusted, "RKL_CACHE_UNTRUSTED", "not trusted"},
 }
 
 // headerStatuses reads the rkl_status enum from the repository's rkl.h.
@@ -107,15 +108,15 @@ func TestEveryStatusHasASentinelThatAgreesWithTheHeader(t *testing.T) {
 		// Wrapped in an *Error, the status is found by errors.Is, the
 		// others are not, and the message is the error's text.
 		err := error(&rkl.Error{Status: s, Message: "rkl_x: why " + want.name})
-		if !errors.Is(err, s) || errors.Is(err, statuses[n%25+1].s) || err.Error() != "rkl: rkl_x: why "+want.name {
+		if !errors.Is(err, s) || errors.Is(err, statuses[n%26+1].s) || err.Error() != "rkl: rkl_x: why "+want.name {
 			t.Errorf("%s: errors.Is or text wrong for %v", want.name, err)
 		}
 		if notExist := s == rkl.ErrModelNotFound || s == rkl.ErrCacheNotFound; errors.Is(err, fs.ErrNotExist) != notExist {
 			t.Errorf("%s: errors.Is(fs.ErrNotExist) = %v", want.name, !notExist)
 		}
 	}
-	if s := rkl.Status(len(statuses)); s.Error() != "unknown status" || s.Name() != "RKL_STATUS_26" {
-		t.Errorf("status 26: %q %q", s.Error(), s.Name())
+	if s := rkl.Status(len(statuses)); s.Error() != "unknown status" || s.Name() != "RKL_STATUS_27" {
+		t.Errorf("status 27: %q %q", s.Error(), s.Name())
 	}
 }
 

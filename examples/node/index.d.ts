@@ -30,6 +30,7 @@ export declare const Status: Readonly<{
   RUNTIME_CRASHED: 23;
   RUNTIME_TIMEOUT: 24;
   RESOURCE_EXHAUSTED: 25;
+  CACHE_UNTRUSTED: 26;
 }>;
 
 /** RKL_UNSET: "the runtime's default" for integer open parameters. */
@@ -44,14 +45,14 @@ export declare class RklError extends Error {
    *  for a number this module does not know). */
   readonly code: string;
   /** The error of the most specific class for `status` (CacheError for
-   *  16..21, RuntimeCrashedError, RuntimeTimeoutError,
+   *  16..21 and 26, RuntimeCrashedError, RuntimeTimeoutError,
    *  ResourceExhaustedError, else RklError); `message` defaults to
    *  statusStr(status). */
   static fromStatus(status: number, message?: string): RklError;
 }
 
 /** A prompt cache was refused: code RKL_CACHE_NOT_FOUND, _INVALID,
- *  _VERSION, _TRUNCATED, _CORRUPT or _MISMATCH. */
+ *  _VERSION, _TRUNCATED, _CORRUPT, _MISMATCH or _UNTRUSTED. */
 export declare class CacheError extends RklError {}
 
 /** Isolation mode: the runtime's worker process died during the call

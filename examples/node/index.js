@@ -49,11 +49,14 @@ class RklError extends Error {
   }
 
   /** The error for `status`, of the most specific class: CacheError for
-   *  RKL_CACHE_NOT_FOUND .. RKL_CACHE_MISMATCH, RuntimeCrashedError,
-   *  RuntimeTimeoutError, ResourceExhaustedError, else RklError. `message`
-   *  defaults to the library's description of the status. */
+   *  RKL_CACHE_NOT_FOUND .. RKL_CACHE_MISMATCH and RKL_CACHE_UNTRUSTED,
+   *  RuntimeCrashedError, RuntimeTimeoutError, ResourceExhaustedError, else
+   *  RklError. `message` defaults to the library's description of the
+   *  status. */
   static fromStatus(status, message) {
-    const Class = (status >= Status.CACHE_NOT_FOUND && status <= Status.CACHE_MISMATCH) ? CacheError
+    const cache = (status >= Status.CACHE_NOT_FOUND && status <= Status.CACHE_MISMATCH)
+      || status === Status.CACHE_UNTRUSTED;
+    const Class = cache ? CacheError
       : status === Status.RUNTIME_CRASHED ? RuntimeCrashedError
         : status === Status.RUNTIME_TIMEOUT ? RuntimeTimeoutError
           : status === Status.RESOURCE_EXHAUSTED ? ResourceExhaustedError
@@ -63,7 +66,7 @@ class RklError extends Error {
 }
 
 /** A prompt cache was refused: RKL_CACHE_NOT_FOUND, _INVALID, _VERSION,
- *  _TRUNCATED, _CORRUPT or _MISMATCH (see `code`). */
+ *  _TRUNCATED, _CORRUPT, _MISMATCH or _UNTRUSTED (see `code`). */
 class CacheError extends RklError {}
 
 /** Isolation mode: the runtime's worker process died during the call (the
@@ -398,8 +401,9 @@ class Model {
   /**
    * Validates the prompt cache at `manifestPath` and loads it; resolves to
    * its CacheInfo. Rejects with a CacheError (RKL_CACHE_NOT_FOUND,
-   * _INVALID, _VERSION, _TRUNCATED, _CORRUPT, _MISMATCH: another model or
-   * runtime release) before the runtime sees the payload. While it is
+   * _INVALID, _VERSION, _UNTRUSTED (another user's, or writable by others),
+   * _TRUNCATED, _CORRUPT, _MISMATCH: another model or runtime release)
+   * before the runtime sees the payload. While it is
    * loaded, every request gives the FULL prompt, starting with the cached
    * one; only the rest is prefilled. Await it before generating.
    */

@@ -86,6 +86,7 @@ __all__ = [
     "CacheTruncatedError",
     "CacheCorruptError",
     "CacheMismatchError",
+    "CacheUntrustedError",
     "AbortedError",
     "RuntimeCrashedError",
     "RuntimeTimeoutError",
@@ -125,6 +126,7 @@ ABORTED = 22
 RUNTIME_CRASHED = 23
 RUNTIME_TIMEOUT = 24
 RESOURCE_EXHAUSTED = 25
+CACHE_UNTRUSTED = 26
 
 UNSET = -(2**31)  # RKL_UNSET: "runtime default" for integer open params
 
@@ -235,7 +237,7 @@ class PanicError(RklError):
 
 
 class CacheError(RklError):
-    """Base of the prompt-cache statuses 16..21 (never raised itself)."""
+    """Base of the prompt-cache statuses 16..21 and 26 (never raised itself)."""
 
 
 class CacheNotFoundError(CacheError, FileNotFoundError):
@@ -268,6 +270,14 @@ class CacheMismatchError(CacheError, ValueError):
     release, or (while a cache is loaded) the prompt does not start with the
     cached prompt or is only the cached prompt."""
     status = CACHE_MISMATCH
+
+
+class CacheUntrustedError(CacheError):
+    """RKL_CACHE_UNTRUSTED: the manifest or payload, or its directory,
+    belongs to another user or is writable by others (a directory: without
+    the sticky bit), so it is not handed to the runtime. RKL_CACHE_TRUST=any
+    in the environment allows such caches."""
+    status = CACHE_UNTRUSTED
 
 
 class AbortedError(RklError):
@@ -307,7 +317,7 @@ _ERRORS = {
                 NullArgumentError, StreamTimeoutError, InProgressError, PanicError,
                 CacheNotFoundError, CacheInvalidError, CacheVersionError, CacheTruncatedError,
                 CacheCorruptError, CacheMismatchError, AbortedError, RuntimeCrashedError,
-                RuntimeTimeoutError, ResourceExhaustedError)
+                RuntimeTimeoutError, ResourceExhaustedError, CacheUntrustedError)
 }
 
 
@@ -886,7 +896,8 @@ class Model:
         """Validates the prompt cache at ``path`` and loads it (rkl_cache_load),
         so that later requests skip prefilling its prompt. Checked before the
         runtime sees a byte, each with its own exception: CacheNotFoundError,
-        CacheInvalidError, CacheVersionError, CacheTruncatedError,
+        CacheInvalidError, CacheVersionError, CacheUntrustedError (another
+        user's, or writable by others), CacheTruncatedError,
         CacheCorruptError, CacheMismatchError (another model file or runtime
         release). A failed load leaves the model as it was.
 

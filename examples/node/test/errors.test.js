@@ -43,11 +43,12 @@ const DESCRIPTION = {
   RUNTIME_CRASHED: /process crashed/,
   RUNTIME_TIMEOUT: /no progress .*timeout/,
   RESOURCE_EXHAUSTED: /out of system resources/,
+  CACHE_UNTRUSTED: /cache not trusted/,
 };
 
 test('Status has exactly the statuses of rkl.h', () => {
   const fromHeader = headerStatuses();
-  assert.equal(Object.keys(fromHeader).length, 26);
+  assert.equal(Object.keys(fromHeader).length, 27);
   assert.deepEqual({ ...rkl.Status }, fromHeader);
   assert.deepEqual(Object.keys(DESCRIPTION).sort(), Object.keys(fromHeader).sort());
 });
@@ -55,7 +56,7 @@ test('Status has exactly the statuses of rkl.h', () => {
 test('every status number: name, code, class and the library description', () => {
   const seen = new Set();
   const names = Object.keys(rkl.Status);
-  for (let n = 0; n <= 25; n++) {
+  for (let n = 0; n <= 26; n++) {
     const name = names.find((k) => rkl.Status[k] === n);
     assert.ok(name, `no name for ${n}`);
     const text = rkl.statusStr(n);
@@ -69,7 +70,7 @@ test('every status number: name, code, class and the library description', () =>
     assert.equal(err.status, n);
     assert.equal(err.code, `RKL_${name}`);
     assert.equal(err.message, text);
-    const Class = n >= 16 && n <= 21 ? rkl.CacheError
+    const Class = (n >= 16 && n <= 21) || n === 26 ? rkl.CacheError
       : n === 23 ? rkl.RuntimeCrashedError
         : n === 24 ? rkl.RuntimeTimeoutError
           : n === 25 ? rkl.ResourceExhaustedError : rkl.RklError;
@@ -77,9 +78,9 @@ test('every status number: name, code, class and the library description', () =>
     assert.equal(err.name, Class.name);
     assert.equal(rkl.RklError.fromStatus(n, 'why').message, 'why');
   }
-  assert.equal(rkl.statusStr(26), 'unknown status');
+  assert.equal(rkl.statusStr(27), 'unknown status');
   assert.equal(rkl.statusStr(-1), 'unknown status');
-  assert.equal(rkl.RklError.fromStatus(26).code, 'RKL_STATUS_26');
+  assert.equal(rkl.RklError.fromStatus(27).code, 'RKL_STATUS_27');
 });
 
 test('a failed call carries rkl\'s own message', async () => {

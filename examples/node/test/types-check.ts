@@ -27,7 +27,8 @@ async function main(): Promise<void> {
   try {
     model.close();
   } catch (e) {
-    if (e instanceof rkl.CacheError || e instanceof rkl.RuntimeCrashedError) console.log(e.code);
+    if (e instanceof rkl.CacheError && e.status === rkl.Status.CACHE_UNTRUSTED) console.log(e.message);
+    else if (e instanceof rkl.CacheError || e instanceof rkl.RuntimeCrashedError) console.log(e.code);
     else if (e instanceof rkl.RuntimeTimeoutError || e instanceof rkl.ResourceExhaustedError) console.log(e.status);
     else if (e instanceof rkl.RklError) console.log(e.code, e.status, e.message, err.code);
   }

@@ -295,6 +295,35 @@ typedef int32_t rkl_finish_reason;
 #endif // __cplusplus
 
 /**
+ * What automatic prompt caching did for a request (`rkl_stats.cache_use`).
+ */
+enum rkl_cache_use
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Nothing: no `cache_dir`, or the request marked no prefix.
+     */
+    RKL_CACHE_USE_NONE = 0,
+    /**
+     * The prefix's cache was found: already loaded, or loaded from disk.
+     */
+    RKL_CACHE_USE_HIT = 1,
+    /**
+     * There was none: it was saved (one prefill of the prefix), then loaded.
+     */
+    RKL_CACHE_USE_SAVED = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum rkl_cache_use rkl_cache_use;
+#else
+typedef int32_t rkl_cache_use;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * What rkl_cache_inspect() concluded about a cache (also set by
  * rkl_cache_save() and rkl_cache_load(), always to ::RKL_VERDICT_VALID).
  */
@@ -525,6 +554,23 @@ typedef struct rkl_open_params {
      * automatically.
      */
     int32_t max_restarts;
+    /**
+     * Version 3 of the struct starts here. Automatic prompt caching: a
+     * directory (UTF-8; made owner-only when missing) where requests that
+     * mark a stable prefix (`rkl_generate_params.cache_prefix_bytes`) find
+     * the prefix's cache, or save it the first time. Keyed by the model
+     * file's content, the runtime release, the chat template, the prefix
+     * and the settings that shape the KV state, so a change of any of them
+     * makes a new cache. Several processes and models may share the
+     * directory. NULL (default): off. Copied during rkl_open().
+     */
+    const char *cache_dir;
+    /**
+     * Automatic prompt caching: the most bytes the directory's automatic
+     * caches may take together; past it the least recently used are
+     * removed. 0 (default): no cap.
+     */
+    uint64_t cache_max_bytes;
 } rkl_open_params;
 
 /**
@@ -599,6 +645,17 @@ typedef struct rkl_generate_params {
      * conversation (default false: history goes back to what it was).
      */
     bool keep_history;
+    /**
+     * Version 2 of the struct starts here. Automatic prompt caching (a
+     * model opened with `rkl_open_params.cache_dir`): the prompt's first
+     * this many bytes are a stable prefix (a system prompt, say); its KV
+     * state is saved the first time and reused by every later request with
+     * the same prefix, in any process sharing the directory. Must end on a
+     * UTF-8 character boundary before the end of the prompt. 0 (default):
+     * no prefix; a cache loaded automatically before is released first.
+     * Ignored without `cache_dir`.
+     */
+    size_t cache_prefix_bytes;
 } rkl_generate_params;
 
 /**
@@ -683,6 +740,12 @@ typedef struct rkl_stats {
      * (in-process) or its worker was killed to stop it (isolation mode).
      */
     double abort_ms;
+    /**
+     * Version 3 of the struct starts here. What automatic prompt caching
+     * did: an ::rkl_cache_use value. With a cache saved or loaded, `ttft_ms`
+     * and `total_ms` include that work.
+     */
+    rkl_cache_use cache_use;
 } rkl_stats;
 
 /**

@@ -67,6 +67,22 @@ pub struct OpenConfig {
     /// Isolation mode: the worker program; else `RKL_HOST`, else `rkl-host`
     /// beside the library, else beside the executable, else on `PATH`.
     pub host_path: Option<PathBuf>,
+    /// Automatic prompt caching: requests that mark a stable prefix
+    /// ([`GenerateRequest::cache_prefix`]) reuse a cache of it from this
+    /// directory, saving one the first time. `None` (default): off.
+    #[serde(default)]
+    pub auto_cache: Option<AutoCache>,
+}
+
+/// Where automatic prompt caches live and how much room they may take.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoCache {
+    /// The directory (made, owner-only, when missing). Several processes
+    /// and models may share it.
+    pub dir: PathBuf,
+    /// The most bytes its automatic caches may take together (manifests and
+    /// payloads); the least recently used are removed beyond it. 0: no cap.
+    pub max_bytes: u64,
 }
 
 impl Default for OpenConfig {
@@ -81,6 +97,7 @@ impl Default for OpenConfig {
             abort_grace: DEFAULT_ABORT_GRACE,
             restart: RestartPolicy::default(),
             host_path: None,
+            auto_cache: None,
         }
     }
 }
@@ -208,6 +225,13 @@ pub struct GenerateRequest {
     pub max_new_tokens: Option<u32>,
     /// Name of a loaded LoRA adapter to apply.
     pub lora: Option<String>,
+    /// Automatic prompt caching: the prompt's first this many bytes are a
+    /// stable prefix (a system prompt, say) whose KV state is cached and
+    /// reused by later requests with the same prefix. It must end on a
+    /// character boundary, before the end of the prompt. Ignored (`None`)
+    /// unless the model was opened with [`OpenConfig::auto_cache`].
+    #[serde(default)]
+    pub cache_prefix: Option<usize>,
 }
 
 impl GenerateRequest {

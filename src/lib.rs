@@ -44,10 +44,10 @@ mod runtime;
 pub mod utf8;
 
 pub use cache::{CacheInfo, Verdict};
-pub use config::{GenerateRequest, OpenConfig, RestartPolicy, Role};
+pub use config::{AutoCache, GenerateRequest, OpenConfig, RestartPolicy, Role};
 pub use error::{Error, ErrorKind, Result};
 pub use facade::{Model, Stream, StreamAborter};
-pub use outcome::{FinishReason, Stats, Step, StreamEvent};
+pub use outcome::{CacheUse, FinishReason, Stats, Step, StreamEvent};
 pub use runtime::{Family, ModelParams};
 
 /// Checks that `bytes` are UTF-8 text without NUL bytes (the C API's rule

@@ -50,6 +50,22 @@ pub struct Stats {
     pub abort_ms: f64,
     /// Why it ended.
     pub finish: FinishReason,
+    /// What automatic prompt caching did for this request.
+    #[serde(default)]
+    pub cache: CacheUse,
+}
+
+/// What automatic prompt caching ([`OpenConfig::auto_cache`](crate::OpenConfig::auto_cache))
+/// did for a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CacheUse {
+    /// Nothing: no automatic cache, or the request marked no stable prefix.
+    #[default]
+    None,
+    /// The prefix's cache was found (already loaded, or loaded from disk).
+    Hit,
+    /// No cache of the prefix existed: it was saved, then loaded.
+    Saved,
 }
 
 /// One step of a [`Stream`](crate::Stream).

@@ -350,8 +350,10 @@ fn input_size(rng: &mut Rng, ours: usize) -> usize {
 }
 
 /// An input struct: `value`'s bytes in a buffer of `struct_size` (at least
-/// ours) bytes, with a zero or garbage tail.
-fn input_struct<T: Copy>(rng: &mut Rng, value: &T) -> (Vec<u64>, bool) {
+/// ours) bytes, with a zero or garbage tail. Acceptable: at least the first
+/// version's size `first` (what a caller of an older header passes), at most
+/// the largest rkl accepts, and no set byte beyond what rkl knows.
+fn input_struct<T: Copy>(rng: &mut Rng, value: &T, first: usize) -> (Vec<u64>, bool) {
     let ours = size_of::<T>();
     let size = input_size(rng, ours);
     let len = size.max(ours).div_ceil(8) + 1;
@@ -367,7 +369,13 @@ fn input_struct<T: Copy>(rng: &mut Rng, value: &T) -> (Vec<u64>, bool) {
         }
         bytes.cast::<usize>().write_unaligned(size);
     }
-    let acceptable = size >= ours && size <= MAX_STRUCT_SIZE && !garbage_tail;
+    // A short struct is read as the older version it is: the fields past
+    // `size` count as zero (the value's own bytes there are not sent).
+    let older_is_default = (size..ours).all(|at| {
+        // SAFETY: reading the value's plain bytes inside its size.
+        unsafe { *(value as *const T).cast::<u8>().add(at) == 0 }
+    });
+    let acceptable = size >= first && (size >= ours || older_is_default) && size <= MAX_STRUCT_SIZE && !garbage_tail;
     (words, acceptable)
 }
 
@@ -567,7 +575,8 @@ fn fuzz_open(rng: &mut Rng, world: &mut World) {
     if rng.chance(odds) {
         p.enabled_cpus_mask = rng.next() as u32;
     }
-    let (words, _) = if plausible { input_struct_exact(&p) } else { input_struct(rng, &p) };
+    let (words, _) =
+        if plausible { input_struct_exact(&p) } else { input_struct(rng, &p, rkl::ffi::V1_OPEN_PARAMS_SIZE) };
     let mut out: *mut rkl_model = 0x77 as *mut rkl_model;
     let params = if !plausible && rng.chance(20) { null() } else { words.as_ptr().cast::<rkl_open_params>() };
     let out_ptr = if !plausible && rng.chance(20) { null_mut() } else { &mut out as *mut _ };
@@ -672,7 +681,8 @@ fn request_arg(rng: &mut Rng, world: &World, model: Option<&ModelState>) -> Requ
     if rng.chance(4) {
         g.max_new_tokens = rng.pick(&[0, 1, 2, 3, 5, 1000, i32::MAX as u32, i32::MAX as u32 + 1, u32::MAX]);
     }
-    let (mut words, mut acceptable) = input_struct(rng, &g);
+    let (mut words, mut acceptable) =
+        input_struct(rng, &g, std::mem::offset_of!(rkl_generate_params, cache_prefix_bytes));
     let mut thinking = false;
     // Bool bytes: 0/1 usually, garbage sometimes.
     for offset in [

@@ -6,6 +6,9 @@
 //!                                 delete invalid caches, orphan payloads and
 //!                                 temporaries (and stale caches with --stale);
 //!                                 only files rkl made, owned by the caller
+//!   rkl-cache prune DIR --max-bytes N [--dry-run]
+//!                                 remove the least recently used automatic
+//!                                 caches until they take at most N bytes
 //!
 //! Names, paths and previews come from files anyone may have written:
 //! control characters in them are printed escaped (`\u{1b}`), never raw.
@@ -24,8 +27,15 @@ fn main() -> ExitCode {
         ["clean", dir, flags @ ..] if flags.iter().all(|f| *f == "--stale" || *f == "--dry-run") => {
             clean(Path::new(dir), flags.contains(&"--stale"), flags.contains(&"--dry-run"))
         }
+        ["prune", dir, "--max-bytes", n, rest @ ..]
+            if rest.iter().all(|f| *f == "--dry-run") && n.parse::<u64>().is_ok() =>
+        {
+            prune(Path::new(dir), n.parse().unwrap_or(0), !rest.is_empty())
+        }
         _ => {
-            eprintln!("usage: rkl-cache list DIR | show PATH | clean DIR [--stale] [--dry-run]");
+            eprintln!(
+                "usage: rkl-cache list DIR | show PATH | clean DIR [--stale] [--dry-run] | prune DIR --max-bytes N [--dry-run]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -121,6 +131,14 @@ fn show(path: &Path) -> Result<ExitCode, rkl::Error> {
 fn clean(dir: &Path, stale: bool, dry_run: bool) -> Result<ExitCode, rkl::Error> {
     let verb = if dry_run { "would remove" } else { "removed" };
     for removal in rkl::cache::clean(dir, stale, dry_run)? {
+        println!("{verb} {} {}", removal.what, printable_path(&removal.path));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune(dir: &Path, max_bytes: u64, dry_run: bool) -> Result<ExitCode, rkl::Error> {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for removal in rkl::cache::prune(dir, max_bytes, None, dry_run)? {
         println!("{verb} {} {}", removal.what, printable_path(&removal.path));
     }
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@
 //! everything before the runtime reads a byte (`check`). Running the runtime
 //! to write or read a payload is the in-process wing's (`crate::local`).
 
+mod auto;
 mod check;
 mod clean;
 mod files;
@@ -18,11 +19,13 @@ mod save;
 mod trust;
 mod verified;
 
+pub use auto::prune;
 pub use clean::{clean, Removal, MIN_AGE};
 pub use info::{inspect, CacheInfo, Verdict};
 pub use listing::{path_of, scan, Found};
 pub use manifest::{KvSettings, Manifest, ModelIdentity, PayloadRecord, PromptRecord, FORMAT_VERSION};
 
+pub(crate) use auto::{manifest_path as auto_manifest_path, prepare_dir as prepare_auto_dir, touch, AutoKey};
 pub(crate) use check::check_files;
 pub(crate) use identity::{model_identity, prompt_hash};
 pub(crate) use save::PendingSave;

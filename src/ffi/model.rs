@@ -5,7 +5,7 @@ use super::args::{self, Versioned};
 use super::error::{FfiError, FfiResult};
 use super::handles::{self, Registry, MODEL_TAG};
 use super::status::rkl_status;
-use crate::{ErrorKind, Family, Model, ModelParams, OpenConfig};
+use crate::{AutoCache, ErrorKind, Family, Model, ModelParams, OpenConfig};
 use std::ffi::{c_char, CStr, CString};
 use std::path::PathBuf;
 use std::ptr;
@@ -118,6 +118,19 @@ pub struct rkl_open_params {
     /// rkl_model_restart(). 0 (default): 3; negative: never restart
     /// automatically.
     pub max_restarts: i32,
+    /// Version 3 of the struct starts here. Automatic prompt caching: a
+    /// directory (UTF-8; made owner-only when missing) where requests that
+    /// mark a stable prefix (`rkl_generate_params.cache_prefix_bytes`) find
+    /// the prefix's cache, or save it the first time. Keyed by the model
+    /// file's content, the runtime release, the chat template, the prefix
+    /// and the settings that shape the KV state, so a change of any of them
+    /// makes a new cache. Several processes and models may share the
+    /// directory. NULL (default): off. Copied during rkl_open().
+    pub cache_dir: *const c_char,
+    /// Automatic prompt caching: the most bytes the directory's automatic
+    /// caches may take together; past it the least recently used are
+    /// removed. 0 (default): no cap.
+    pub cache_max_bytes: u64,
 }
 
 // SAFETY: repr(C), starts with usize; pointers, integers and floats are
@@ -137,7 +150,8 @@ pub const V1_OPEN_PARAMS_SIZE: usize =
 const _: () = assert!(
     V1_OPEN_PARAMS_SIZE == 104
         && std::mem::offset_of!(rkl_open_params, flags) == 104
-        && std::mem::size_of::<rkl_open_params>() == 120
+        && std::mem::offset_of!(rkl_open_params, cache_dir) == 120
+        && std::mem::size_of::<rkl_open_params>() == 136
 );
 
 impl rkl_open_params {
@@ -169,6 +183,8 @@ impl rkl_open_params {
             call_timeout_ms: 0,
             abort_grace_ms: 0,
             max_restarts: 0,
+            cache_dir: ptr::null(),
+            cache_max_bytes: 0,
         }
     }
 
@@ -308,6 +324,12 @@ pub unsafe extern "C" fn rkl_open(params: *const rkl_open_params, out: *mut *mut
             ..OpenConfig::default()
         };
         p.apply_reliability(&mut config)?;
+        // SAFETY: as above.
+        if let Some(dir) = unsafe { args::optional_text(p.cache_dir, "params->cache_dir")? } {
+            config.auto_cache = Some(AutoCache { dir: PathBuf::from(dir), max_bytes: p.cache_max_bytes });
+        } else if p.cache_max_bytes != 0 {
+            return Err(FfiError::invalid("params->cache_max_bytes is set without params->cache_dir"));
+        }
         let model = Model::open(&config)?;
         let entry = ModelEntry {
             model_path: CString::new(model_path).unwrap_or_default(),

@@ -45,20 +45,30 @@ pub struct rkl_generate_params {
     /// Keep this turn in the KV history so the next request continues the
     /// conversation (default false: history goes back to what it was).
     pub keep_history: bool,
+    /// Version 2 of the struct starts here. Automatic prompt caching (a
+    /// model opened with `rkl_open_params.cache_dir`): the prompt's first
+    /// this many bytes are a stable prefix (a system prompt, say); its KV
+    /// state is saved the first time and reused by every later request with
+    /// the same prefix, in any process sharing the directory. Must end on a
+    /// UTF-8 character boundary before the end of the prompt. 0 (default):
+    /// no prefix; a cache loaded automatically before is released first.
+    /// Ignored without `cache_dir`.
+    pub cache_prefix_bytes: usize,
 }
 
 // SAFETY: repr(C), starts with usize; the two bools are listed and checked.
 unsafe impl Versioned for rkl_generate_params {
     const NAME: &'static str = "rkl_generate_params";
-    // The first version is the current one; freeze this as a number when a
-    // field is added.
-    const V1_SIZE: usize = std::mem::size_of::<rkl_generate_params>();
+    /// Version 1 ended after `keep_history` (40 bytes on LP64).
+    const V1_SIZE: usize = offset_of!(rkl_generate_params, cache_prefix_bytes);
     const BOOL_OFFSETS: &'static [usize] =
         &[offset_of!(rkl_generate_params, enable_thinking), offset_of!(rkl_generate_params, keep_history)];
 }
 
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<rkl_generate_params>() == 40);
+const _: () = assert!(
+    std::mem::size_of::<rkl_generate_params>() == 48 && offset_of!(rkl_generate_params, cache_prefix_bytes) == 40
+);
 
 impl rkl_generate_params {
     fn defaults() -> rkl_generate_params {
@@ -70,6 +80,7 @@ impl rkl_generate_params {
             max_new_tokens: 0,
             enable_thinking: false,
             keep_history: false,
+            cache_prefix_bytes: 0,
         }
     }
 }
@@ -97,6 +108,7 @@ pub unsafe fn read_request(params: *const rkl_generate_params) -> FfiResult<Gene
         keep_history: p.keep_history,
         max_new_tokens: (p.max_new_tokens != 0).then_some(p.max_new_tokens),
         lora: lora.map(str::to_string),
+        cache_prefix: (p.cache_prefix_bytes != 0).then_some(p.cache_prefix_bytes),
     })
 }
 

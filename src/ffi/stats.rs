@@ -1,7 +1,7 @@
 //! `rkl_stats`: figures of one generation and why it ended.
 
 use super::args::Versioned;
-use crate::{FinishReason, Stats};
+use crate::{CacheUse, FinishReason, Stats};
 
 /// Why a generation ended.
 #[repr(i32)]
@@ -18,6 +18,18 @@ pub enum rkl_finish_reason {
     RKL_FINISH_STOPPED = 3,
     /// The runtime reported an error.
     RKL_FINISH_ERROR = 4,
+}
+
+/// What automatic prompt caching did for a request (`rkl_stats.cache_use`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum rkl_cache_use {
+    /// Nothing: no `cache_dir`, or the request marked no prefix.
+    RKL_CACHE_USE_NONE = 0,
+    /// The prefix's cache was found: already loaded, or loaded from disk.
+    RKL_CACHE_USE_HIT = 1,
+    /// There was none: it was saved (one prefill of the prefix), then loaded.
+    RKL_CACHE_USE_SAVED = 2,
 }
 
 /// Figures for one generation: the runtime's own counters plus what rkl
@@ -60,6 +72,10 @@ pub struct rkl_stats {
     /// model's `abort_grace_ms` it means the runtime stopped late
     /// (in-process) or its worker was killed to stop it (isolation mode).
     pub abort_ms: f64,
+    /// Version 3 of the struct starts here. What automatic prompt caching
+    /// did: an ::rkl_cache_use value. With a cache saved or loaded, `ttft_ms`
+    /// and `total_ms` include that work.
+    pub cache_use: rkl_cache_use,
 }
 
 // SAFETY: repr(C), starts with usize, every field is valid for any bit
@@ -71,7 +87,11 @@ unsafe impl Versioned for rkl_stats {
 }
 
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::offset_of!(rkl_stats, abort_ms) == 72 && std::mem::size_of::<rkl_stats>() == 80);
+const _: () = assert!(
+    std::mem::offset_of!(rkl_stats, abort_ms) == 72
+        && std::mem::offset_of!(rkl_stats, cache_use) == 80
+        && std::mem::size_of::<rkl_stats>() == 88
+);
 
 impl From<&Stats> for rkl_stats {
     fn from(s: &Stats) -> rkl_stats {
@@ -94,6 +114,11 @@ impl From<&Stats> for rkl_stats {
             decode_ms: s.decode_ms,
             memory_mb: s.memory_mb,
             abort_ms: s.abort_ms,
+            cache_use: match s.cache {
+                CacheUse::None => rkl_cache_use::RKL_CACHE_USE_NONE,
+                CacheUse::Hit => rkl_cache_use::RKL_CACHE_USE_HIT,
+                CacheUse::Saved => rkl_cache_use::RKL_CACHE_USE_SAVED,
+            },
         }
     }
 }

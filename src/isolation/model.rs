@@ -139,6 +139,8 @@ impl IsolatedModel {
             abort_grace: config.abort_grace,
             restart: RestartPolicy::default(),
             host_path: None,
+            // The worker caches for itself, in the same directory.
+            auto_cache: config.auto_cache.clone(),
         };
         let limits = Limits { call_timeout: config.call_timeout, abort_grace: config.abort_grace };
         let (worker, family, runtime_path, runtime_version) = start_worker(&program, &cwd, &worker_config, limits)?;

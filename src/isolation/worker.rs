@@ -4,7 +4,9 @@
 //! The main thread only reads requests, so an abort is served at once even
 //! while the runtime is busy. A generation is queued on the runtime by the
 //! main thread (keeping the parent's order) and pumped to the parent by a
-//! thread of its own; every other call runs on a thread of its own. Each
+//! thread of its own; every other call runs on a thread of its own. (A
+//! generation whose automatic prompt cache may have to be saved first is
+//! started on its thread too, so aborts are read meanwhile.) Each
 //! token callback returns to the runtime only once the pump has sent its
 //! text, so a runtime that crashes after a callback cannot take that text
 //! with it: the parent gets it, then the crash, as a caller in-process
@@ -119,7 +121,7 @@ pub fn serve(socket: UnixStream) -> i32 {
     };
     let busy = Arc::new(AtomicUsize::new(0));
     start_heartbeat(&model, out.clone(), busy.clone());
-    let runs: Arc<Mutex<HashMap<u64, LocalAborter>>> = Arc::default();
+    let runs: Runs = Arc::default();
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     loop {
         let request = match read_message::<Request>(&mut input) {
@@ -130,23 +132,34 @@ pub fn serve(socket: UnixStream) -> i32 {
         };
         threads.retain(|t| !t.is_finished());
         match request {
-            Request::Generate { id, request } => match model.stream(&request) {
-                Ok(stream) => {
-                    runs.lock().unwrap_or_else(|p| p.into_inner()).insert(id, stream.aborter());
-                    send(&out, &Reply::Accepted { id });
+            Request::Generate { id, request } if model.caches_automatically(&request) => {
+                // Choosing the automatic cache may save one (a prefill):
+                // on a thread of its own, so aborts are still read here.
+                locked(&runs).insert(id, Run::Preparing { aborted: false });
+                let (model, out, runs, busy) = (model.clone(), out.clone(), runs.clone(), Busy::start(&busy));
+                threads.push(std::thread::spawn(move || {
+                    let _busy = busy;
+                    let started = model.stream(&request);
+                    if let Some(stream) = accept(id, started, &out, &runs) {
+                        pump(id, stream, &out, &runs);
+                    }
+                }));
+            }
+            Request::Generate { id, request } => {
+                locked(&runs).insert(id, Run::Preparing { aborted: false });
+                if let Some(stream) = accept(id, model.stream(&request), &out, &runs) {
                     let (out, runs, busy) = (out.clone(), runs.clone(), Busy::start(&busy));
                     threads.push(std::thread::spawn(move || {
                         pump(id, stream, &out, &runs);
                         drop(busy);
                     }));
                 }
-                Err(error) => send(&out, &Reply::Failed { id, error }),
-            },
-            Request::Abort { id } => {
-                if let Some(run) = runs.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
-                    run.abort();
-                }
             }
+            Request::Abort { id } => match locked(&runs).get_mut(&id) {
+                Some(Run::Running(run)) => run.abort(),
+                Some(Run::Preparing { aborted }) => *aborted = true,
+                None => {}
+            },
             Request::AbortAll => model.abort(),
             Request::Call { id, call } => {
                 // Taken now, in the order of the requests: an AbortAll read
@@ -234,7 +247,44 @@ fn start_heartbeat(model: &LocalModel, out: Out, busy: Arc<AtomicUsize>) {
 }
 
 /// Forwards one generation's text and end to the parent.
-fn pump(id: u64, mut stream: LocalStream, out: &Out, runs: &Mutex<HashMap<u64, LocalAborter>>) {
+/// The generations of the worker: being started (an abort that comes then
+/// is applied once it runs) or running.
+enum Run {
+    Preparing { aborted: bool },
+    Running(LocalAborter),
+}
+
+type Runs = Arc<Mutex<HashMap<u64, Run>>>;
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Registers a started generation and tells the parent, or reports why it
+/// did not start. An abort that came while it was being started stops it.
+fn accept(id: u64, started: Result<LocalStream>, out: &Out, runs: &Runs) -> Option<LocalStream> {
+    match started {
+        Ok(stream) => {
+            let aborter = stream.aborter();
+            let aborted = matches!(
+                locked(runs).insert(id, Run::Running(stream.aborter())),
+                Some(Run::Preparing { aborted: true })
+            );
+            send(out, &Reply::Accepted { id });
+            if aborted {
+                aborter.abort();
+            }
+            Some(stream)
+        }
+        Err(error) => {
+            locked(runs).remove(&id);
+            send(out, &Reply::Failed { id, error });
+            None
+        }
+    }
+}
+
+fn pump(id: u64, mut stream: LocalStream, out: &Out, runs: &Mutex<HashMap<u64, Run>>) {
     loop {
         match stream.next_event(None) {
             Ok(StreamEvent::Text(text)) => send(out, &Reply::Text { id, text, tokens: stream.tokens() }),
@@ -249,7 +299,7 @@ fn pump(id: u64, mut stream: LocalStream, out: &Out, runs: &Mutex<HashMap<u64, L
             }
         }
     }
-    runs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    locked(runs).remove(&id);
 }
 
 /// Runs `call`; a save is stopped by the aborts since the model's abort

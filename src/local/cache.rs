@@ -114,8 +114,11 @@ impl LocalModel {
         // The runtime reads the very file that was checked, through its
         // descriptor, which stays open until the call returns.
         self.inner().raw.load_prompt_cache(cstring("cache path", &checked.runtime_path())?)?;
-        self.inner()
-            .set_loaded_prompt(Some(LoadedPrompt { hash: m.prompt.hash.clone(), bytes: m.prompt.bytes as usize }));
+        self.inner().set_loaded_prompt(Some(LoadedPrompt {
+            hash: m.prompt.hash.clone(),
+            bytes: m.prompt.bytes as usize,
+            automatic: None,
+        }));
         Ok(CacheInfo::from_checked(path, checked, Verdict::Valid))
     }
 

@@ -9,6 +9,9 @@ use crate::error::{Error, ErrorKind, Result};
 pub(crate) struct LoadedPrompt {
     pub(crate) hash: String,
     pub(crate) bytes: usize,
+    /// The manifest, when automatic prompt caching loaded it (it then also
+    /// releases it).
+    pub(crate) automatic: Option<std::path::PathBuf>,
 }
 
 /// The continuation to send when `prompt` starts with the loaded cache's

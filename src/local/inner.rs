@@ -3,6 +3,7 @@
 
 use super::cached_prefix::LoadedPrompt;
 use crate::cache::ModelIdentity;
+use crate::config::AutoCache;
 use crate::runtime::{RawModel, RunShared};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +20,11 @@ pub(crate) struct ModelInner {
     pub(super) chat_template: Mutex<Option<[String; 3]>>,
     /// Names of the LoRA adapters loaded: a request may name only these.
     pub(super) loras: Mutex<Vec<String>>,
+    /// Automatic prompt caching, when configured.
+    pub(super) auto_cache: Option<AutoCache>,
+    /// Held from choosing a request's automatic cache until its run is
+    /// queued, so concurrent requests never see each other's cache.
+    pub(super) auto_lock: Mutex<()>,
     pub(super) loaded_prompt: Mutex<Option<LoadedPrompt>>,
     pub(super) closed: AtomicBool,
     pub(super) inflight: Mutex<Vec<Arc<RunShared>>>,

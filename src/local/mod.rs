@@ -3,10 +3,12 @@
 //! [`LocalModel`] is an open model on a runtime loaded here (`model`); its
 //! generations are read from the runtime's callbacks by [`LocalStream`]
 //! (`stream`); its prompt caches are saved and loaded by running the
-//! runtime against the store in `crate::cache` (`cache`). The facade
+//! runtime against the store in `crate::cache` (`cache`), also on their own
+//! for requests that mark a stable prefix (`auto_cache`). The facade
 //! (`crate::Model`) uses it in-process, and the isolation worker
 //! (`rkl-host`) uses it to serve its parent.
 
+mod auto_cache;
 mod cache;
 mod cached_prefix;
 mod inner;

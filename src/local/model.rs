@@ -4,7 +4,7 @@
 use super::cached_prefix::strip_cached_prefix;
 use super::inner::{locked, ModelInner};
 use super::stream::LocalStream;
-use crate::cache::model_identity;
+use crate::cache::{model_identity, prepare_auto_dir};
 use crate::callback_scope::in_callback_of;
 use crate::config::{cstring, GenerateRequest, OpenConfig, MAX_PROMPT_BYTES};
 use crate::error::{Error, ErrorKind, Result};
@@ -31,6 +31,9 @@ impl LocalModel {
         let runtime_path = config.resolved_runtime_path()?;
         let abi = config.resolved_abi()?;
         let identity = model_identity(&config.model_path)?;
+        if let Some(auto) = &config.auto_cache {
+            prepare_auto_dir(&auto.dir)?;
+        }
         let runtime = Runtime::load(&runtime_path, abi)?;
         let raw = runtime.init(model_path, &config.params, config.call_timeout)?;
         Ok(LocalModel {
@@ -42,6 +45,8 @@ impl LocalModel {
                 max_context_len: config.params.max_context_len,
                 chat_template: Mutex::new(None),
                 loras: Mutex::new(Vec::new()),
+                auto_cache: config.auto_cache.clone(),
+                auto_lock: Mutex::new(()),
                 loaded_prompt: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 inflight: Mutex::new(Vec::new()),
@@ -100,10 +105,26 @@ impl LocalModel {
         self.inner.raw.runtime().id()
     }
 
+    /// Whether starting `request` may involve automatic prompt caching
+    /// (saving or loading a cache first).
+    pub fn caches_automatically(&self, request: &GenerateRequest) -> bool {
+        self.inner.auto_cache.is_some() && request.cache_prefix.is_some()
+    }
+
     /// Starts a generation and returns a pull stream of its text. With a
     /// prompt cache loaded, give the full prompt (see [`LocalModel::cache_load`]).
+    /// With automatic prompt caching, the prefix's cache is made the loaded
+    /// one first (see `auto_cache.rs`).
     pub fn stream(&self, request: &GenerateRequest) -> Result<LocalStream> {
-        self.start_stream(request, None)
+        if self.inner.auto_cache.is_none() {
+            return self.start_stream(request, None);
+        }
+        let started_at = std::time::Instant::now();
+        let _choosing = locked(&self.inner.auto_lock);
+        let cache = self.prepare_auto_cache(request)?;
+        let mut stream = self.start_stream(request, None)?;
+        stream.set_auto_cache(cache, started_at);
+        Ok(stream)
     }
 
     /// Starts a run, optionally saving its prompt cache to `save_to`.

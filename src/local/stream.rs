@@ -3,7 +3,7 @@
 
 use super::inner::ModelInner;
 use crate::error::{Error, ErrorKind, Result};
-use crate::outcome::{FinishReason, Stats, Step, StreamEvent};
+use crate::outcome::{CacheUse, FinishReason, Stats, Step, StreamEvent};
 use crate::runtime::{Batch, PerfStat, RunEvent, RunShared, STALL_POLL};
 use crate::utf8::Reassembler;
 use std::sync::Arc;
@@ -70,6 +70,13 @@ impl LocalStream {
             stats: Stats::default(),
             outcome: None,
         }
+    }
+
+    /// Records what automatic prompt caching did for this request, and that
+    /// the request began at `started_at`, before that work.
+    pub(crate) fn set_auto_cache(&mut self, cache: CacheUse, started_at: Instant) {
+        self.stats.cache = cache;
+        self.started_at = started_at;
     }
 
     /// Waits up to `timeout` (`None`: without limit) for the next text or the end.

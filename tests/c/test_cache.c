@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <sys/stat.h>
 
@@ -950,6 +951,57 @@ static void test_misuse(void) {
     CHECK_ST(rkl_cache_load(m, path, NULL), RKL_BAD_HANDLE);
 }
 
+/* Automatic prompt caching from C: cache_dir at open, cache_prefix_bytes
+ * per request; the first request saves, the next ones hit, in this model
+ * and in another one on the same directory; stats say which. */
+static void test_automatic_caching(void) {
+    const char *dir = join(cache_dir("auto"), "store");
+    char prompt[1024];
+    rkl_open_params p;
+    rkl_model *m = NULL, *other = NULL;
+    rkl_generate_params g;
+    rkl_stats st;
+    h_text out;
+    int i;
+    rkl_open_params_init(&p, sizeof p);
+    p.model_path = model_a();
+    p.cache_dir = dir;
+    p.cache_max_bytes = 64u << 20;
+    CHECK_ST(rkl_open(&p, &m), RKL_OK);
+    CHECK_ST(rkl_open(&p, &other), RKL_OK);
+    snprintf(prompt, sizeof prompt, "%s%s", SYSTEM, QUESTION);
+    for (i = 0; i < 3; i++) {
+        g = request(prompt);
+        g.cache_prefix_bytes = strlen(SYSTEM);
+        memset(&st, 0, sizeof st);
+        st.struct_size = sizeof st;
+        h_text_init(&out);
+        CHECK_ST(rkl_generate(i == 2 ? other : m, &g, h_collect, &out, &st), RKL_OK);
+        CHECK(st.cache_use == (i == 0 ? RKL_CACHE_USE_SAVED : RKL_CACHE_USE_HIT));
+        CHECK(strstr(out.text, QUESTION) != NULL);
+    }
+    /* A prefix that ends mid-character or at the end is refused. */
+    g = request(prompt);
+    g.cache_prefix_bytes = strlen(prompt);
+    CHECK_ST(rkl_generate(m, &g, NULL, NULL, NULL), RKL_INVALID_ARGUMENT);
+    /* A caller built before the field existed (version 1 of the struct)
+     * gets no automatic caching: the cache loaded for it is released and
+     * the prompt runs whole. */
+    g = request(prompt);
+    g.struct_size = offsetof(rkl_generate_params, cache_prefix_bytes);
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    CHECK_ST(rkl_generate(m, &g, NULL, NULL, &st), RKL_OK);
+    CHECK(st.cache_use == RKL_CACHE_USE_NONE);
+    CHECK_ST(rkl_close(m), RKL_OK);
+    CHECK_ST(rkl_close(other), RKL_OK);
+    rkl_open_params_init(&p, sizeof p);
+    p.model_path = model_a();
+    p.cache_max_bytes = 1;
+    CHECK_ST(rkl_open(&p, &m), RKL_INVALID_ARGUMENT);
+    CHECK_MSG("cache_dir");
+}
+
 int main(void) {
     printf("rkl %s, simulator ABI %s\n", rkl_version(), h_abi());
     RUN(test_save_and_its_info);
@@ -967,6 +1019,7 @@ int main(void) {
     RUN(test_abort_keeps_the_old_cache);
     RUN(test_overwrite);
     RUN(test_misuse);
+    RUN(test_automatic_caching);
     if (h_failed == 0) remove_tree(g_dir); /* kept for a look when something failed */
     return h_finish();
 }

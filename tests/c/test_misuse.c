@@ -170,7 +170,7 @@ static void test_struct_size(void) {
 
     CHECK_ST(rkl_open_params_init(&p, 4), RKL_INVALID_ARGUMENT);
     CHECK_MSG("struct_size");
-    CHECK_ST(rkl_generate_params_init(&g, sizeof g - 1), RKL_INVALID_ARGUMENT);
+    CHECK_ST(rkl_generate_params_init(&g, offsetof(rkl_generate_params, cache_prefix_bytes) - 1), RKL_INVALID_ARGUMENT);
     /* A garbage size is refused before anything is zeroed or read: 2 GiB
      * zeroed from here (or scanned for set bytes) would crash. */
     memset(&p, 0x5a, sizeof p);

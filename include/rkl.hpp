@@ -15,6 +15,11 @@
  * (system prompt + question); `rkl::cache_inspect(path)` needs no model.
  * They return rkl::CacheInfo, a copy (rkl's strings are freed at once).
  *
+ * Automatic prompt caching: `rkl::OpenParams(path).set_cache_dir(dir)`, then
+ * requests made with `rkl::GenerateParams(prompt).set_cache_prefix(system)`
+ * save the prefix's cache the first time and reuse it afterwards
+ * (`stats.cache_use` is RKL_CACHE_USE_SAVED, then RKL_CACHE_USE_HIT).
+ *
  * Isolation mode: `rkl::OpenParams(path).set_isolated().set_call_timeout(...)`
  * runs the runtime in a worker process; a crash then throws
  * rkl::RuntimeCrashed, a hang rkl::RuntimeTimeout, the process lives on and
@@ -145,8 +150,9 @@ inline std::uint32_t milliseconds(std::chrono::milliseconds value, const char *w
 using Stats = rkl_stats;
 
 /** rkl_open_params filled with the defaults by its constructor. Its fields
- *  may be set directly; the setters below cover isolation mode. The strings
- *  it points to must live until the Model is constructed. */
+ *  may be set directly; the setters below cover isolation mode and automatic
+ *  prompt caching. The strings it points to must live until the Model is
+ *  constructed. */
 struct OpenParams : rkl_open_params {
     explicit OpenParams(const char *model = nullptr) : rkl_open_params() {
         detail::check(rkl_open_params_init(this, sizeof(rkl_open_params)));
@@ -181,6 +187,24 @@ struct OpenParams : rkl_open_params {
         max_restarts = per_minute > 0 ? static_cast<std::int32_t>(per_minute) : -1;
         return *this;
     }
+    /** Automatic prompt caching: a directory (UTF-8; made owner-only when
+     *  missing) where requests that mark a stable prefix
+     *  (GenerateParams::set_cache_prefix) find the prefix's cache, or save
+     *  it the first time. Keyed by the model file's content, the runtime
+     *  release, the chat template, the prefix and the settings that shape
+     *  the KV state; several models and processes may share it. nullptr
+     *  (default): off. `dir` must live until the Model is constructed. */
+    OpenParams &set_cache_dir(const char *dir) noexcept {
+        cache_dir = dir;
+        return *this;
+    }
+    /** The most bytes the cache directory's automatic caches may take
+     *  together; past it the least recently used are removed. 0 (default):
+     *  no cap. Refused by the Model's constructor without a cache dir. */
+    OpenParams &set_cache_max_bytes(std::uint64_t max_bytes) noexcept {
+        cache_max_bytes = max_bytes;
+        return *this;
+    }
 };
 
 /** rkl_generate_params filled with the defaults by its constructor. */
@@ -188,6 +212,23 @@ struct GenerateParams : rkl_generate_params {
     explicit GenerateParams(const char *text = nullptr) : rkl_generate_params() {
         detail::check(rkl_generate_params_init(this, sizeof(rkl_generate_params)));
         prompt = text;
+    }
+
+    /** Automatic prompt caching (a model opened with a cache dir): `prefix`
+     *  is the start of the prompt that stays the same from request to
+     *  request (a system prompt, say); its KV state is saved the first time
+     *  and reused by every later request with the same prefix. Set the
+     *  prompt first: `prefix` must be a prefix of it (else rkl::Error with
+     *  RKL_INVALID_ARGUMENT), shorter than it and ending on a character
+     *  boundary (else the request throws that). Sets `cache_prefix_bytes`
+     *  to its length in bytes; "" marks none. Ignored without a cache dir. */
+    GenerateParams &set_cache_prefix(std::string_view prefix) {
+        std::string_view text = prompt ? std::string_view(prompt) : std::string_view();
+        if (text.substr(0, prefix.size()) != prefix) {
+            throw Error(RKL_INVALID_ARGUMENT, "cache prefix: not a prefix of the prompt");
+        }
+        cache_prefix_bytes = prefix.size();
+        return *this;
     }
 };
 

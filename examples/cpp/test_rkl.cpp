@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -307,6 +308,51 @@ void test_cache_errors_are_typed() {
     std::remove(path.c_str());
 }
 
+void test_automatic_caching() {
+    const char *tmp = std::getenv("RKL_TEST_TMP");
+    std::string dir = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + std::to_string(getpid()) + "-auto";
+    std::filesystem::remove_all(dir);  // fresh: made by the Model
+    const std::string system = "You are a terse assistant for Rockchip boards. ";
+    std::string model_path = write_model("auto", "time_scale = 0\nkv_bytes_per_token = 64\n");
+    {
+        rkl::OpenParams params(model_path.c_str());
+        params.set_cache_dir(dir.c_str()).set_cache_max_bytes(64u << 20);
+        rkl::Model model(params);
+        // A callback generation: the first saves the prefix's cache; the
+        // runtime sees only the question.
+        std::string prompt = system + "NPU?";
+        std::string text;
+        rkl::Stats stats = model.generate(rkl::GenerateParams(prompt.c_str()).set_cache_prefix(system),
+                                          [&](std::string_view piece) { text += piece; });
+        CHECK(stats.cache_use == RKL_CACHE_USE_SAVED);
+        CHECK(text == expected("NPU?"));
+        CHECK(!std::filesystem::is_empty(dir));
+        // A pull stream with the same prefix finds it.
+        std::string again = system + "GPU?";
+        rkl::Stream stream = model.stream(rkl::GenerateParams(again.c_str()).set_cache_prefix(system));
+        text.clear();
+        for (std::string_view piece : stream) text += piece;
+        CHECK(text == expected("GPU?"));
+        CHECK(stream.stats().cache_use == RKL_CACHE_USE_HIT);
+        // No prefix: none, and the whole prompt runs.
+        CHECK(model.complete("NPU?", &stats) == expected("NPU?"));
+        CHECK(stats.cache_use == RKL_CACHE_USE_NONE);
+        // A prefix that does not start the prompt is refused before anything runs.
+        std::string question = "NPU?";
+        CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT,
+                                 [&] { rkl::GenerateParams(question.c_str()).set_cache_prefix(system); }, "prefix"));
+        // The whole prompt is no prefix either (librkl's check).
+        CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] {
+            model.generate(rkl::GenerateParams(system.c_str()).set_cache_prefix(system), [](std::string_view) {});
+        }));
+    }
+    // A cap without a directory is refused.
+    rkl::OpenParams capped(model_path.c_str());
+    capped.set_cache_max_bytes(1);
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { rkl::Model m(capped); }, "cache_dir"));
+    std::filesystem::remove_all(dir);
+}
+
 void test_isolated_generate() {
     rkl::Model model = open_isolated(fast_model());
     CHECK(model.complete("isolated") == expected("isolated"));
@@ -364,6 +410,7 @@ int main() {
     run("open_setters", test_open_setters);
     run("typed_errors", test_typed_errors);
     run("cache_errors_are_typed", test_cache_errors_are_typed);
+    run("automatic_caching", test_automatic_caching);
     run("isolated_generate", test_isolated_generate);
     run("isolated_crash_is_survived", test_isolated_crash_is_survived);
     run("isolated_hang_times_out", test_isolated_hang_times_out);

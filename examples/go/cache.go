@@ -185,8 +185,9 @@ func (m *Model) SaveCache(ctx context.Context, path, prompt string) (CacheInfo, 
 }
 
 // SaveCacheRequest is SaveCache with the prompt's role and thinking flag
-// (use those of the requests that will use the cache). MaxNewTokens and
-// KeepHistory are ignored; a Lora is refused with ErrInvalidArgument.
+// (use those of the requests that will use the cache). MaxNewTokens,
+// KeepHistory and CachePrefix are ignored; a Lora is refused with
+// ErrInvalidArgument.
 func (m *Model) SaveCacheRequest(ctx context.Context, path string, req Request) (CacheInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return CacheInfo{}, err

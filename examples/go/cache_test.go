@@ -374,3 +374,64 @@ func TestSaveCacheWithACancelledContext(t *testing.T) {
 		t.Errorf("save with a live context: %v", err)
 	}
 }
+
+func TestAutomaticCacheSavesThenHits(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "auto") // made by Open
+	m := open(t, cacheModel(t, "auto"), rkl.WithCacheDir(dir), rkl.WithCacheMaxBytes(64<<20))
+
+	// The first request saves the prefix's cache; the runtime sees only the question.
+	var b strings.Builder
+	stats, err := m.GenerateRequest(ctx, rkl.Request{Prompt: system + question, CachePrefix: system}, func(s string) error {
+		b.WriteString(s)
+		return nil
+	})
+	if err != nil || stats.CacheUse != rkl.CacheUseSaved || b.String() != expected(question) {
+		t.Fatalf("first: %q %v %v", b.String(), stats.CacheUse, err)
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) == 0 {
+		t.Errorf("cache directory: %d entries, %v", len(entries), err)
+	}
+	// A pull stream with the same prefix finds it.
+	s, err := m.StreamRequest(ctx, rkl.Request{Prompt: system + "And the memory?", CachePrefix: system})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+	for s.Next() {
+		b.WriteString(s.Text())
+	}
+	stats, err = s.Stats()
+	_ = s.Close()
+	if s.Err() != nil || err != nil || stats.CacheUse != rkl.CacheUseHit || b.String() != expected("And the memory?") {
+		t.Errorf("second: %q %v %v %v", b.String(), stats.CacheUse, s.Err(), err)
+	}
+	if stats.CacheUse.String() != "hit" {
+		t.Errorf("String: %q", stats.CacheUse.String())
+	}
+	// Without a prefix: none, and the whole prompt runs.
+	text, stats, err := m.Complete(ctx, question)
+	if err != nil || stats.CacheUse != rkl.CacheUseNone || text != expected(question) {
+		t.Errorf("plain: %q %v %v", text, stats.CacheUse, err)
+	}
+
+	// A prefix that does not start the prompt is refused before anything runs.
+	bad := rkl.Request{Prompt: question, CachePrefix: system}
+	if _, err := m.GenerateRequest(ctx, bad, nil); !errors.Is(err, rkl.ErrInvalidArgument) || !strings.Contains(err.Error(), "prefix") {
+		t.Errorf("not a prefix: %v", err)
+	}
+	if _, err := m.StreamRequest(ctx, bad); !errors.Is(err, rkl.ErrInvalidArgument) {
+		t.Errorf("not a prefix (stream): %v", err)
+	}
+	// The whole prompt is no prefix either (librkl's check).
+	if _, err := m.GenerateRequest(ctx, rkl.Request{Prompt: system, CachePrefix: system}, nil); !errors.Is(err, rkl.ErrInvalidArgument) {
+		t.Errorf("the whole prompt: %v", err)
+	}
+	// A cap without a directory is refused, and so is a negative one.
+	if _, err := rkl.Open(cacheModel(t, "auto-cap"), rkl.WithCacheMaxBytes(1)); !errors.Is(err, rkl.ErrInvalidArgument) {
+		t.Errorf("cap without a directory: %v", err)
+	}
+	if _, err := rkl.Open(cacheModel(t, "auto-cap"), rkl.WithCacheDir(dir), rkl.WithCacheMaxBytes(-1)); !errors.Is(err, rkl.ErrInvalidArgument) {
+		t.Errorf("negative cap: %v", err)
+	}
+}

@@ -40,6 +40,7 @@ import "C"
 import (
 	"math"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -111,6 +112,7 @@ type Option func(*config)
 
 type config struct {
 	runtimePath, runtimeABI string
+	cacheDir                string
 	set                     []func(*C.rkl_open_params)
 	err                     error // the first option refused before librkl sees it
 }
@@ -235,6 +237,28 @@ func WithMaxRestarts(n int) Option {
 	}
 }
 
+// WithCacheDir turns on automatic prompt caching in dir (made, owner-only,
+// when missing): a request that marks a stable prefix (Request.CachePrefix)
+// finds the prefix's cache there, or saves it the first time, and every
+// later request with the same prefix, in any process sharing dir, skips
+// prefilling it. Caches are keyed by the model file's content, the runtime
+// release, the chat template, the prefix and the settings that shape the KV
+// state. Stats.CacheUse tells what a request did.
+func WithCacheDir(dir string) Option { return func(c *config) { c.cacheDir = dir } }
+
+// WithCacheMaxBytes caps the bytes the automatic caches in WithCacheDir's
+// directory may take together; past it the least recently used are removed.
+// Without it there is no cap; without WithCacheDir it is refused.
+func WithCacheMaxBytes(n int64) Option {
+	return func(c *config) {
+		if n < 0 {
+			c.fail("the cache byte cap must not be negative, not " + strconv.FormatInt(n, 10))
+			return
+		}
+		c.add(func(p *C.rkl_open_params) { p.cache_max_bytes = C.uint64_t(n) })
+	}
+}
+
 // Model is an open model. Its methods may be called from many goroutines.
 type Model struct {
 	// A token checked by librkl, not an address; it stays set after Close
@@ -256,7 +280,8 @@ func Open(path string, opts ...Option) (*Model, error) {
 	if err := call(func() C.rkl_status { return C.rkl_open_params_init(&p, C.sizeof_rkl_open_params) }); err != nil {
 		return nil, err
 	}
-	strs, err := cStrings("rkl_open", "model path", path, "runtime path", cfg.runtimePath, "runtime ABI", cfg.runtimeABI)
+	strs, err := cStrings("rkl_open", "model path", path, "runtime path", cfg.runtimePath, "runtime ABI", cfg.runtimeABI,
+		"cache directory", cfg.cacheDir)
 	if err != nil {
 		return nil, err
 	}
@@ -267,6 +292,9 @@ func Open(path string, opts ...Option) (*Model, error) {
 	}
 	if cfg.runtimeABI != "" {
 		p.runtime_abi = strs[2]
+	}
+	if cfg.cacheDir != "" {
+		p.cache_dir = strs[3]
 	}
 	for _, f := range cfg.set {
 		f(&p)
@@ -394,6 +422,29 @@ func (f FinishReason) String() string {
 	return "unknown"
 }
 
+// CacheUse tells what automatic prompt caching (WithCacheDir) did for a
+// request.
+type CacheUse int
+
+// The cache uses of rkl.h.
+const (
+	CacheUseNone  CacheUse = C.RKL_CACHE_USE_NONE  // no cache directory, or no Request.CachePrefix
+	CacheUseHit   CacheUse = C.RKL_CACHE_USE_HIT   // the prefix's cache was found (loaded already, or from disk)
+	CacheUseSaved CacheUse = C.RKL_CACHE_USE_SAVED // there was none: it was saved (one prefill of the prefix), then loaded
+)
+
+func (u CacheUse) String() string {
+	switch u {
+	case CacheUseNone:
+		return "none"
+	case CacheUseHit:
+		return "hit"
+	case CacheUseSaved:
+		return "saved"
+	}
+	return "unknown"
+}
+
 // Stats are the figures of one generation.
 type Stats struct {
 	Finish        FinishReason
@@ -410,12 +461,15 @@ type Stats struct {
 	// the run (0 when not aborted). Beyond the abort grace it means the
 	// runtime stopped late, or its worker was killed to stop it.
 	AbortLatency time.Duration
+	// CacheUse is what automatic prompt caching did; with a cache saved or
+	// loaded, TTFT and Total include that work.
+	CacheUse CacheUse
 }
 
 func ms(v C.double) time.Duration { return time.Duration(float64(v) * float64(time.Millisecond)) }
 
 func statsFrom(s *C.rkl_stats) Stats {
-	return Stats{
+	st := Stats{
 		Finish:        FinishReason(s.finish),
 		Tokens:        int(s.tokens),
 		PrefillTokens: int(s.prefill_tokens),
@@ -430,10 +484,20 @@ func statsFrom(s *C.rkl_stats) Stats {
 		// struct_size of a SaveCache's stats is the library's).
 		AbortLatency: msIfCovered(s, unsafe.Offsetof(s.abort_ms), s.abort_ms),
 	}
+	// Version 3 of the struct.
+	if covered(s, unsafe.Offsetof(s.cache_use), unsafe.Sizeof(s.cache_use)) {
+		st.CacheUse = CacheUse(s.cache_use)
+	}
+	return st
+}
+
+// covered tells whether s's struct_size covers the field at offset.
+func covered(s *C.rkl_stats, offset, size uintptr) bool {
+	return uintptr(s.struct_size) >= offset+size
 }
 
 func msIfCovered(s *C.rkl_stats, offset uintptr, v C.double) time.Duration {
-	if uintptr(s.struct_size) < offset+unsafe.Sizeof(v) {
+	if !covered(s, offset, unsafe.Sizeof(v)) {
 		return 0
 	}
 	return ms(v)

@@ -7,6 +7,7 @@ import "C"
 
 import (
 	"context"
+	"strings"
 	"sync"
 )
 
@@ -27,6 +28,13 @@ type Request struct {
 	EnableThinking bool // Qwen3-style thinking
 	Role           Role
 	Lora           string // a name given to LoadLora, or ""
+	// CachePrefix marks the start of Prompt that stays the same from request
+	// to request (a system prompt, say) for automatic prompt caching
+	// (WithCacheDir): its KV state is saved the first time and reused by
+	// every later request with the same prefix. It must be a prefix of
+	// Prompt, shorter than it, ending on a character boundary (else
+	// ErrInvalidArgument); "" marks none. Ignored without WithCacheDir.
+	CachePrefix string
 }
 
 // requestParams fills rkl_generate_params from req for the C function fn.
@@ -36,10 +44,14 @@ func requestParams(fn string, req Request) (C.rkl_generate_params, []*C.char, er
 	if err := call(func() C.rkl_status { return C.rkl_generate_params_init(&p, C.sizeof_rkl_generate_params) }); err != nil {
 		return p, nil, err
 	}
+	if !strings.HasPrefix(req.Prompt, req.CachePrefix) {
+		return p, nil, &Error{Status: ErrInvalidArgument, Message: fn + ": the cache prefix is not a prefix of the prompt"}
+	}
 	strs, err := cStrings(fn, "prompt", req.Prompt, "lora", req.Lora)
 	if err != nil {
 		return p, nil, err
 	}
+	p.cache_prefix_bytes = C.size_t(len(req.CachePrefix))
 	p.prompt = strs[0]
 	if req.Lora != "" {
 		p.lora = strs[1]

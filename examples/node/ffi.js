@@ -23,6 +23,8 @@ function statusCode(status) {
 
 const FINISH = ['end', 'max_tokens', 'aborted', 'stopped', 'error'];
 const VERDICTS = ['valid', 'stale', 'invalid'];
+// rkl_cache_use by number.
+const CACHE_USES = ['none', 'hit', 'saved'];
 
 // A decoded rkl_stats as the JS Stats object.
 function statsFrom(s) {
@@ -38,6 +40,7 @@ function statsFrom(s) {
     decodeMs: s.decode_ms,
     memoryMb: s.memory_mb,
     abortMs: s.abort_ms === undefined ? 0 : s.abort_ms,
+    cacheUse: s.cache_use === undefined ? 'none' : (CACHE_USES[s.cache_use] || String(s.cache_use)),
   };
 }
 
@@ -77,6 +80,9 @@ function declare(library) {
     call_timeout_ms: 'uint32_t',
     abort_grace_ms: 'uint32_t',
     max_restarts: 'int32_t',
+    // Version 3: automatic prompt caching.
+    cache_dir: 'const char *',
+    cache_max_bytes: 'uint64_t',
   });
 
   const ModelDetails = koffi.struct('rkl_model_details', {
@@ -95,6 +101,8 @@ function declare(library) {
     max_new_tokens: 'uint32_t',
     enable_thinking: 'bool',
     keep_history: 'bool',
+    // Version 2: automatic prompt caching.
+    cache_prefix_bytes: 'size_t',
   });
 
   const statsFields = {
@@ -110,9 +118,11 @@ function declare(library) {
     decode_ms: 'double',
     memory_mb: 'double',
   };
-  // Version 1 of rkl_stats: what a library without abort_ms fills.
+  // Versions 1 and 2 of rkl_stats: what a library without abort_ms, or
+  // without cache_use, fills.
   const CStatsV1 = koffi.struct('rkl_stats_v1', statsFields);
-  const CStats = koffi.struct('rkl_stats', { ...statsFields, abort_ms: 'double' });
+  const CStatsV2 = koffi.struct('rkl_stats_v2', { ...statsFields, abort_ms: 'double' });
+  const CStats = koffi.struct('rkl_stats', { ...statsFields, abort_ms: 'double', cache_use: 'int32_t' });
 
   const CacheInfo = koffi.struct('rkl_cache_info', {
     struct_size: 'size_t',
@@ -200,10 +210,10 @@ function declare(library) {
     koffi,
     lib,
     c,
-    types: { OpenParams, GenerateParams, CStats, CStatsV1, ModelDetails, CacheInfo },
+    types: { OpenParams, GenerateParams, CStats, CStatsV1, CStatsV2, ModelDetails, CacheInfo },
     lastErrorMessage,
     streamErrorMessage,
   };
 }
 
-module.exports = { declare, STATUS_NAMES, statusCode, FINISH, VERDICTS, statsFrom };
+module.exports = { declare, STATUS_NAMES, statusCode, FINISH, VERDICTS, CACHE_USES, statsFrom };

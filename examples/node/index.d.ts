@@ -105,6 +105,16 @@ export interface OpenOptions {
   /** Isolation mode: automatic restarts per minute (0: 3; negative: never,
    *  only Model.restart()). */
   maxRestarts?: number;
+  /** Automatic prompt caching: a directory (made owner-only when missing)
+   *  where requests with a `cachePrefix` find the prefix's cache, or save it
+   *  the first time. Keyed by the model file's content, the runtime release,
+   *  the chat template, the prefix and the settings that shape the KV state;
+   *  several models and processes may share it. Unset: off. */
+  cacheDir?: string;
+  /** The most bytes the directory's automatic caches may take together; the
+   *  least recently used are removed past it. 0 (default): no cap. Refused
+   *  without `cacheDir`. */
+  cacheMaxBytes?: number;
 }
 
 /** Settings of one request. */
@@ -117,6 +127,13 @@ export interface GenerateOptions {
   role?: 'user' | 'tool';
   /** A name given to Model.loadLora(). */
   lora?: string;
+  /** Automatic prompt caching (a model opened with `cacheDir`): the start
+   *  of the prompt that stays the same from request to request (a system
+   *  prompt, say). Its KV state is saved the first time and reused by every
+   *  later request with the same prefix. It must be a prefix of the prompt,
+   *  shorter than it, ending on a character boundary (else RklError
+   *  RKL_INVALID_ARGUMENT); '' or unset: none. Ignored without `cacheDir`. */
+  cachePrefix?: string;
   /** Aborting it stops this generation; the loop then throws its reason. */
   signal?: AbortSignal;
   /** How long one wait for text on a worker thread lasts (default 200 ms). */
@@ -124,6 +141,11 @@ export interface GenerateOptions {
 }
 
 export type FinishReason = 'end' | 'max_tokens' | 'aborted' | 'stopped' | 'error';
+
+/** What automatic prompt caching did for a request: 'none' (no `cacheDir`
+ *  or no `cachePrefix`), 'hit' (the prefix's cache was found) or 'saved'
+ *  (there was none: it was saved, then loaded). */
+export type CacheUse = 'none' | 'hit' | 'saved';
 
 /** Figures of one generation; times in milliseconds. */
 export interface Stats {
@@ -140,6 +162,9 @@ export interface Stats {
   /** Time from the first abort request to the end of the run (0 when not
    *  aborted); beyond abortGraceMs the runtime stopped late. */
   abortMs: number;
+  /** What automatic prompt caching did; with a cache saved or loaded,
+   *  ttftMs and totalMs include that work. */
+  cacheUse: CacheUse;
 }
 
 /** What inspectCache() concluded: 'stale' when the model file the manifest

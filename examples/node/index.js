@@ -236,6 +236,9 @@ const OPEN_OPTIONS = {
   callTimeoutMs: 'call_timeout_ms',
   abortGraceMs: 'abort_grace_ms',
   maxRestarts: 'max_restarts',
+  // Version 3: automatic prompt caching.
+  cacheDir: 'cache_dir',
+  cacheMaxBytes: 'cache_max_bytes',
 };
 
 // Fields koffi would wrap silently when out of range: checked here.
@@ -243,6 +246,7 @@ const RANGES = {
   call_timeout_ms: [0, 0xffffffff],
   abort_grace_ms: [0, 0xffffffff],
   max_restarts: [-0x80000000, 0x7fffffff],
+  cache_max_bytes: [0, Number.MAX_SAFE_INTEGER],
 };
 
 function openParams(modelPath, options = {}) {
@@ -292,6 +296,14 @@ function generateParams(prompt, opts = {}) {
   if (opts.role !== undefined) {
     if (!Object.hasOwn(ROLES, opts.role)) throw new TypeError(`role must be one of ${Object.keys(ROLES).join(', ')}`);
     g.role = ROLES[opts.role];
+  }
+  if (opts.cachePrefix !== undefined && opts.cachePrefix !== null) {
+    // rkl wants the prefix's length in UTF-8 bytes (it checks the boundary).
+    cText('cachePrefix', opts.cachePrefix);
+    if (!prompt.startsWith(opts.cachePrefix)) {
+      throw new RklError(Status.INVALID_ARGUMENT, 'cachePrefix is not a prefix of the prompt');
+    }
+    g.cache_prefix_bytes = Buffer.byteLength(opts.cachePrefix, 'utf8');
   }
   return g;
 }

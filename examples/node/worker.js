@@ -26,7 +26,8 @@ function cacheInfoFrom(raw) {
     // Its struct_size is the library's sizeof(rkl_stats): read only the
     // fields it covers.
     const size = Number(koffi.decode(raw.save_stats, 'size_t'));
-    const type = size >= koffi.sizeof(types.CStats) ? types.CStats : types.CStatsV1;
+    const type = size >= koffi.sizeof(types.CStats) ? types.CStats
+      : size >= koffi.sizeof(types.CStatsV2) ? types.CStatsV2 : types.CStatsV1;
     saveStats = statsFrom(koffi.decode(raw.save_stats, type));
   }
   return {

@@ -17,6 +17,10 @@ the built-in exception a Python programmer expects (a missing model file is a
 Prompt caches: ``model.save_cache(path, system_prompt)`` once, then in any
 later process ``model.load_cache(path)`` and requests that give the FULL
 prompt (system prompt + question); ``inspect_cache(path)`` needs no model.
+Automatic prompt caching does that by itself: ``Model(path, cache_dir=...)``,
+then ``model.generate(system_prompt + question, cache_prefix=system_prompt)``
+saves the prefix's cache the first time and reuses it afterwards
+(``stats.cache_use`` is "saved", then "hit").
 Isolation mode (``Model(path, isolated=True, call_timeout_ms=...)``) runs the
 runtime in a worker process: its crashes raise RuntimeCrashedError, its hangs
 RuntimeTimeoutError, and this process lives on.
@@ -136,6 +140,8 @@ ROLES = {"user": 0, "tool": 1}
 OPEN_ISOLATED = 1  # RKL_OPEN_ISOLATED, a bit of rkl_open_params.flags
 VERDICT_VALID, VERDICT_STALE, VERDICT_INVALID = range(3)
 VERDICT_NAMES = {0: "valid", 1: "stale", 2: "invalid"}
+CACHE_USE_NONE, CACHE_USE_HIT, CACHE_USE_SAVED = range(3)  # rkl_cache_use
+CACHE_USE_NAMES = {0: "none", 1: "hit", 2: "saved"}
 
 
 class RklError(Exception):
@@ -360,6 +366,9 @@ class OpenParams(Structure):
         ("call_timeout_ms", c_uint32),
         ("abort_grace_ms", c_uint32),
         ("max_restarts", c_int32),
+        # Version 3 (automatic prompt caching).
+        ("cache_dir", c_char_p),
+        ("cache_max_bytes", c_uint64),
     ]
 
 
@@ -382,6 +391,8 @@ class GenerateParams(Structure):
         ("max_new_tokens", c_uint32),
         ("enable_thinking", c_bool),
         ("keep_history", c_bool),
+        # Version 2 (automatic prompt caching).
+        ("cache_prefix_bytes", c_size_t),
     ]
 
 
@@ -400,6 +411,8 @@ class CStats(Structure):
         ("memory_mb", c_double),
         # Version 2.
         ("abort_ms", c_double),
+        # Version 3: an rkl_cache_use.
+        ("cache_use", c_int32),
     ]
 
 
@@ -553,6 +566,10 @@ class Stats:
     decode_ms: float
     memory_mb: float
     abort_ms: float = 0.0  # from the first abort request to the end (0: not aborted)
+    # What automatic prompt caching did: "none", "hit" (the prefix's cache was
+    # found) or "saved" (there was none: it was saved, then loaded). With a
+    # cache saved or loaded, ttft_ms and total_ms include that work.
+    cache_use: str = "none"
 
     @classmethod
     def _from(cls, s: CStats) -> "Stats":
@@ -568,6 +585,7 @@ class Stats:
             decode_ms=s.decode_ms,
             memory_mb=s.memory_mb,
             abort_ms=s.abort_ms,
+            cache_use=CACHE_USE_NAMES.get(s.cache_use, str(s.cache_use)),
         )
 
 
@@ -706,10 +724,16 @@ def inspect_cache(path) -> CacheInfo:
 
 
 def _request(prompt: str, max_new_tokens: int, keep_history: bool, enable_thinking: bool,
-             role: str, lora: Optional[str]) -> GenerateParams:
+             role: str, lora: Optional[str], cache_prefix: Optional[str] = None) -> GenerateParams:
     p = GenerateParams()
     _check(_generate_params_init(byref(p), ctypes.sizeof(p)))
     p.prompt = _text(prompt, "prompt")
+    if cache_prefix is not None:
+        # rkl wants the prefix's length in UTF-8 bytes (it checks the boundary).
+        prefix = _text(cache_prefix, "cache_prefix")
+        if not prompt.startswith(cache_prefix):
+            raise InvalidArgumentError(INVALID_ARGUMENT, "cache_prefix is not a prefix of the prompt")
+        p.cache_prefix_bytes = len(prefix)
     p.max_new_tokens = max_new_tokens
     p.keep_history = keep_history
     p.enable_thinking = enable_thinking
@@ -748,6 +772,19 @@ class Model:
       the library's default (3); 0 (or negative): never restart
       automatically. (Note: the C field uses -1 for "never" and 0 for the
       default; this keyword translates.)
+
+    Automatic prompt caching:
+
+    - ``cache_dir``: a directory (made owner-only when missing) where
+      requests that pass ``cache_prefix=`` find the prefix's cache, or save
+      it the first time; every later request with the same prefix, in any
+      process sharing the directory, skips prefilling it. Caches are keyed
+      by the model file's content, the runtime release, the chat template,
+      the prefix and the settings that shape the KV state. None: off.
+    - ``cache_max_bytes``: the most bytes the directory's automatic caches
+      may take together; the least recently used are removed past it.
+      None or 0: no cap. Refused (InvalidArgumentError) without
+      ``cache_dir``.
     """
 
     _settings = frozenset(name for name, _ in OpenParams._fields_) - {
@@ -765,8 +802,11 @@ class Model:
                 continue
             if name == "max_restarts" and value <= 0:
                 value = -1  # never; the C field's 0 would mean "the default"
-            if name in ("runtime_path", "runtime_abi"):
+            if name in ("runtime_path", "runtime_abi", "cache_dir"):
                 value = _path(value, name)
+            if name == "cache_max_bytes" and not (isinstance(value, int) and 0 <= value < 2**64):
+                raise InvalidArgumentError(INVALID_ARGUMENT,
+                                           f"cache_max_bytes must be an integer in 0..2^64-1, not {value!r}")
             setattr(params, name, value)
         if isolated:
             params.flags |= OPEN_ISOLATED
@@ -806,12 +846,20 @@ class Model:
     def generate(self, prompt: str, on_text: Optional[Callable[[str], object]] = None, *,
                  max_new_tokens: int = 0, keep_history: bool = False,
                  enable_thinking: bool = False, role: str = "user",
-                 lora: Optional[str] = None) -> Reply:
+                 lora: Optional[str] = None, cache_prefix: Optional[str] = None) -> Reply:
         """Generates a reply, blocking until it ends. ``on_text`` (optional)
         gets each piece of text as it comes, on this thread; returning False
         from it stops the generation, and an exception it raises stops the
-        generation and is re-raised here."""
-        params = _request(prompt, max_new_tokens, keep_history, enable_thinking, role, lora)
+        generation and is re-raised here.
+
+        ``cache_prefix`` (a model opened with ``cache_dir``): the start of
+        ``prompt`` that stays the same from request to request (a system
+        prompt, say). Its KV state is saved the first time and reused by
+        every later request with the same prefix (``stats.cache_use`` says
+        "saved" or "hit"). It must be a prefix of ``prompt``, shorter than
+        it, ending on a character boundary (else InvalidArgumentError, and
+        nothing runs); None or "": none. Ignored without ``cache_dir``."""
+        params = _request(prompt, max_new_tokens, keep_history, enable_thinking, role, lora, cache_prefix)
         pieces: list[str] = []
         failure: list[BaseException] = []
 
@@ -836,9 +884,10 @@ class Model:
 
     def stream(self, prompt: str, *, max_new_tokens: int = 0, keep_history: bool = False,
                enable_thinking: bool = False, role: str = "user",
-               lora: Optional[str] = None) -> "Stream":
-        """Starts a generation and returns a Stream to iterate for its text."""
-        params = _request(prompt, max_new_tokens, keep_history, enable_thinking, role, lora)
+               lora: Optional[str] = None, cache_prefix: Optional[str] = None) -> "Stream":
+        """Starts a generation and returns a Stream to iterate for its text
+        (``cache_prefix`` as for generate())."""
+        params = _request(prompt, max_new_tokens, keep_history, enable_thinking, role, lora, cache_prefix)
         handle = c_void_p()
         _check(_stream_open(self._handle, byref(params), byref(handle)))
         return Stream(handle)

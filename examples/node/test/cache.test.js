@@ -336,3 +336,37 @@ test('process.exit() during a save is not held up by it', () => {
   assert.ok(took < 3000, `exit took ${took} ms`);
   assert.deepEqual(fs.readdirSync(dir), []); // and left nothing behind
 });
+
+test('automatic prompt caching: saved, then hit; a prefix must start the prompt', async () => {
+  const dir = path.join(subDir('auto'), 'store'); // made by open()
+  const model = rkl.open(modelA, { cacheDir: dir, cacheMaxBytes: 64 * 2 ** 20 });
+  try {
+    // generate(): the first request saves the prefix's cache; the runtime
+    // sees only the question.
+    let { text, stats } = await model.generate(SYSTEM + QUESTION, { cachePrefix: SYSTEM });
+    assert.equal(stats.cacheUse, 'saved');
+    assert.equal(text, expected(QUESTION));
+    assert.ok(fs.readdirSync(dir).length > 0);
+    // stream(): the same prefix finds it.
+    const stream = model.stream(`${SYSTEM}And the memory?`, { cachePrefix: SYSTEM });
+    assert.equal((await collect(stream)).join(''), expected('And the memory?'));
+    assert.equal(stream.stats.cacheUse, 'hit');
+    // No prefix: none, and the whole prompt runs.
+    ({ text, stats } = await model.generate(QUESTION));
+    assert.equal(stats.cacheUse, 'none');
+    assert.equal(text, expected(QUESTION));
+
+    // A prefix that does not start the prompt is refused before anything runs.
+    const refused = { code: 'RKL_INVALID_ARGUMENT', message: /cachePrefix/ };
+    await assert.rejects(model.generate(QUESTION, { cachePrefix: SYSTEM }), refused);
+    assert.throws(() => model.stream(QUESTION, { cachePrefix: SYSTEM }), refused);
+    assert.throws(() => model.stream(QUESTION, { cachePrefix: 3 }), TypeError);
+    // The whole prompt is no prefix either (librkl's check).
+    await assert.rejects(model.generate(SYSTEM, { cachePrefix: SYSTEM }), { code: 'RKL_INVALID_ARGUMENT' });
+  } finally {
+    model.close();
+  }
+  // A cap without a directory, or a negative one, is refused.
+  assert.throws(() => rkl.open(modelA, { cacheMaxBytes: 1 }), { code: 'RKL_INVALID_ARGUMENT', message: /cache_dir/ });
+  assert.throws(() => rkl.open(modelA, { cacheDir: dir, cacheMaxBytes: -1 }), { code: 'RKL_INVALID_ARGUMENT' });
+});

@@ -50,15 +50,28 @@ test('struct sizes come from the library', () => {
   assert.equal(p.model_path, null);
   // Version 2's fields (isolation, time limits): 0 means the default.
   for (const f of ['flags', 'call_timeout_ms', 'abort_grace_ms', 'max_restarts']) assert.equal(p[f], 0, f);
+  // Version 3's (automatic prompt caching): off.
+  assert.equal(p.cache_dir, null);
+  assert.equal(Number(p.cache_max_bytes), 0);
+  assert.equal(koffi.offsetof(OpenParams, 'cache_dir'), 120);
+  assert.equal(koffi.sizeof(OpenParams), 136);
   // A caller of version 1 (which ended where `flags` begins) is served; less is refused.
   const v1 = koffi.offsetof(OpenParams, 'flags');
   assert.equal(rkl._c.open_params_init({}, v1), rkl.Status.OK);
   assert.equal(rkl._c.open_params_init({}, v1 - 1), rkl.Status.INVALID_ARGUMENT);
   assert.match(rkl._lastErrorMessage(), /struct_size/);
   const g = {};
-  assert.equal(rkl._c.generate_params_init(g, koffi.sizeof(GenerateParams) - 1), rkl.Status.INVALID_ARGUMENT);
+  // Version 1 of rkl_generate_params ended where cache_prefix_bytes begins.
+  const g1 = koffi.offsetof(GenerateParams, 'cache_prefix_bytes');
+  assert.equal(rkl._c.generate_params_init({}, g1 - 1), rkl.Status.INVALID_ARGUMENT);
+  assert.equal(rkl._c.generate_params_init({}, g1), rkl.Status.OK);
   assert.equal(rkl._c.generate_params_init(g, koffi.sizeof(GenerateParams)), rkl.Status.OK);
   assert.equal(Number(g.struct_size), koffi.sizeof(GenerateParams));
+  assert.equal(Number(g.cache_prefix_bytes), 0);
+  assert.equal(koffi.offsetof(GenerateParams, 'cache_prefix_bytes'), 40);
+  assert.equal(koffi.sizeof(GenerateParams), 48);
+  assert.equal(koffi.offsetof(rkl._types.CStats, 'cache_use'), 80);
+  assert.equal(koffi.sizeof(rkl._types.CStats), 88);
 });
 
 test('fields land where the library reads them', async () => {

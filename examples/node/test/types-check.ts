@@ -21,6 +21,9 @@ async function main(): Promise<void> {
   const mtime: bigint = loaded.modelMtimeNs;
   console.log(prefill, verdict, mtime, loaded.chatTemplate?.system, loaded.verdictCode);
   model.releaseCache();
+  const cached = rkl.open('model.rkllm', { cacheDir: '/tmp/rkl-cache', cacheMaxBytes: 1 << 30 });
+  const use: rkl.CacheUse = (await cached.generate('System. Hi', { cachePrefix: 'System. ' })).stats.cacheUse;
+  for await (const t of cached.stream('System. Again', { cachePrefix: 'System. ' })) console.log(t, use);
   const isolated = rkl.open('model.rkllm', { isolated: true, callTimeoutMs: 30000, abortGraceMs: 500, maxRestarts: -1 });
   await isolated.restart();
   const err: rkl.RklError = rkl.RklError.fromStatus(rkl.Status.RUNTIME_TIMEOUT);

@@ -297,3 +297,38 @@ def test_the_readme_snippet(tmp_path, model, monkeypatch, capsys):
         cold = m.generate(names["SYSTEM"] + "What is an NPU?").stats.prefill_tokens
     assert 0 < int(tokens) < cold
     assert rkl.inspect_cache(tmp_path / "system.rklcache").valid
+
+
+# ------------------------------------------------------------ automatic caching
+
+
+def test_automatic_caching_saves_then_hits(tmp_path, model):
+    store = tmp_path / "auto"  # made by the model
+    with rkl.Model(model, cache_dir=store, cache_max_bytes=64 << 20) as m:
+        # generate(): the first request saves the prefix's cache; the
+        # runtime sees only the question.
+        first = m.generate(SYSTEM + QUESTION, cache_prefix=SYSTEM)
+        assert first.stats.cache_use == "saved"
+        assert first.text == expected(QUESTION)
+        assert os.listdir(store)
+        # stream(): the same prefix finds it.
+        with m.stream(SYSTEM + "And a GPU?", cache_prefix=SYSTEM) as s:
+            assert s.text() == expected("And a GPU?")
+            assert s.stats.cache_use == "hit"
+        # No prefix: none, and the whole prompt runs.
+        plain = m.generate(QUESTION)
+        assert (plain.stats.cache_use, plain.text) == ("none", expected(QUESTION))
+
+        # A prefix that does not start the prompt is refused before anything runs.
+        with pytest.raises(rkl.InvalidArgumentError, match="cache_prefix"):
+            m.generate(QUESTION, cache_prefix=SYSTEM)
+        with pytest.raises(rkl.InvalidArgumentError, match="cache_prefix"):
+            m.stream(QUESTION, cache_prefix=SYSTEM)
+        # The whole prompt is no prefix either (librkl's check).
+        with pytest.raises(rkl.InvalidArgumentError):
+            m.generate(SYSTEM, cache_prefix=SYSTEM)
+    # A cap without a directory, or a negative one, is refused.
+    with pytest.raises(rkl.InvalidArgumentError, match="cache_dir"):
+        rkl.Model(model, cache_max_bytes=1)
+    with pytest.raises(rkl.InvalidArgumentError, match="cache_max_bytes"):
+        rkl.Model(model, cache_dir=store, cache_max_bytes=-1)

@@ -33,6 +33,9 @@ def test_open_params_size_is_accepted_by_the_library():
     assert p.model_path is None and p.runtime_path is None and p.runtime_abi is None
     # Version 2 of the struct (isolation mode): 0 means "default".
     assert (p._reserved, p.flags, p.call_timeout_ms, p.abort_grace_ms, p.max_restarts) == (0, 0, 0, 0, 0)
+    # Version 3 (automatic prompt caching): off.
+    assert (p.cache_dir, p.cache_max_bytes) == (None, 0)
+    assert (rkl.OpenParams.cache_dir.offset, rkl.OpenParams.cache_max_bytes.offset, size) == (120, 128, 136)
 
 
 def test_wrong_struct_sizes_are_refused():
@@ -47,11 +50,15 @@ def test_wrong_struct_sizes_are_refused():
     assert rkl._open_params_init(ctypes.cast(buf, ctypes.POINTER(rkl.OpenParams)), v1) == rkl.OK
     assert bytes(buf[v1:]) == b"\x55" * (ctypes.sizeof(p) - v1)
     g = rkl.GenerateParams()
-    assert rkl._generate_params_init(ctypes.byref(g), ctypes.sizeof(g) - 1) == rkl.INVALID_ARGUMENT
+    # Version 1 of rkl_generate_params ended where cache_prefix_bytes starts.
+    g1 = rkl.GenerateParams.cache_prefix_bytes.offset
+    assert (g1, ctypes.sizeof(g)) == (40, 48)
+    assert rkl._generate_params_init(ctypes.byref(g), g1 - 1) == rkl.INVALID_ARGUMENT
+    assert rkl._generate_params_init(ctypes.byref(g), g1) == rkl.OK
     assert rkl._generate_params_init(ctypes.byref(g), ctypes.sizeof(g)) == rkl.OK
     assert g.struct_size == ctypes.sizeof(g)
-    assert (g.prompt, g.lora, g.role, g.max_new_tokens, g.enable_thinking, g.keep_history) == \
-        (None, None, 0, 0, False, False)
+    assert (g.prompt, g.lora, g.role, g.max_new_tokens, g.enable_thinking, g.keep_history,
+            g.cache_prefix_bytes) == (None, None, 0, 0, False, False, 0)
 
 
 def test_a_larger_struct_is_zeroed_past_what_the_library_knows():
@@ -74,7 +81,9 @@ def test_output_struct_sizes(fast_model):
         assert rkl._generate(m._handle, ctypes.byref(g), rkl.TOKEN_FN(0), None,
                              ctypes.byref(st)) == rkl.OK
         assert st.struct_size == ctypes.sizeof(st)
-        assert st.abort_ms == 0  # version 2's field, at the end
+        assert st.abort_ms == 0  # version 2's field
+        assert st.cache_use == rkl.CACHE_USE_NONE  # version 3's, at the end
+        assert (rkl.CStats.cache_use.offset, ctypes.sizeof(st)) == (80, 88)
         assert st.finish == rkl.FINISH_END and st.tokens > 0 and st.total_ms > 0
         d = rkl.ModelDetails()
         d.struct_size = 0

@@ -16,6 +16,17 @@ pub enum CallbackThread {
     Foreign,
 }
 
+/// What `rkllm_load_prompt_cache` checks of a cache file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheCheck {
+    /// The magic and the size only.
+    Header,
+    /// Every byte: also the reserved word (0) and the whole filler, which
+    /// must be this model's, so a load succeeds only on exactly the bytes a
+    /// save of this model wrote.
+    Full,
+}
+
 /// Everything a model file says, with the README's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
@@ -35,6 +46,10 @@ pub struct ModelSpec {
     pub faults: Vec<Fault>,
     pub slow_abort_ms: u64,
     pub grow_kb_per_run: u64,
+    pub cache_check: CacheCheck,
+    /// Real milliseconds `rkllm_load_prompt_cache` waits before it opens
+    /// the file.
+    pub cache_load_delay_ms: u64,
 }
 
 impl Default for ModelSpec {
@@ -54,6 +69,8 @@ impl Default for ModelSpec {
             faults: Vec::new(),
             slow_abort_ms: 0,
             grow_kb_per_run: 0,
+            cache_check: CacheCheck::Header,
+            cache_load_delay_ms: 0,
         }
     }
 }
@@ -103,6 +120,14 @@ fn apply(spec: &mut ModelSpec, key: &str, value: &str) -> Result<(), String> {
         "kv_bytes_per_token" => spec.kv_bytes_per_token = number(value)?,
         "slow_abort_ms" => spec.slow_abort_ms = number(value)?,
         "grow_kb_per_run" => spec.grow_kb_per_run = number(value)?,
+        "cache_load_delay_ms" => spec.cache_load_delay_ms = number(value)?,
+        "cache_check" => {
+            spec.cache_check = match value {
+                "header" => CacheCheck::Header,
+                "full" => CacheCheck::Full,
+                other => return Err(format!("cache_check: {other:?} is not header or full")),
+            }
+        }
         "time_scale" => {
             spec.time_scale =
                 Some(parse_time_scale(value).ok_or_else(|| format!("time_scale: {value:?} is not a number >= 0"))?)
@@ -175,7 +200,9 @@ mod tests {
             fault = error@token:2\n\
             fault = segv@cache_save\n\
             slow_abort_ms = 40\n\
-            grow_kb_per_run = 50\n";
+            grow_kb_per_run = 50\n\
+            cache_check = full\n\
+            cache_load_delay_ms = 60\n";
         let spec = parse(text).unwrap();
         assert_eq!(spec.name, "qwen-sim");
         assert_eq!(spec.reply, "Hi {prompt}!");
@@ -193,6 +220,7 @@ mod tests {
             ]
         );
         assert_eq!((spec.slow_abort_ms, spec.grow_kb_per_run), (40, 50));
+        assert_eq!((spec.cache_check, spec.cache_load_delay_ms), (CacheCheck::Full, 60));
     }
 
     #[test]
@@ -219,6 +247,7 @@ mod tests {
         assert!(parse("RKLLM-SIM 1\nwaiting = maybe\n").is_err());
         assert!(parse("RKLLM-SIM 1\ncallback_thread = any\n").is_err());
         assert!(parse("RKLLM-SIM 1\nfault = broken@prefill\n").is_err());
+        assert!(parse("RKLLM-SIM 1\ncache_check = some\n").is_err());
     }
 
     #[test]

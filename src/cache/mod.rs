@@ -4,8 +4,10 @@
 //! Saving writes the payload under a temporary name, syncs it, writes the
 //! manifest, and renames it into place last, so a crash at any point leaves
 //! either the old cache or the new one, whole (`save`). Loading validates
-//! everything before the runtime reads a byte (`check`). Running the runtime
-//! to write or read a payload is the in-process wing's (`crate::local`).
+//! everything before the runtime reads a byte (`check`), and the runtime
+//! then reads a sealed private copy of exactly the checked bytes (`sealed`).
+//! Running the runtime to write or read a payload is the in-process wing's
+//! (`crate::local`).
 
 mod check;
 mod files;
@@ -14,7 +16,7 @@ mod info;
 mod listing;
 mod manifest;
 mod save;
-mod verified;
+mod sealed;
 
 pub use info::{inspect, CacheInfo, Verdict};
 pub use listing::{path_of, remove_cache, scan, Found};

@@ -10,7 +10,6 @@ use super::files::{self, CachePath};
 use super::identity::file_checksum;
 use super::info::{CacheInfo, Verdict};
 use super::manifest::{Manifest, PayloadRecord};
-use super::verified::{remember, FileStamp};
 use crate::error::{Error, ErrorKind, Result};
 use std::path::{Path, PathBuf};
 
@@ -89,9 +88,6 @@ impl PendingSave {
 
         if let Some(old) = previous.filter(|m| m.payload.file != payload_name) {
             files::remove_quietly(&target.dir.join(old.payload.file));
-        }
-        if let Ok(meta) = std::fs::metadata(&payload_path) {
-            remember(FileStamp::new(&meta, &checksum));
         }
         Ok(CacheInfo {
             path: target.manifest.clone(),

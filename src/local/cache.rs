@@ -104,7 +104,7 @@ impl LocalModel {
                 format!("prompt cache '{}' does not fit: {}", path.display(), differences.join("; ")),
             ));
         }
-        // The runtime reads the very file that was checked, through its
+        // The runtime reads the sealed copy of the checked bytes, through its
         // descriptor, which stays open until the call returns.
         self.inner().raw.load_prompt_cache(cstring("cache path", &checked.runtime_path())?)?;
         self.inner()

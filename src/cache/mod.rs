@@ -22,6 +22,15 @@ pub use info::{inspect, CacheInfo, Verdict};
 pub use listing::{path_of, remove_cache, scan, Found};
 pub use manifest::{KvSettings, Manifest, ModelIdentity, PayloadRecord, PromptRecord, FORMAT_VERSION};
 
+/// The parts of a first load, for `benches/cache_load.rs`: hashing a
+/// payload file in place (how rkl checked it before sealed copies) and
+/// making its sealed copy (hashed while copied; not cached).
+#[doc(hidden)]
+pub mod bench {
+    pub use super::identity::file_checksum as hash_in_place;
+    pub use super::sealed::sealed_copy_of;
+}
+
 pub(crate) use check::check_files;
 pub(crate) use identity::{model_identity, prompt_hash};
 pub(crate) use save::PendingSave;

@@ -45,6 +45,7 @@
 //! load is not hashed again. In that mode a rewrite of the file between the
 //! check and the runtime's read is not caught.
 
+use super::files::open_regular_file;
 use super::identity::{checksum_open_file, hex128};
 use crate::error::{Error, ErrorKind, Result};
 use std::ffi::CStr;
@@ -126,6 +127,20 @@ pub fn checked_payload(file: File, meta: &Metadata, checksum: &str, shown: &Path
     LAST.checked(file, meta, checksum, shown, &KERNEL)
 }
 
+/// A sealed copy of the payload file at `path`, made as a load makes it
+/// but not cached: its hash and the copy (for `benches/cache_load.rs`).
+pub fn sealed_copy_of(path: &Path) -> Result<(String, File)> {
+    let io = |e: std::io::Error| {
+        Error::from_os(ErrorKind::Io, format!("cannot copy prompt cache payload '{}': {e}", path.display()), &e)
+    };
+    let file = open_regular_file(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let memfd = create_memfd().map_err(io)?;
+    let checksum = copy_and_hash(&file, &memfd, size, path)?;
+    seal(&memfd, path)?;
+    Ok((checksum, memfd))
+}
+
 /// Where memory files come from, and whether the kernel lacks them.
 struct Kernel {
     memfd: fn() -> std::io::Result<File>,
@@ -175,7 +190,7 @@ impl Slot {
         kernel: &Kernel,
     ) -> Result<CheckedPayload> {
         let stamp = FileStamp::new(meta, checksum);
-        {
+        let stale = {
             let mut last = self.lock();
             match last.as_ref() {
                 Some(Entry { stamp: known, copy }) if *known == stamp => {
@@ -185,9 +200,10 @@ impl Slot {
                     }));
                 }
                 // Not kept while another copy is made: one copy at a time.
-                _ => *last = None,
+                _ => last.take(),
             }
-        }
+        };
+        drop(stale); // freeing a large copy takes a while: not under the lock
         let memfd = if kernel.missing.load(Ordering::Relaxed) {
             None
         } else {

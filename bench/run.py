@@ -9,6 +9,8 @@ made by a driver program that prints "BENCH {json}" lines:
   bench/c/rkl_bench.c   rkl's C API
   bench/go, bench/node, bench/python   the bindings
   benches/generate.rs   allocations counted by a global allocator (cargo bench)
+  benches/cache_load.rs the parts of a cache check: hashing in place vs the
+                        sealed copy (cargo bench)
 
 This script only runs them (interleaved, so slow drift of a noisy machine
 hits every side alike), summarises the values (median and p10/p90 or
@@ -29,7 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# What each mode runs. The full mode fits in about 2 minutes of run time on
+# What each mode runs. mk/bench.mk runs benches/cache_load.rs with the same
+# cache_sizes_mib (BENCH_CACHE_MIB, BENCH_SMOKE_CACHE_MIB). The full mode fits in about 2 minutes of run time on
 # a 2-core machine; the smoke mode only checks that every path still works.
 MODES = {
     "full": dict(blocks=5, token_rounds=20, binding_rounds=6, roundtrip=2000, openclose=200,
@@ -40,7 +43,7 @@ MODES = {
     "smoke": dict(blocks=1, token_rounds=2, binding_rounds=1, roundtrip=20, openclose=5,
                   openclose_procs=1, abort_rounds=2, abort_decodes=[0, 30], contention_threads=[1, 4],
                   contention_gens=4, contention_repeats=1, cache_lengths=[100, 300],
-                  cache_rounds=1, cache_sizes_mib=[8], load_rounds=1, check_scale=None,
+                  cache_rounds=1, cache_sizes_mib=[1], load_rounds=1, check_scale=None,
                   iso_rounds=1),
 }
 
@@ -247,6 +250,18 @@ def bench_cache(r, cfg, res):
                         extra=f"kv_bytes_per_token = {kv}\n")
         items = r.c("rkl_bench", "cache-load", ml, cache_dir, cfg["load_rounds"], 330)
         loads.append({"mib": mib, "items": {i["case"]: i for i in items}})
+    # The parts of the check, from benches/cache_load.rs (run by make with
+    # the same sizes): hashing in place (before sealed copies) and the copy.
+    if r.args.rust_cache:
+        for line in Path(r.args.rust_cache).read_text().splitlines():
+            if line.startswith("BENCH "):
+                item = json.loads(line[6:])
+                load = next((l for l in loads if l["mib"] == item["mib"]), None)
+                if load is None:
+                    load = {"mib": item["mib"], "items": {}}
+                    loads.append(load)
+                load["items"][item["case"]] = item
+        loads.sort(key=lambda l: l["mib"])
     res["_loads"] = loads
 
 
@@ -521,8 +536,8 @@ def render(res, mach, mode, plots_rel, cmdline):
       "whole prompt is prefilled; with the cache loaded rkl checks the prompt's start against the cached "
       "prompt's hash and sends only the continuation. The cache files are real (the simulator writes "
       f"{KV_BYTES // 1024} KiB per token), so \"first load\" is a real `rkl_cache_load`: manifest checks plus "
-      "reading and hashing (xxh3-128) the whole payload, from the page cache (the file was just written); "
-      "\"first request\" = first load + TTFT with the cache.\n")
+      "reading the whole payload, from the page cache (the file was just written), into a sealed private "
+      "copy while hashing it (xxh3-128); \"first request\" = first load + TTFT with the cache.\n")
     trow = []
     for item in res.get("_ttft", []):
         cold = item["cold_prefill_ms"] + item["cold_decode_ms"] + med(item["values"])
@@ -550,26 +565,42 @@ def render(res, mach, mode, plots_rel, cmdline):
           "remainder is the simulator's sleep granularity and the software part).\n")
     w(f"![TTFT]({plots_rel}/cache_ttft.png)\n")
     warm_ttft = med([i["_warm"] for i in res.get("_ttft", []) if "_warm" in i])
-    w("**Validation cost.** Caches of 8, 33 and 256 MiB (a 330-token prompt with the KV size per token set "
-      "to give that payload). \"First load\": the payload's modification time was just changed, so rkl "
-      "reads and hashes it all, as on the first load in a process; \"repeated load\": the same file again, "
-      "which rkl recognises as verified (device, inode, size, mtime, ctime) and does not hash. Hashing "
-      "throughput = payload / (first − repeated). Share of the cached TTFT = validation time / (validation "
-      f"+ the TTFT with a cache from the table above, {fmt(warm_ttft)} ms): what the first request after a "
-      "load pays for the check.\n")
+    sizes = ", ".join(f"{l['mib']}" for l in res.get("_loads", []))
+    w(f"**Validation cost.** Payloads of {sizes} MiB (a 330-token prompt with the KV size per token set "
+      "to give that payload). rkl checks a payload by reading it once into a sealed memory file "
+      "(memfd, then `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL`), hashing each block "
+      "between reading and writing it; the runtime reads that copy, so it reads exactly the checked bytes "
+      "whatever happens to the file. \"First load\": the payload's modification time was just changed, so "
+      "rkl copies and hashes it all, as on the first load in a process (this includes freeing the copy of "
+      "the previous file state, which the new one replaces); \"repeated load\": the same file again, whose "
+      "copy rkl still holds (same device, inode, size, mtime, ctime): neither read nor hashed. Check time "
+      "= first − repeated; share of the cached TTFT = check time / (check time + the TTFT with a cache "
+      f"from the table above, {fmt(warm_ttft)} ms): what the first request after a load pays for the check. "
+      "The parts come from `benches/cache_load.rs` in the same run: \"hash in place\" is how rkl checked "
+      "a payload before sealed copies (read and hash only; the runtime then read the file, which could "
+      "have changed meanwhile), \"sealed copy\" the copy with its hash and seals, and \"free\" what "
+      "dropping such a copy costs.\n")
     lrow = []
     for load in res.get("_loads", []):
-        first = load["items"].get("cache_load_first")
-        again = load["items"].get("cache_load_again")
-        if not first or not again:
-            continue
-        hash_ms = med(first["values"]) - med(again["values"])
-        gbs = first["payload_bytes"] / (hash_ms / 1000) / 1e9 if hash_ms > 0 else float("nan")
-        share = hash_ms / (hash_ms + warm_ttft) if warm_ttft == warm_ttft else float("nan")
-        load["_hash_ms"], load["_gbs"], load["_share"] = hash_ms, gbs, share
-        lrow.append([f"{load['mib']} MiB ({first['payload_bytes'] / 1e6:,.1f} MB)", spread(first["values"], "ms"),
-                     spread(again["values"], "ms"), f"{gbs:.2f}", f"{share * 100:.0f} %"])
-    w(table(["payload", "first load", "repeated load", "hashing GB/s", "share of cached TTFT"], lrow))
+        it = load["items"]
+        first, again = it.get("cache_load_first"), it.get("cache_load_again")
+        inplace, copy, free = it.get("cache_hash_in_place"), it.get("cache_sealed_copy"), it.get("cache_sealed_free")
+        size = (first or inplace or copy or {}).get("payload_bytes", load["mib"] << 20)
+        check_ms = med(first["values"]) - med(again["values"]) if first and again else float("nan")
+        gbs = size / (check_ms / 1000) / 1e9 if check_ms > 0 else float("nan")
+        share = check_ms / (check_ms + warm_ttft) if warm_ttft == warm_ttft else float("nan")
+        if check_ms == check_ms:
+            load["_hash_ms"], load["_gbs"], load["_share"] = check_ms, gbs, share
+        if inplace:
+            load["_inplace_ms"] = med(inplace["values"])
+        cost = (f"+{fmt(med(copy['values']) - med(inplace['values']))} ms "
+                f"({med(copy['values']) / med(inplace['values']):.1f}×)") if copy and inplace else "–"
+        opt = lambda item: spread(item["values"], "ms") if item else "–"
+        lrow.append([f"{load['mib']} MiB ({size / 1e6:,.1f} MB)", opt(first), opt(again),
+                     f"{fmt(check_ms)} ms ({gbs:.2f} GB/s)" if check_ms == check_ms else "–",
+                     f"{share * 100:.0f} %" if share == share else "–", opt(inplace), opt(copy), cost, opt(free)])
+    w(table(["payload", "first load", "repeated load", "check time", "share of cached TTFT", "hash in place",
+             "sealed copy", "copy vs hash in place", "free a copy"], lrow))
     w(f"\n![cache load]({plots_rel}/cache_load.png)\n")
 
     # ------------------------------------------------ 6
@@ -661,8 +692,9 @@ def summary_table(res, s):
                      f"{item['_cold'] / item['_warm']:.1f}× faster"])
     for load in res.get("_loads", []):
         if "_gbs" in load:
-            rows.append([f"cache validation, first load of {load['mib']} MiB",
-                         f"{fmt(load['_hash_ms'])} ms ({load['_gbs']:.1f} GB/s)",
+            before = f"; hashing in place {fmt(load['_inplace_ms'])} ms" if "_inplace_ms" in load else ""
+            rows.append([f"cache check (sealed copy), first load of {load['mib']} MiB",
+                         f"{fmt(load['_hash_ms'])} ms ({load['_gbs']:.1f} GB/s{before})",
                          f"{load['_share'] * 100:.0f} % of the first cached request"])
     iso = res.get("_iso", {})
     if "iso_unavailable" in iso:
@@ -778,17 +810,20 @@ def plots(res, s, outdir):
     # cache load
     loads = [l for l in res.get("_loads", []) if "cache_load_first" in l["items"]]
     if loads:
-        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        fig, ax = plt.subplots(figsize=(6.5, 4.4))
         x = list(range(len(loads)))
         first = [med(l["items"]["cache_load_first"]["values"]) for l in loads]
         again = [med(l["items"]["cache_load_again"]["values"]) for l in loads]
-        ax.bar([i - 0.2 for i in x], first, 0.4, label="first load (read + hash)")
-        ax.bar([i + 0.2 for i in x], again, 0.4, label="repeated load (known file)")
+        inplace = [med(l["items"]["cache_hash_in_place"]["values"]) if "cache_hash_in_place" in l["items"]
+                   else float("nan") for l in loads]
+        ax.bar([i - 0.27 for i in x], inplace, 0.27, label="hash in place (before sealed copies)")
+        ax.bar(x, first, 0.27, label="first load (sealed copy + hash)")
+        ax.bar([i + 0.27 for i in x], again, 0.27, label="repeated load (copy kept)")
         ax.set_xticks(x, [f"{l['mib']} MiB" for l in loads])
         ax.set_yscale("log")
-        ax.set_ylabel("rkl_cache_load (ms, log scale)")
+        ax.set_ylabel("ms (log scale)")
         ax.set_title("Prompt cache validation")
-        ax.legend()
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize="small")
         fig.tight_layout()
         fig.savefig(outdir / "cache_load.png", dpi=110)
         plt.close(fig)
@@ -807,6 +842,7 @@ def main():
     ap.add_argument("--plots", required=True, help="folder for the PNG plots")
     ap.add_argument("--plots-rel", help="the plots' folder as the report links it")
     ap.add_argument("--rust", help="output of benches/generate.rs (BENCH lines)")
+    ap.add_argument("--rust-cache", help="output of benches/cache_load.rs (BENCH lines)")
     ap.add_argument("--go-bin", help="the Go driver (bench/go)")
     ap.add_argument("--python", help="python for the Python binding's driver")
     ap.add_argument("--node", help="node for the Node binding's driver")

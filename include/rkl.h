@@ -1395,9 +1395,12 @@ rkl_status rkl_cache_save(struct rkl_model *model,
  * (::RKL_CACHE_TRUNCATED) and checksum (::RKL_CACHE_CORRUPT); the cache
  * belongs to this model file (by fingerprint and size, not path) and this
  * runtime release family (::RKL_CACHE_MISMATCH, the message says what
- * differs). Only then is the runtime asked to load it. A payload verified
- * once is not hashed again in this process while its file is unchanged
- * (device, inode, size, mtime, ctime).
+ * differs). Only then is the runtime asked to load it, from a sealed
+ * private copy in memory that rkl made while hashing the payload: the
+ * runtime reads exactly the bytes that were checked, even if the file is
+ * rewritten meanwhile. The last such copy is kept (in RAM, the payload's
+ * size), so loading the same unchanged file again (device, inode, size,
+ * mtime, ctime) neither reads nor hashes it.
  *
  * **The prefix rule.** While a cache is loaded, every request
  * (rkl_generate(), rkl_stream_open()) gives the FULL prompt: the cached
@@ -1466,7 +1469,9 @@ rkl_status rkl_cache_release(struct rkl_model *model);
  * a manifest naming a FIFO or a device as its model gets a stale verdict.
  *
  * The verdict does not consider the runtime release (there is no model):
- * `runtime_family` says which release the cache needs.
+ * `runtime_family` says which release the cache needs. The payload is
+ * checked as rkl_cache_load() checks it, by making and keeping its sealed
+ * copy, so loading the same unchanged cache next in this process reuses it.
  *
  * @param path  the manifest, UTF-8; read only during the call.
  * @param out   caller struct with `struct_size` set; filled only when

@@ -53,17 +53,21 @@ bench-drivers:
 	cd bench/go && $(BENCH_GO_ENV) go build -o $(BENCH_OUT)/go-bench .
 
 # One run of bench/run.py: BENCH_MODE=full|smoke, the drivers in $(BENCH_OUT),
-# the Rust bench's output in $(BENCH_OUT)/rust.txt.
+# the Rust benches' output in $(BENCH_OUT)/rust.txt (benches/generate.rs) and
+# $(BENCH_OUT)/rust-cache.txt (benches/cache_load.rs, run with the cache sizes
+# of bench/run.py's mode: BENCH_CACHE_MIB / BENCH_SMOKE_CACHE_MIB below).
 BENCH_MODE ?= full
 BENCH_MD    ?= $(CURDIR)/BENCHMARKS.md
 BENCH_PLOTS ?= $(CURDIR)/bench/plots
 BENCH_TARGET_NAME ?= bench
+BENCH_CACHE_MIB       := 8,33,256
+BENCH_SMOKE_CACHE_MIB := 1
 
 bench-run:
 	$(BENCH_VENV)/bin/python bench/run.py --mode $(BENCH_MODE) --bin $(BENCH_OUT) \
 	  --sim $(TARGET)/$(BENCH_PROFILE)/librkllmrt.so --lib $(BENCH_LIBDIR)/librkl.so.0 \
 	  --work $(BENCH_OUT)/work --md $(BENCH_MD) --plots $(BENCH_PLOTS) --json $(BENCH_OUT)/results.json \
-	  --rust $(BENCH_OUT)/rust.txt --go-bin $(BENCH_OUT)/go-bench --python $(BENCH_VENV)/bin/python \
+	  --rust $(BENCH_OUT)/rust.txt --rust-cache $(BENCH_OUT)/rust-cache.txt --go-bin $(BENCH_OUT)/go-bench --python $(BENCH_VENV)/bin/python \
 	  --node node --host $(TARGET)/$(BENCH_PROFILE)/rkl-host --cmdline "make $(BENCH_TARGET_NAME)"
 
 # Everything in release mode: the workspace (librkl, rkl-cache and the
@@ -74,6 +78,7 @@ bench: build-release bindings-tools examples/node/node_modules/.ready $(BENCH_VE
 	@$(MAKE) --no-print-directory bench-drivers BENCH_PROFILE=release BENCH_OUT=$(BENCH_BUILD)/release
 	RKL_BENCH_SIM=$(TARGET)/release/librkllmrt.so RKLLM_SIM_ABI=1.3 \
 	  $(CARGO) bench --bench generate > $(BENCH_BUILD)/release/rust.txt
+	RKL_BENCH_CACHE_MIB=$(BENCH_CACHE_MIB) $(CARGO) bench --bench cache_load > $(BENCH_BUILD)/release/rust-cache.txt
 	@$(MAKE) --no-print-directory bench-run BENCH_MODE=full BENCH_PROFILE=release \
 	  BENCH_OUT=$(BENCH_BUILD)/release BENCH_TARGET_NAME=bench
 
@@ -83,8 +88,11 @@ bench-smoke: stage bindings-tools examples/node/node_modules/.ready $(BENCH_VENV
 	@$(MAKE) --no-print-directory bench-drivers BENCH_PROFILE=debug BENCH_OUT=$(BENCH_SMOKE)
 	RKL_BENCH_SIM=$(TARGET)/debug/librkllmrt.so RKLLM_SIM_ABI=1.3 RKL_BENCH_ROUNDS=2 \
 	  $(CARGO) bench -q --profile dev --bench generate > $(BENCH_SMOKE)/rust.txt
+	RKL_BENCH_CACHE_MIB=$(BENCH_SMOKE_CACHE_MIB) RKL_BENCH_ROUNDS=2 \
+	  $(CARGO) bench -q --profile dev --bench cache_load > $(BENCH_SMOKE)/rust-cache.txt
 	@$(MAKE) --no-print-directory bench-run BENCH_MODE=smoke BENCH_PROFILE=debug BENCH_OUT=$(BENCH_SMOKE) \
 	  BENCH_MD=$(BENCH_SMOKE)/BENCHMARKS.md BENCH_PLOTS=$(BENCH_SMOKE)/plots BENCH_TARGET_NAME=bench-smoke \
 	  > $(BENCH_SMOKE)/report.txt
 	@test -s $(BENCH_SMOKE)/plots/per_token.png && test -s $(BENCH_SMOKE)/plots/cache_ttft.png
+	@grep -q '| hash in place |' $(BENCH_SMOKE)/BENCHMARKS.md
 	@echo "bench-smoke: every benchmark ran (report: build/bench-smoke/BENCHMARKS.md)"

@@ -465,3 +465,168 @@ fn kv_history_promises_hold_when_the_runtime_keeps_its_history() {
         assert!(text.ends_with("turn 1"), "isolated {isolated}: {text}");
     }
 }
+
+/// A model whose simulator checks every byte of a cache it loads
+/// (`cache_check = full`: a load succeeds only on exactly the bytes a save
+/// wrote) and waits `delay_ms` before it opens the file.
+fn strict_model(tag: &str, kv_bytes: u64, delay_ms: u64, isolated: bool) -> Model {
+    let path = model_file(
+        tag,
+        &[
+            "reply = answer to {prompt}",
+            &format!("kv_bytes_per_token = {kv_bytes}"),
+            "cache_check = full",
+            &format!("cache_load_delay_ms = {delay_ms}"),
+        ],
+    );
+    let mut c = config(&path);
+    if isolated {
+        c.isolated = true;
+        c.host_path = Some(env!("CARGO_BIN_EXE_rkl-host").into());
+    }
+    Model::open(&c).unwrap()
+}
+
+/// Writes `bytes` over the start of `path`, in place: same inode, no
+/// truncation (what an attacker with write access to the file can do).
+fn rewrite_in_place(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+}
+
+/// The payload's tokens as the simulator wrote them (its header).
+fn saved_tokens(payload: &[u8]) -> u32 {
+    u32::from_le_bytes(payload[8..12].try_into().unwrap())
+}
+
+/// The file is rewritten in place after rkl checked it and before the
+/// runtime opens it (the simulator waits 300 ms, the rewrite comes 100 ms
+/// into the load): the runtime still reads exactly the checked bytes.
+#[test]
+fn the_runtime_reads_the_checked_bytes_though_the_file_changes_before_it_reads() {
+    rewritten_between_check_and_read(false);
+}
+
+#[test]
+fn isolated_the_runtime_reads_the_checked_bytes_though_the_file_changes_before_it_reads() {
+    rewritten_between_check_and_read(true);
+}
+
+fn rewritten_between_check_and_read(isolated: bool) {
+    let model = strict_model("cache-toctou", 1024, 300, isolated);
+    let dir = temp_dir("cache-toctou");
+    let path = saved(&model, &dir, "c.rklcache");
+    let payload = dir.join(Manifest::read(&path).unwrap().payload.file);
+    let original = std::fs::read(&payload).unwrap();
+    let mut other = original.clone();
+    other[16..].fill(b'#'); // same size, a filler the simulator refuses
+    let mut proved = false;
+    for attempt in 0..5 {
+        rewrite_in_place(&payload, 0, &original);
+        let loader = {
+            let (model, path) = (model.clone(), path.clone());
+            std::thread::spawn(move || model.cache_load(&path))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        rewrite_in_place(&payload, 0, &other);
+        match loader.join().unwrap() {
+            Ok(_) => {
+                assert_eq!(model.kv_cache_tokens().unwrap(), saved_tokens(&original), "the saved state was loaded");
+                let (text, _) = text_and_stats(&model, &format!("{SYSTEM}and now?")).unwrap();
+                assert_eq!(text, "answer to and now?");
+                model.cache_release().unwrap();
+                proved = true;
+                break;
+            }
+            // The rewrite came before the check ended (a slow machine): again.
+            Err(e) if e.kind() == ErrorKind::CacheCorrupt => eprintln!("attempt {attempt}: rewritten too early"),
+            Err(e) => panic!("the runtime read bytes other than those checked: {e} ({:?})", e.kind()),
+        }
+    }
+    assert!(proved, "the rewrite never fell between the check and the runtime's read");
+    // The file now holds the other bytes: refused, and the model works on.
+    assert_eq!(kind(model.cache_load(&path)), ErrorKind::CacheCorrupt);
+    rewrite_in_place(&payload, 0, &original);
+    model.cache_load(&path).unwrap();
+    assert_eq!(model.kv_cache_tokens().unwrap(), saved_tokens(&original));
+}
+
+/// Another thread rewrites the payload in place (same size, other bytes,
+/// then the original bytes again) all the time while it is loaded over and
+/// over: every load either fails with a cache status or loads exactly the
+/// saved state; the simulator, which checks every byte, never sees other
+/// bytes than those rkl checked. (When rkl hashed the file and gave the
+/// runtime that file, this test saw the runtime read unchecked bytes in
+/// about a quarter of the loads, the attacker in 79 of 80.)
+#[test]
+fn a_payload_rewritten_during_loads_never_reaches_the_runtime() {
+    rewritten_during_loads(false);
+}
+
+#[test]
+fn isolated_a_payload_rewritten_during_loads_never_reaches_the_runtime() {
+    rewritten_during_loads(true);
+}
+
+fn rewritten_during_loads(isolated: bool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let model = strict_model("cache-rewrite-race", 8192, 0, isolated);
+    let dir = temp_dir("cache-rewrite-race");
+    let path = saved(&model, &dir, "c.rklcache");
+    let payload = dir.join(Manifest::read(&path).unwrap().payload.file);
+    let original = std::fs::read(&payload).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, payload, original) = (stop.clone(), payload.clone(), original.clone());
+        std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().write(true).open(&payload).unwrap();
+            let mut rng = 0x2545_F491_4F6C_DD1Du64;
+            let mut rewrites = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let len = 4096.min(original.len());
+                let at = (rng % (original.len() - len + 1) as u64) as usize;
+                let garbage: Vec<u8> = original[at..at + len].iter().map(|b| b ^ 0x5A).collect();
+                file.write_all_at(&garbage, at as u64).unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(300));
+                file.write_all_at(&original[at..at + len], at as u64).unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(300));
+                rewrites += 1;
+            }
+            rewrites
+        })
+    };
+    let started = std::time::Instant::now();
+    let (mut loaded, mut refused, mut unchecked) = (0u32, 0u32, Vec::new());
+    while (loaded + refused < 80 || loaded == 0 || refused == 0) && started.elapsed().as_secs() < 6 {
+        match model.cache_load(&path) {
+            Ok(_) => {
+                loaded += 1;
+                assert_eq!(model.kv_cache_tokens().unwrap(), saved_tokens(&original), "the saved state was loaded");
+                model.cache_release().unwrap();
+            }
+            Err(e) if e.kind() == ErrorKind::CacheCorrupt => refused += 1,
+            Err(e) => unchecked.push(format!("{e} ({:?})", e.kind())),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rewrites = writer.join().unwrap();
+    let tries = loaded + refused + unchecked.len() as u32;
+    eprintln!(
+        "{tries} loads during {rewrites} rewrites: {loaded} loaded the saved state, {refused} refused as corrupt, {} read unchecked bytes",
+        unchecked.len()
+    );
+    assert!(
+        unchecked.is_empty(),
+        "in {} of {tries} loads the runtime read bytes other than those checked: {unchecked:?}",
+        unchecked.len()
+    );
+    assert!(loaded > 0 && refused > 0, "both outcomes must have happened: {loaded} loaded, {refused} refused");
+    rewrite_in_place(&payload, 0, &original);
+    model.cache_load(&path).unwrap();
+}

@@ -348,8 +348,8 @@ static void bench_cache_ttft(const char *model, const char *dir, int rounds, int
         double save_ms;
         char payload_path[4096];
         save_cache(m, cached, path, &payload, payload_path, sizeof payload_path, &save_ms);
-        /* A first load, as in a new process: the save left the payload known
-         * as verified; a new mtime/ctime makes rkl hash it again. */
+        /* A first load, as in a new process: a new mtime/ctime makes sure
+         * rkl copies and hashes it (no copy of an earlier state is reused). */
         if (utimensat(AT_FDCWD, payload_path, NULL, 0) != 0) die("utimensat on the payload failed");
         double load_ms = load_cache(m, path);
         for (int i = 0; i < rounds; i++) {
@@ -391,7 +391,8 @@ static void bench_cache_load(const char *model, const char *dir, int rounds, int
     save_cache(m, cached, path, &payload, payload_path, sizeof payload_path, &save_ms);
     double *first = calloc((size_t)rounds, sizeof(double)), *again = calloc((size_t)rounds, sizeof(double));
     for (int i = 0; i < rounds; i++) {
-        /* A new mtime/ctime: rkl no longer knows the payload as verified. */
+        /* A new mtime/ctime: rkl makes a new sealed copy (and frees the one
+         * of the previous state); the repeated load reuses it. */
         if (utimensat(AT_FDCWD, payload_path, NULL, 0) != 0) die("utimensat on the payload failed");
         first[i] = load_cache(m, path);
         check(rkl_cache_release(m), "rkl_cache_release");

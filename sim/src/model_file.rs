@@ -16,6 +16,17 @@ pub enum CallbackThread {
     Foreign,
 }
 
+/// What `rkllm_load_prompt_cache` checks of a cache file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheCheck {
+    /// The magic and the size only.
+    Header,
+    /// Every byte: also the reserved word (0) and the whole filler, which
+    /// must be this model's, so a load succeeds only on exactly the bytes a
+    /// save of this model wrote.
+    Full,
+}
+
 /// Everything a model file says, with the README's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
@@ -40,6 +51,10 @@ pub struct ModelSpec {
     /// releasing a prompt cache keeps the history, and loading one stacks
     /// it on the history there. Only `rkllm_clear_kv_cache` empties it.
     pub sticky_kv: bool,
+    pub cache_check: CacheCheck,
+    /// Real milliseconds `rkllm_load_prompt_cache` waits before it opens
+    /// the file.
+    pub cache_load_delay_ms: u64,
 }
 
 impl Default for ModelSpec {
@@ -60,6 +75,8 @@ impl Default for ModelSpec {
             slow_abort_ms: 0,
             grow_kb_per_run: 0,
             sticky_kv: false,
+            cache_check: CacheCheck::Header,
+            cache_load_delay_ms: 0,
         }
     }
 }
@@ -114,6 +131,14 @@ fn apply(spec: &mut ModelSpec, key: &str, value: &str) -> Result<(), String> {
                 "true" => true,
                 "false" => false,
                 other => return Err(format!("sticky_kv: {other:?} is not true or false")),
+            }
+        }
+        "cache_load_delay_ms" => spec.cache_load_delay_ms = number(value)?,
+        "cache_check" => {
+            spec.cache_check = match value {
+                "header" => CacheCheck::Header,
+                "full" => CacheCheck::Full,
+                other => return Err(format!("cache_check: {other:?} is not header or full")),
             }
         }
         "time_scale" => {
@@ -188,7 +213,9 @@ mod tests {
             fault = error@token:2\n\
             fault = segv@cache_save\n\
             slow_abort_ms = 40\n\
-            grow_kb_per_run = 50\n";
+            grow_kb_per_run = 50\n\
+            cache_check = full\n\
+            cache_load_delay_ms = 60\n";
         let spec = parse(text).unwrap();
         assert_eq!(spec.name, "qwen-sim");
         assert_eq!(spec.reply, "Hi {prompt}!");
@@ -206,6 +233,7 @@ mod tests {
             ]
         );
         assert_eq!((spec.slow_abort_ms, spec.grow_kb_per_run), (40, 50));
+        assert_eq!((spec.cache_check, spec.cache_load_delay_ms), (CacheCheck::Full, 60));
     }
 
     #[test]
@@ -232,6 +260,7 @@ mod tests {
         assert!(parse("RKLLM-SIM 1\nwaiting = maybe\n").is_err());
         assert!(parse("RKLLM-SIM 1\ncallback_thread = any\n").is_err());
         assert!(parse("RKLLM-SIM 1\nfault = broken@prefill\n").is_err());
+        assert!(parse("RKLLM-SIM 1\ncache_check = some\n").is_err());
     }
 
     #[test]

@@ -58,7 +58,11 @@ pub unsafe fn load_prompt_cache(h: &Handle, path_ptr: *const c_char) -> Result<(
     }
     // SAFETY: per the contract.
     let path = unsafe { path(path_ptr, "path") }?;
-    let tokens = cache::read_tokens(&path, h.settings.model.kv_bytes_per_token)?;
+    let model = &h.settings.model;
+    if model.cache_load_delay_ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(model.cache_load_delay_ms));
+    }
+    let tokens = cache::read_tokens(&path, model.kv_bytes_per_token, model.cache_check, &model.name)?;
     let mut s = h.session();
     if h.settings.model.sticky_kv {
         s.history_tokens += tokens;

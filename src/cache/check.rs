@@ -2,13 +2,10 @@
 //! for each failure, before the runtime ever sees the payload.
 
 use super::files::open_regular_file;
-use super::identity::checksum_open_file;
 use super::manifest::Manifest;
+use super::sealed::{checked_payload, CheckedPayload};
 use super::trust;
-use super::verified::{is_verified, remember, FileStamp};
 use crate::error::{Error, ErrorKind, Result};
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// A cache whose files passed every check that needs no model.
@@ -17,16 +14,16 @@ pub struct CheckedCache {
     pub manifest: Manifest,
     /// The payload beside it.
     pub payload_path: PathBuf,
-    /// The payload, open: what was checked is what the runtime will read
-    /// (through `/proc/self/fd`), even if a concurrent save replaces the
-    /// file at `payload_path`.
-    pub payload: File,
+    /// What the runtime reads: a sealed private copy of exactly the bytes
+    /// that were checked (`sealed`), whatever happens to the file at
+    /// `payload_path` afterwards.
+    pub payload: CheckedPayload,
 }
 
 impl CheckedCache {
-    /// A path through which the runtime reads exactly the checked file.
+    /// A path through which the runtime reads exactly the checked bytes.
     pub fn runtime_path(&self) -> String {
-        format!("/proc/self/fd/{}", self.payload.as_raw_fd())
+        self.payload.runtime_path()
     }
 }
 
@@ -37,8 +34,9 @@ const ATTEMPTS: usize = 3;
 /// Checks, in order: manifest present and parseable, format version known,
 /// its payload name rkl's own for it, manifest and directory trusted
 /// (`trust.rs`), payload present with the recorded size and trusted,
-/// payload checksum (skipped when this exact file was verified before in
-/// this process).
+/// payload checksum (hashed while it is copied into the sealed copy the
+/// runtime reads; skipped when the copy of this exact file state is still
+/// there, see `sealed`).
 pub fn check_files(manifest_path: &Path) -> Result<CheckedCache> {
     let mut attempt = 1;
     loop {
@@ -79,7 +77,7 @@ fn check_payload(manifest_path: &Path, manifest: Manifest) -> Result<CheckedCach
     let missing = |e: std::io::Error| {
         Error::new(ErrorKind::CacheTruncated, format!("prompt cache payload '{shown}' is missing ({e})"))
     };
-    let mut payload = open_regular_file(&payload_path).map_err(missing)?;
+    let payload = open_regular_file(&payload_path).map_err(missing)?;
     let meta = payload.metadata().map_err(missing)?;
     trust::check_file("payload", &payload_path, &meta)?;
     if !meta.is_file() || meta.len() != manifest.payload.size {
@@ -92,55 +90,6 @@ fn check_payload(manifest_path: &Path, manifest: Manifest) -> Result<CheckedCach
             ),
         ));
     }
-    let stamp = FileStamp::new(&meta, &manifest.payload.checksum);
-    if !is_verified(&stamp) {
-        let (checksum, _) = checksum_open_file(&mut payload, &payload_path)?;
-        if checksum != manifest.payload.checksum {
-            return Err(Error::new(
-                ErrorKind::CacheCorrupt,
-                format!("prompt cache payload '{shown}' is damaged: its checksum does not match the manifest"),
-            ));
-        }
-        // Stamp from metadata read before hashing: a write during the hash
-        // changes ctime and so can never be remembered as verified.
-        remember(stamp);
-    }
+    let payload = checked_payload(payload, &meta, &manifest.payload.checksum, &payload_path)?;
     Ok(CheckedCache { manifest, payload_path, payload })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cache::identity::file_checksum;
-    use crate::cache::identity::FILES_HASHED;
-    use crate::cache::manifest::{tests::sample, Manifest};
-    use std::sync::atomic::Ordering;
-
-    #[test]
-    fn an_unchanged_payload_is_hashed_once_and_a_rewritten_one_again() {
-        let dir = std::env::temp_dir().join(format!("rkl-check-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let payload = dir.join("c.json.0123456789abcdef.kv");
-        std::fs::write(&payload, b"kv state").unwrap();
-        let (checksum, size) = file_checksum(&payload).unwrap();
-        let mut m: Manifest = sample();
-        m.payload.file = "c.json.0123456789abcdef.kv".into();
-        m.payload.size = size;
-        m.payload.checksum = checksum;
-        let manifest = dir.join("c.json");
-        std::fs::write(&manifest, m.to_json()).unwrap();
-
-        let before = FILES_HASHED.load(Ordering::Relaxed);
-        check_files(&manifest).unwrap();
-        check_files(&manifest).unwrap();
-        check_files(&manifest).unwrap();
-        assert_eq!(FILES_HASHED.load(Ordering::Relaxed) - before, 1, "verified once, remembered after");
-
-        // Same size, same content length, flipped byte: must be hashed again
-        // and refused.
-        std::fs::write(&payload, b"kv stat!").unwrap();
-        let err = check_files(&manifest).err().expect("a flipped byte is refused");
-        assert_eq!(err.kind(), ErrorKind::CacheCorrupt);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

@@ -61,9 +61,6 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> u64 {
     meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// How many whole files were checksummed in this process (for tests).
-pub static FILES_HASHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// Checksum and size of a whole file.
 pub fn file_checksum(path: &Path) -> Result<(String, u64)> {
     let mut file = super::files::open_regular_file(path).map_err(|e| io_error("prompt cache payload", path, e))?;
@@ -72,7 +69,6 @@ pub fn file_checksum(path: &Path) -> Result<(String, u64)> {
 
 /// Checksum and size of an open file, read from its start.
 pub fn checksum_open_file(file: &mut File, shown: &Path) -> Result<(String, u64)> {
-    FILES_HASHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     file.seek(SeekFrom::Start(0)).map_err(|e| io_error("prompt cache payload", shown, e))?;
     let mut hasher = Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];

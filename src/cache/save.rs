@@ -17,7 +17,6 @@ use super::files::{self, CachePath, DirLock};
 use super::identity::file_checksum;
 use super::info::{CacheInfo, Verdict};
 use super::manifest::{looks_like_manifest, Manifest, PayloadRecord};
-use super::verified::{remember, FileStamp};
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::File;
 use std::io::Read;
@@ -142,9 +141,6 @@ impl PendingSave {
             if std::fs::symlink_metadata(&old).is_ok_and(|m| m.is_file()) {
                 files::remove_quietly(&old);
             }
-        }
-        if let Ok(meta) = std::fs::metadata(&payload_path) {
-            remember(FileStamp::new(&meta, &checksum));
         }
         Ok(CacheInfo {
             path: target.manifest.clone(),

@@ -111,7 +111,7 @@ impl LocalModel {
         // loaded cache on the history there (the ABI allows it).
         self.inner().set_loaded_prompt(None);
         self.inner().raw.clear_kv_cache(false)?;
-        // The runtime reads the very file that was checked, through its
+        // The runtime reads the sealed copy of the checked bytes, through its
         // descriptor, which stays open until the call returns.
         self.inner().raw.load_prompt_cache(cstring("cache path", &checked.runtime_path())?)?;
         self.inner().set_loaded_prompt(Some(LoadedPrompt {

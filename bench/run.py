@@ -11,6 +11,8 @@ made by a driver program that prints "BENCH {json}" lines:
   benches/generate.rs   allocations counted by a global allocator (cargo bench)
   benches/cache_load.rs the parts of a cache check: hashing in place vs the
                         sealed copy (cargo bench)
+  benches/auto_cache.rs automatic prompt caching: TTFT of a first request,
+                        hits and no cache, and a hit's lookup cost (cargo bench)
 
 This script only runs them (interleaved, so slow drift of a noisy machine
 hits every side alike), summarises the values (median and p10/p90 or
@@ -287,6 +289,19 @@ def bench_isolation(r, cfg, res):
         else:
             iso[i["case"]] = i
     res["_iso"] = iso
+
+
+def bench_auto_cache(r, cfg, res):
+    """Section 7: automatic prompt caching, from benches/auto_cache.rs (run by
+    make before this script, with its own sizes: see mk/bench.mk)."""
+    if not r.args.rust_auto or not Path(r.args.rust_auto).exists():
+        return
+    auto = {}
+    for line in Path(r.args.rust_auto).read_text().splitlines():
+        if line.startswith("BENCH "):
+            item = json.loads(line[6:])
+            auto[item["case"]] = item
+    res["_auto"] = auto
 
 
 # ----------------------------------------------------------------- machine
@@ -635,9 +650,77 @@ def render(res, mach, mode, plots_rel, cmdline):
         iso_row("request after a crash (restart + 1 token)", "iso_roundtrip", "iso_restart", "µs")
         w(table(["measure", "in-process", "isolated", "difference"], rows))
         w("")
+
+    # ------------------------------------------------ 7
+    render_auto_cache(res.get("_auto", {}), w)
     L[summary_at:summary_at] = ["## Summary\n", "The headline figures of this run (details and spread below).\n",
                                 summary_table(res, s), ""]
     return "\n".join(L) + "\n", s
+
+
+AUTO_TARGET_MS = 1.0
+
+
+def render_auto_cache(auto, w):
+    """Section 7: the four TTFTs of automatic caching and a hit's lookup cost."""
+    w("## 7. Automatic prompt caching\n")
+    none = auto.get("auto_ttft_none")
+    if not none:
+        w("Not run.\n")
+        return
+    scale = none["time_scale"]
+    w(f"`OpenConfig::auto_cache` (`cache_dir` in C) and a `cache_prefix` per request, from "
+      f"`benches/auto_cache.rs`. Each request is a {none['prefix_tokens']}-token system prompt (the cache "
+      f"prefix, {none['prefix_bytes']:,} bytes) plus ` Summary?`, and generates 1 token. The simulator "
+      f"sleeps for real, times `time_scale = {scale:g}`, the timing model of section 5: prefill "
+      f"{none['prefill_us'] / 1000:g} ms and decode {none['decode_us'] / 1000:g} ms per token, "
+      f"{none['kv_bytes_per_token'] / 1024:g} KiB of KV per token (a cache of "
+      f"{none['cache_bytes'] / 1e6:,.1f} MB). TTFT is rkl's own `Stats::ttft_ms` (`rkl_stats.ttft_ms`), "
+      "which includes the cache work. \"First\": the first request with the prefix on an empty directory "
+      "(the cache is saved, one prefill of the prefix, then loaded; the save's prefill is not in the "
+      "tokens column). \"From disk\": the first request of a freshly opened model on the same directory; "
+      "the process's sealed copy of the payload was replaced beforehand (by inspecting another cache), so "
+      "the load reads and hashes the whole payload as another process or a restart would. \"By hand\": "
+      "the same request on a model without automatic caching whose cache was loaded with "
+      "`Model::cache_load`.\n")
+    base = med(none["values"])
+    rows = []
+    for case, label, use in (
+            ("auto_ttft_first", "first request with the prefix (saves the cache)", "`Saved`"),
+            ("auto_ttft_hit_loaded", "later request, cache already loaded", "`Hit`"),
+            ("auto_ttft_hit_disk", "fresh model on the same directory (cache from disk)", "`Hit`"),
+            ("auto_ttft_none", "no caching (whole prompt prefilled)", "`None`"),
+            ("auto_ttft_manual", "cache loaded by hand (`cache_load`), no automatic caching", "–")):
+        item = auto.get(case)
+        if not item:
+            continue
+        v = item["values"]
+        ratio = base / med(v)
+        vs = "–" if case == "auto_ttft_none" else (f"{ratio:.1f}× faster" if ratio >= 1 else
+                                                   f"{1 / ratio:.2f}× slower")
+        rows.append([label, use, item["prefill_tokens"], spread(v, "ms"), vs])
+    w(table(["request", "`Stats::cache`", "tokens prefilled", "TTFT", "vs no caching"], rows))
+    w("")
+    lookup, real = auto.get("auto_lookup"), auto.get("auto_lookup_real")
+    if not lookup:
+        return
+    w(f"**Lookup cost of a hit** (the target is < {AUTO_TARGET_MS:g} ms besides the runtime's own load): "
+      "the client-side TTFT (from the `generate` call to the first chunk) of a hit with the cache already "
+      "loaded minus that of the same continuation on the cache loaded by hand, the two models alternating, "
+      "as the median of the paired differences. It is what automatic caching adds: naming the prefix's "
+      "cache (a hash of the model's fingerprint, runtime, chat template, prefix and settings), marking it "
+      "used (its manifest's modification time) and the lock that orders the choice. On a zero-cost "
+      "simulator (`time_scale = 0`) the runtime's own time is next to nothing, so its sleeping jitter does "
+      "not blur the difference; the pairs of the timed rounds above are a check.\n")
+    lrows = []
+    for item, label in ((lookup, "zero-cost simulator"), (real, f"timed rounds above (`time_scale = {scale:g}`)")):
+        if not item:
+            continue
+        v = item["values"]
+        verdict = "met" if med(v) < AUTO_TARGET_MS else "**missed**"
+        lrows.append([label, len(v), spread([x * 1000 for x in v], "µs"), f"< {AUTO_TARGET_MS:g} ms: {verdict}"])
+    w(table(["measured on", "pairs", "hit − by hand", "target"], lrows))
+    w("")
 
 
 def summary_table(res, s):
@@ -696,6 +779,18 @@ def summary_table(res, s):
             rows.append([f"cache check (sealed copy), first load of {load['mib']} MiB",
                          f"{fmt(load['_hash_ms'])} ms ({load['_gbs']:.1f} GB/s{before})",
                          f"{load['_share'] * 100:.0f} % of the first cached request"])
+    auto = res.get("_auto", {})
+    if "auto_ttft_hit_loaded" in auto and "auto_ttft_none" in auto:
+        hit, none = med(auto["auto_ttft_hit_loaded"]["values"]), med(auto["auto_ttft_none"]["values"])
+        rows.append([f"automatic caching, TTFT of a hit vs no cache ({auto['auto_ttft_none']['prefix_tokens']}-token "
+                     "system prompt)", f"{fmt(hit)} ms vs {fmt(none)} ms", f"{none / hit:.1f}× faster"])
+    if "auto_lookup" in auto:
+        hit = auto.get("auto_lookup_hit_client", {}).get("values", [])
+        hand = auto.get("auto_lookup_manual_client", {}).get("values", [])
+        vs = (f"hit {fmt(med(hit) * 1000)} µs vs {fmt(med(hand) * 1000)} µs by hand (zero-cost TTFT)"
+              if hit and hand else "–")
+        rows.append([f"automatic caching, lookup cost of a hit (target < {AUTO_TARGET_MS:g} ms)", vs,
+                     f"{med(auto['auto_lookup']['values']) * 1000:+,.1f} µs"])
     iso = res.get("_iso", {})
     if "iso_unavailable" in iso:
         rows.append(["isolation mode", "not available yet", "–"])
@@ -843,6 +938,7 @@ def main():
     ap.add_argument("--plots-rel", help="the plots' folder as the report links it")
     ap.add_argument("--rust", help="output of benches/generate.rs (BENCH lines)")
     ap.add_argument("--rust-cache", help="output of benches/cache_load.rs (BENCH lines)")
+    ap.add_argument("--rust-auto", help="output of benches/auto_cache.rs (BENCH lines)")
     ap.add_argument("--go-bin", help="the Go driver (bench/go)")
     ap.add_argument("--python", help="python for the Python binding's driver")
     ap.add_argument("--node", help="node for the Node binding's driver")
@@ -868,6 +964,7 @@ def main():
     bench_contention(r, cfg, res)
     bench_cache(r, cfg, res)
     bench_isolation(r, cfg, res)
+    bench_auto_cache(r, cfg, res)
     log(f"measured in {time.monotonic() - t0:.0f} s")
     mach = machine()
     mach["load_before"] = load_before

@@ -55,19 +55,26 @@ bench-drivers:
 # One run of bench/run.py: BENCH_MODE=full|smoke, the drivers in $(BENCH_OUT),
 # the Rust benches' output in $(BENCH_OUT)/rust.txt (benches/generate.rs) and
 # $(BENCH_OUT)/rust-cache.txt (benches/cache_load.rs, run with the cache sizes
-# of bench/run.py's mode: BENCH_CACHE_MIB / BENCH_SMOKE_CACHE_MIB below).
+# of bench/run.py's mode: BENCH_CACHE_MIB / BENCH_SMOKE_CACHE_MIB below) and
+# $(BENCH_OUT)/rust-auto-cache.txt (benches/auto_cache.rs: automatic caching
+# at the real time scale; the smoke run shrinks it with BENCH_SMOKE_AUTO_ENV).
 BENCH_MODE ?= full
 BENCH_MD    ?= $(CURDIR)/BENCHMARKS.md
 BENCH_PLOTS ?= $(CURDIR)/bench/plots
 BENCH_TARGET_NAME ?= bench
 BENCH_CACHE_MIB       := 8,33,256
 BENCH_SMOKE_CACHE_MIB := 1
+# benches/auto_cache.rs in the smoke run: a shorter system prompt, a tenth of
+# the real time, small caches, few rounds (well under a second of sleeping).
+BENCH_SMOKE_AUTO_ENV  := RKL_BENCH_ROUNDS=2 RKL_BENCH_PAIRS=2 RKL_BENCH_LOOKUPS=40 \
+                         RKL_BENCH_PREFIX_TOKENS=100 RKL_BENCH_TIME_SCALE=0.1 RKL_BENCH_KV_BYTES=4096
 
 bench-run:
 	$(BENCH_VENV)/bin/python bench/run.py --mode $(BENCH_MODE) --bin $(BENCH_OUT) \
 	  --sim $(TARGET)/$(BENCH_PROFILE)/librkllmrt.so --lib $(BENCH_LIBDIR)/librkl.so.0 \
 	  --work $(BENCH_OUT)/work --md $(BENCH_MD) --plots $(BENCH_PLOTS) --json $(BENCH_OUT)/results.json \
-	  --rust $(BENCH_OUT)/rust.txt --rust-cache $(BENCH_OUT)/rust-cache.txt --go-bin $(BENCH_OUT)/go-bench --python $(BENCH_VENV)/bin/python \
+	  --rust $(BENCH_OUT)/rust.txt --rust-cache $(BENCH_OUT)/rust-cache.txt \
+	  --rust-auto $(BENCH_OUT)/rust-auto-cache.txt --go-bin $(BENCH_OUT)/go-bench --python $(BENCH_VENV)/bin/python \
 	  --node node --host $(TARGET)/$(BENCH_PROFILE)/rkl-host --cmdline "make $(BENCH_TARGET_NAME)"
 
 # Everything in release mode: the workspace (librkl, rkl-cache and the
@@ -79,6 +86,8 @@ bench: build-release bindings-tools examples/node/node_modules/.ready $(BENCH_VE
 	RKL_BENCH_SIM=$(TARGET)/release/librkllmrt.so RKLLM_SIM_ABI=1.3 \
 	  $(CARGO) bench --bench generate > $(BENCH_BUILD)/release/rust.txt
 	RKL_BENCH_CACHE_MIB=$(BENCH_CACHE_MIB) $(CARGO) bench --bench cache_load > $(BENCH_BUILD)/release/rust-cache.txt
+	RKL_BENCH_SIM=$(TARGET)/release/librkllmrt.so RKLLM_SIM_ABI=1.3 \
+	  $(CARGO) bench --bench auto_cache > $(BENCH_BUILD)/release/rust-auto-cache.txt
 	@$(MAKE) --no-print-directory bench-run BENCH_MODE=full BENCH_PROFILE=release \
 	  BENCH_OUT=$(BENCH_BUILD)/release BENCH_TARGET_NAME=bench
 
@@ -90,9 +99,14 @@ bench-smoke: stage bindings-tools examples/node/node_modules/.ready $(BENCH_VENV
 	  $(CARGO) bench -q --profile dev --bench generate > $(BENCH_SMOKE)/rust.txt
 	RKL_BENCH_CACHE_MIB=$(BENCH_SMOKE_CACHE_MIB) RKL_BENCH_ROUNDS=2 \
 	  $(CARGO) bench -q --profile dev --bench cache_load > $(BENCH_SMOKE)/rust-cache.txt
+	RKL_BENCH_SIM=$(TARGET)/debug/librkllmrt.so RKLLM_SIM_ABI=1.3 $(BENCH_SMOKE_AUTO_ENV) \
+	  $(CARGO) bench -q --profile dev --bench auto_cache > $(BENCH_SMOKE)/rust-auto-cache.txt
 	@$(MAKE) --no-print-directory bench-run BENCH_MODE=smoke BENCH_PROFILE=debug BENCH_OUT=$(BENCH_SMOKE) \
 	  BENCH_MD=$(BENCH_SMOKE)/BENCHMARKS.md BENCH_PLOTS=$(BENCH_SMOKE)/plots BENCH_TARGET_NAME=bench-smoke \
 	  > $(BENCH_SMOKE)/report.txt
 	@test -s $(BENCH_SMOKE)/plots/per_token.png && test -s $(BENCH_SMOKE)/plots/cache_ttft.png
 	@grep -q '| hash in place |' $(BENCH_SMOKE)/BENCHMARKS.md
+	@grep -q '^## 7. Automatic prompt caching' $(BENCH_SMOKE)/BENCHMARKS.md
+	@grep -q '| fresh model on the same directory (cache from disk) |' $(BENCH_SMOKE)/BENCHMARKS.md
+	@grep -q '| zero-cost simulator |' $(BENCH_SMOKE)/BENCHMARKS.md
 	@echo "bench-smoke: every benchmark ran (report: build/bench-smoke/BENCHMARKS.md)"

@@ -14,12 +14,17 @@
 RKL_STATIC_ASSERT(sizeof(rkl_status) == 4, status_is_32_bits);
 RKL_STATIC_ASSERT(sizeof(rkl_finish_reason) == 4, finish_is_32_bits);
 #if UINTPTR_MAX == 0xffffffffffffffffu
-RKL_STATIC_ASSERT(sizeof(rkl_open_params) == 120, open_params_size);
-/* Version 1 of the struct ended there; later fields only follow it. */
+RKL_STATIC_ASSERT(sizeof(rkl_open_params) == 136, open_params_size);
+/* Each version of a struct ended where the next one's fields start; later
+ * fields only follow. */
 RKL_STATIC_ASSERT(offsetof(rkl_open_params, flags) == 104, open_params_v1_size);
-RKL_STATIC_ASSERT(sizeof(rkl_generate_params) == 40, generate_params_size);
-RKL_STATIC_ASSERT(sizeof(rkl_stats) == 80, stats_size);
+RKL_STATIC_ASSERT(offsetof(rkl_open_params, cache_dir) == 120, open_params_v2_size);
+RKL_STATIC_ASSERT(sizeof(rkl_generate_params) == 48, generate_params_size);
+RKL_STATIC_ASSERT(offsetof(rkl_generate_params, cache_prefix_bytes) == 40, generate_params_v1_size);
+RKL_STATIC_ASSERT(sizeof(rkl_stats) == 88, stats_size);
 RKL_STATIC_ASSERT(offsetof(rkl_stats, abort_ms) == 72, stats_v1_size);
+RKL_STATIC_ASSERT(offsetof(rkl_stats, cache_use) == 80, stats_v2_size);
+RKL_STATIC_ASSERT(sizeof(rkl_cache_use) == 4, cache_use_is_32_bits);
 RKL_STATIC_ASSERT(sizeof(rkl_model_details) == 40, details_size);
 #endif
 

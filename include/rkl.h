@@ -607,6 +607,60 @@ typedef struct rkl_model_details {
 } rkl_model_details;
 
 /**
+ * Sampling settings for one request (runtime release 1.3; a 1.2 runtime
+ * refuses them with ::RKL_NOT_SUPPORTED). Fill with
+ * rkl_sampling_params_init(), then set the fields to change: an integer
+ * field holding ::RKL_UNSET, or a float field holding NaN, keeps the
+ * model's value (its rkl_open_params setting, else the runtime's default).
+ * The ranges are those of ::rkl_open_params.
+ *
+ * Compatibility rules as for ::rkl_open_params.
+ */
+typedef struct rkl_sampling_params {
+    /**
+     * Size of the struct as the caller knows it; written by
+     * rkl_sampling_params_init().
+     */
+    size_t struct_size;
+    /**
+     * Top-k sampling; 0 disables it.
+     */
+    int32_t top_k;
+    /**
+     * Nucleus sampling mass, 0..=1.
+     */
+    float top_p;
+    /**
+     * Sampling temperature, >= 0.
+     */
+    float temperature;
+    /**
+     * Repetition penalty, >= 0.
+     */
+    float repeat_penalty;
+    /**
+     * Frequency penalty, -100..=100.
+     */
+    float frequency_penalty;
+    /**
+     * Presence penalty, -100..=100.
+     */
+    float presence_penalty;
+    /**
+     * Mirostat mode: 0 off, 1 or 2.
+     */
+    int32_t mirostat;
+    /**
+     * Mirostat target entropy, > 0.
+     */
+    float mirostat_tau;
+    /**
+     * Mirostat learning rate, > 0.
+     */
+    float mirostat_eta;
+} rkl_sampling_params;
+
+/**
  * One generation request. Fill with rkl_generate_params_init(), then set
  * `prompt` and whatever else should differ from the defaults.
  *
@@ -656,6 +710,11 @@ typedef struct rkl_generate_params {
      * Ignored without `cache_dir`.
      */
     size_t cache_prefix_bytes;
+    /**
+     * Sampling settings for this request alone (see ::rkl_sampling_params),
+     * or NULL (default): the model's. Read during the call.
+     */
+    const struct rkl_sampling_params *sampling;
 } rkl_generate_params;
 
 /**
@@ -1059,6 +1118,19 @@ rkl_status rkl_model_restart(struct rkl_model *model);
  * Thread-safe.
  */
 rkl_status rkl_model_info(const struct rkl_model *model, struct rkl_model_details *out);
+
+/**
+ * Fills `params` with the defaults: every field unset (the model's values).
+ *
+ * @param params       caller memory of `struct_size` bytes, written during
+ *                     the call only.
+ * @param struct_size  `sizeof(rkl_sampling_params)` as the caller compiled it.
+ * @return ::RKL_OK; ::RKL_NULL_ARGUMENT; ::RKL_INVALID_ARGUMENT when
+ *         `struct_size` is smaller than the first version of the struct.
+ *
+ * Thread-safe.
+ */
+rkl_status rkl_sampling_params_init(struct rkl_sampling_params *params, size_t struct_size);
 
 /**
  * Fills `params` with the defaults: no prompt, user role, no thinking, no

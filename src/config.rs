@@ -1,7 +1,7 @@
 //! What a caller asks for: how to open a model and what to generate.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::runtime::{Family, ModelParams, DEFAULT_RUNTIME};
+use crate::runtime::{Family, ModelParams, Sampling, DEFAULT_RUNTIME};
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -232,6 +232,10 @@ pub struct GenerateRequest {
     /// unless the model was opened with [`OpenConfig::auto_cache`].
     #[serde(default)]
     pub cache_prefix: Option<usize>,
+    /// Sampling settings for this request alone (1.3 runtimes; a 1.2
+    /// runtime refuses them with [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported)).
+    #[serde(default)]
+    pub sampling: Option<Sampling>,
 }
 
 impl GenerateRequest {

@@ -48,7 +48,7 @@ pub use config::{AutoCache, GenerateRequest, OpenConfig, RestartPolicy, Role};
 pub use error::{Error, ErrorKind, Result};
 pub use facade::{Model, Stream, StreamAborter};
 pub use outcome::{CacheUse, FinishReason, Stats, Step, StreamEvent};
-pub use runtime::{Family, ModelParams};
+pub use runtime::{Family, ModelParams, Sampling};
 
 /// Checks that `bytes` are UTF-8 text without NUL bytes (the C API's rule
 /// for every string it is given); used by tests of that rule.

@@ -10,6 +10,17 @@ pub struct ReplyContext<'a> {
     pub tools: &'a str,
     pub lora: &'a str,
     pub enable_thinking: bool,
+    /// The run's own sampling parameters (1.3), or "init".
+    pub sampling: &'a str,
+}
+
+/// The `{sampling}` text of per-run sampling parameters.
+pub fn describe_sampling(s: &crate::abi::SamplingParam) -> String {
+    format!(
+        "top_k={} top_p={} temperature={} repeat_penalty={} frequency_penalty={} presence_penalty={} mirostat={} mirostat_tau={} mirostat_eta={}",
+        s.top_k, s.top_p, s.temperature, s.repeat_penalty, s.frequency_penalty, s.presence_penalty, s.mirostat,
+        s.mirostat_tau, s.mirostat_eta
+    )
 }
 
 /// What `enable_thinking` puts in front of the reply.
@@ -34,6 +45,7 @@ pub fn expand(template: &str, ctx: &ReplyContext) -> String {
             ("{system}", ctx.system),
             ("{tools}", ctx.tools),
             ("{lora}", ctx.lora),
+            ("{sampling}", ctx.sampling),
         ]
         .into_iter()
         .find(|(name, _)| after.starts_with(name));
@@ -77,12 +89,16 @@ mod tests {
             tools: "[t]",
             lora: "style",
             enable_thinking: false,
+            sampling: "init",
         }
     }
 
     #[test]
     fn every_placeholder_is_replaced_once() {
-        assert_eq!(expand("{prompt}|{turn}|{role}|{system}|{tools}|{lora}", &ctx()), "p{turn}|3|user|sys|[t]|style");
+        assert_eq!(
+            expand("{prompt}|{turn}|{role}|{system}|{tools}|{lora}|{sampling}", &ctx()),
+            "p{turn}|3|user|sys|[t]|style|init"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `rkllm_run`: reading the request, generating the callbacks, keeping history.
 
-use crate::abi::{call_state, InferParamV12, InferParamV13, InputV12, InputV13, LoraParam, PerfStat, PromptCacheParam};
+use crate::abi::{
+    call_state, InferParamV12, InferParamV13, InputV12, InputV13, LoraParam, PerfStat, PromptCacheParam, SamplingParam,
+};
 use crate::cache;
 use crate::callback::Sink;
 use crate::config::Abi;
@@ -29,6 +31,8 @@ struct Request {
     keep_history: bool,
     /// 1.3's per-run `max_new_tokens` when > 0.
     max_new_tokens: Option<i32>,
+    /// 1.3's per-run sampling parameters, when given.
+    sampling: Option<SamplingParam>,
     userdata: usize,
 }
 
@@ -57,6 +61,7 @@ struct RawRequest {
     prompt_cache_params: *const PromptCacheParam,
     keep_history: i32,
     max_new_tokens: i32,
+    sampling: Option<SamplingParam>,
     sampling_error: Option<String>,
 }
 
@@ -82,19 +87,21 @@ unsafe fn read_raw(abi: Abi, input: *const c_void, infer: *const c_void) -> RawR
                 prompt_cache_params: p.prompt_cache_params,
                 keep_history: p.keep_history,
                 max_new_tokens: 0,
+                sampling: None,
                 sampling_error: None,
             }
         }
         Abi::V1_3 => {
             // SAFETY: per this function's contract.
             let (i, p) = unsafe { (ptr_read(input as *const InputV13), ptr_read(infer as *const InferParamV13)) };
-            let sampling_error = if p.sampling_params.is_null() {
+            let sampling = if p.sampling_params.is_null() {
                 None
             } else {
                 // SAFETY: a non-NULL sampling_params points at the 36-byte
                 // struct (rkllm-abi.md).
-                check_sampling(&unsafe { ptr_read(p.sampling_params) }).err()
+                Some(unsafe { ptr_read(p.sampling_params) })
             };
+            let sampling_error = sampling.as_ref().and_then(|s| check_sampling(s).err());
             RawRequest {
                 role: i.role,
                 enable_thinking: i.enable_thinking,
@@ -106,6 +113,7 @@ unsafe fn read_raw(abi: Abi, input: *const c_void, infer: *const c_void) -> RawR
                 prompt_cache_params: p.prompt_cache_params,
                 keep_history: p.keep_history,
                 max_new_tokens: p.max_new_tokens,
+                sampling,
                 sampling_error,
             }
         }
@@ -186,6 +194,7 @@ unsafe fn decode(
         save_path_addr,
         keep_history: raw.keep_history == 1,
         max_new_tokens: (raw.max_new_tokens > 0).then_some(raw.max_new_tokens),
+        sampling: raw.sampling,
         userdata,
     })
 }
@@ -401,6 +410,7 @@ pub unsafe fn run(h: &Handle, input: *const c_void, infer: *const c_void, userda
             tools: &session.tools,
             lora,
             enable_thinking: request.enable_thinking,
+            sampling: &request.sampling.as_ref().map_or_else(|| "init".to_string(), reply::describe_sampling),
         },
     );
     let max_tokens = request.max_new_tokens.unwrap_or(settings.max_new_tokens);

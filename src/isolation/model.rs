@@ -370,6 +370,11 @@ impl IsolatedModel {
 
     pub fn stream(&self, request: &GenerateRequest) -> Result<IsolatedStream> {
         self.check_usable()?;
+        // Checked here too: JSON has no NaN or infinity, so the worker would
+        // see such a value as unset.
+        if let Some(sampling) = &request.sampling {
+            sampling.validate()?;
+        }
         let started_at = Instant::now();
         // Registered before it is sent, and the model is looked at again
         // after: `close` (which marks the model closed, then aborts every

@@ -153,6 +153,22 @@ impl LocalModel {
                 return Err(Error::invalid(format!("LoRA adapter '{name}' was never loaded ({known}); load it first")));
             }
         }
+        let sampling = match &request.sampling {
+            None => None,
+            Some(sampling) => {
+                sampling.validate()?;
+                if !self.runtime().samples_per_run() {
+                    return Err(Error::new(
+                        ErrorKind::NotSupported,
+                        format!(
+                            "per-request sampling needs a 1.3 runtime; this one is {} (set sampling when opening the model)",
+                            self.family()
+                        ),
+                    ));
+                }
+                Some(sampling.over(&self.inner.raw.sampling()))
+            }
+        };
         let prompt = match self.inner.loaded_prompt() {
             Some(loaded) => strip_cached_prefix(&request.prompt, &loaded)?,
             None => request.prompt.as_str(),
@@ -165,6 +181,7 @@ impl LocalModel {
             max_new_tokens: limit as i32,
             lora: request.lora.as_deref().map(|name| cstring("lora name", name)).transpose()?,
             save_cache_path: save_to,
+            sampling,
         };
         let shared = RunShared::new(limit);
         let stream = LocalStream::new(self.inner.clone(), shared.clone(), limit);

@@ -111,6 +111,25 @@ pub struct DefaultParamBytes(pub [u8; DEFAULT_PARAM_SLOT]);
 /// Size of [`DefaultParamBytes`].
 pub const DEFAULT_PARAM_SLOT: usize = 512;
 
+/// The sampling values in a default-param image: the common head of
+/// `RKLLMParam` (top_k at 16 .. mirostat_eta at 52 in every release).
+pub fn default_sampling(image: &DefaultParamBytes) -> super::params::SamplingValues {
+    let b = &image.0;
+    let i32_at = |at: usize| i32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let f32_at = |at: usize| f32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    super::params::SamplingValues {
+        top_k: i32_at(16),
+        top_p: f32_at(24),
+        temperature: f32_at(28),
+        repeat_penalty: f32_at(32),
+        frequency_penalty: f32_at(36),
+        presence_penalty: f32_at(40),
+        mirostat: i32_at(44),
+        mirostat_tau: f32_at(48),
+        mirostat_eta: f32_at(52),
+    }
+}
+
 /// A runtime function as resolved, before the code that calls it gives it
 /// its signature; never called as is.
 pub type UntypedFn = unsafe extern "C" fn();
@@ -132,6 +151,9 @@ pub trait Layout: Sync {
     /// Whether `rkllm_run` takes a per-run `max_new_tokens` (else rkl stops
     /// a run at its limit with an abort).
     fn limits_tokens_per_run(&self) -> bool;
+
+    /// Whether `rkllm_run` takes per-run sampling parameters.
+    fn samples_per_run(&self) -> bool;
 
     /// Builds this release's `RKLLMParam` from the runtime's defaults, with
     /// the set [`ModelParams`], the model path and `is_async` = 0, and calls
@@ -183,6 +205,8 @@ pub struct RunInput<'a> {
     pub lora: Option<&'a mut LoraParam>,
     /// Saving the prompt's KV cache during the run, if asked for.
     pub prompt_cache: Option<&'a mut PromptCacheParam>,
+    /// The run's own sampling values, for releases that take them.
+    pub sampling: Option<super::params::SamplingValues>,
 }
 
 /// The layout signals read from a default-param image: the same bytes for

@@ -85,6 +85,10 @@ impl Layout for V1_2 {
         false
     }
 
+    fn samples_per_run(&self) -> bool {
+        false
+    }
+
     fn looks_like(&self, signals: &ProbeSignals) -> bool {
         // img_start and img_end are pointers; extend_param.embed_flash and
         // enabled_cpus_num are at 92 and 93.
@@ -114,6 +118,8 @@ impl Layout for V1_2 {
     }
 
     unsafe fn run(&self, run: RunFn, handle: LlmHandle, input: RunInput<'_>, userdata: *mut c_void) -> i32 {
+        // Callers check `samples_per_run` first: 1.2 has nowhere to put them.
+        debug_assert!(input.sampling.is_none(), "per-run sampling on a 1.2 runtime");
         let mut prompt = Input {
             role: input.role.as_ptr(),
             enable_thinking: input.enable_thinking as u8,

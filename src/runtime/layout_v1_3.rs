@@ -109,6 +109,10 @@ impl Layout for V1_3 {
         true
     }
 
+    fn samples_per_run(&self) -> bool {
+        true
+    }
+
     fn looks_like(&self, signals: &ProbeSignals) -> bool {
         // In 1.3, bytes 64 and 65 are extend_param.embed_flash and
         // enabled_cpus_num, byte 72 is n_batch and 74.. is `reserved`.
@@ -150,6 +154,17 @@ impl Layout for V1_3 {
     }
 
     unsafe fn run(&self, run: RunFn, handle: LlmHandle, input: RunInput<'_>, userdata: *mut c_void) -> i32 {
+        let mut sampling = input.sampling.map(|s| SamplingParam {
+            top_k: s.top_k,
+            top_p: s.top_p,
+            temperature: s.temperature,
+            repeat_penalty: s.repeat_penalty,
+            frequency_penalty: s.frequency_penalty,
+            presence_penalty: s.presence_penalty,
+            mirostat: s.mirostat,
+            mirostat_tau: s.mirostat_tau,
+            mirostat_eta: s.mirostat_eta,
+        });
         let mut prompt = Input {
             role: input.role.as_ptr(),
             enable_thinking: input.enable_thinking as u8,
@@ -161,7 +176,7 @@ impl Layout for V1_3 {
             mode: 0,
             lora_params: input.lora.map_or(ptr::null_mut(), |l| l as *mut LoraParam),
             prompt_cache_params: input.prompt_cache.map_or(ptr::null_mut(), |c| c as *mut PromptCacheParam),
-            sampling_params: ptr::null_mut(),
+            sampling_params: sampling.as_mut().map_or(ptr::null_mut(), |s| s as *mut SamplingParam),
             keep_history: input.keep_history as i32,
             max_new_tokens: input.max_new_tokens,
         };

@@ -132,6 +132,11 @@ impl Runtime {
         self.layout.limits_tokens_per_run()
     }
 
+    /// Whether a run takes its own sampling parameters.
+    pub fn samples_per_run(&self) -> bool {
+        self.layout.samples_per_run()
+    }
+
     /// The error to report when the runtime got stuck in a call that never
     /// returned (see `dispatch::Watch`); `None` while it works.
     pub fn stuck(&self) -> Option<Error> {

@@ -27,7 +27,7 @@ pub use dispatch::STALL_POLL;
 pub use family::Family;
 pub use layout_common::PerfStat;
 pub use loaded::{Runtime, DEFAULT_RUNTIME};
-pub use params::ModelParams;
+pub use params::{ModelParams, Sampling};
 pub use raw_model::RawModel;
 pub use run::RunRequest;
 pub use run_queue::{Batch, RunEvent};

@@ -47,6 +47,98 @@ pub struct ModelParams {
     pub base_domain_id: Option<i32>,
 }
 
+/// Sampling settings of one request, for runtimes that take them per run
+/// (1.3). Each `None` keeps the model's value: its open setting, else the
+/// runtime's default. The ranges are those of [`ModelParams`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// Top-k sampling; 0 disables it.
+    pub top_k: Option<i32>,
+    /// Nucleus sampling mass, 0..=1.
+    pub top_p: Option<f32>,
+    /// Sampling temperature, >= 0.
+    pub temperature: Option<f32>,
+    /// Repetition penalty, >= 0.
+    pub repeat_penalty: Option<f32>,
+    /// Frequency penalty, -100..=100.
+    pub frequency_penalty: Option<f32>,
+    /// Presence penalty, -100..=100.
+    pub presence_penalty: Option<f32>,
+    /// Mirostat mode: 0 off, 1 or 2.
+    pub mirostat: Option<i32>,
+    /// Mirostat target entropy, > 0.
+    pub mirostat_tau: Option<f32>,
+    /// Mirostat learning rate, > 0.
+    pub mirostat_eta: Option<f32>,
+}
+
+/// Every sampling value of a run, as the runtime takes them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingValues {
+    pub top_k: i32,
+    pub top_p: f32,
+    pub temperature: f32,
+    pub repeat_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    pub mirostat: i32,
+    pub mirostat_tau: f32,
+    pub mirostat_eta: f32,
+}
+
+impl Sampling {
+    /// Refuses values out of range, by the rules of [`ModelParams`].
+    pub fn validate(&self) -> Result<()> {
+        ModelParams {
+            top_k: self.top_k,
+            top_p: self.top_p,
+            temperature: self.temperature,
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            mirostat: self.mirostat,
+            mirostat_tau: self.mirostat_tau,
+            mirostat_eta: self.mirostat_eta,
+            ..ModelParams::default()
+        }
+        .validate()
+    }
+
+    /// The run's values: these where set, else `model`'s.
+    pub fn over(&self, model: &SamplingValues) -> SamplingValues {
+        SamplingValues {
+            top_k: self.top_k.unwrap_or(model.top_k),
+            top_p: self.top_p.unwrap_or(model.top_p),
+            temperature: self.temperature.unwrap_or(model.temperature),
+            repeat_penalty: self.repeat_penalty.unwrap_or(model.repeat_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(model.frequency_penalty),
+            presence_penalty: self.presence_penalty.unwrap_or(model.presence_penalty),
+            mirostat: self.mirostat.unwrap_or(model.mirostat),
+            mirostat_tau: self.mirostat_tau.unwrap_or(model.mirostat_tau),
+            mirostat_eta: self.mirostat_eta.unwrap_or(model.mirostat_eta),
+        }
+    }
+}
+
+impl ModelParams {
+    /// The sampling values of a model opened with these parameters on a
+    /// runtime whose defaults are `defaults`.
+    pub fn sampling_over(&self, defaults: &SamplingValues) -> SamplingValues {
+        Sampling {
+            top_k: self.top_k,
+            top_p: self.top_p,
+            temperature: self.temperature,
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            mirostat: self.mirostat,
+            mirostat_tau: self.mirostat_tau,
+            mirostat_eta: self.mirostat_eta,
+        }
+        .over(defaults)
+    }
+}
+
 fn check(ok: bool, what: &str, value: impl std::fmt::Display, range: &str) -> Result<()> {
     if ok {
         Ok(())

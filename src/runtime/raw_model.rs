@@ -2,9 +2,9 @@
 //! calls on it, and destroying it once, after every call queued before.
 
 use super::default_params::default_params;
-use super::layout_common::{HandleAddr, InitInput, Layout, LlmHandle, LoraAdapter};
+use super::layout_common::{default_sampling, HandleAddr, InitInput, Layout, LlmHandle, LoraAdapter};
 use super::loaded::Runtime;
-use super::params::ModelParams;
+use super::params::{ModelParams, SamplingValues};
 use super::run::{self, RunRequest};
 use super::symbols::Api;
 use super::trampoline::{self, RunShared};
@@ -53,8 +53,10 @@ impl Runtime {
                 ))
             }
         };
+        let sampling = owned.sampling.expect("set by a successful init");
         Ok(RawModel {
             runtime: self.clone(),
+            sampling,
             handle,
             limit,
             destroyed: AtomicBool::new(false),
@@ -68,13 +70,16 @@ impl Runtime {
 /// here, at a stable heap address, until after `rkllm_destroy`.
 struct InitStorage {
     model_path: CString,
+    /// The model's sampling values: the runtime's defaults with the set
+    /// parameters over them (what a run without its own uses).
+    sampling: Option<SamplingValues>,
     /// The detected release's own structs (see `Layout::init`).
     structs: Option<Box<dyn Send>>,
 }
 
 impl InitStorage {
     fn new(model_path: CString) -> InitStorage {
-        InitStorage { model_path, structs: None }
+        InitStorage { model_path, sampling: None, structs: None }
     }
 
     /// Runs on the dispatcher: default params, overrides, `rkllm_init`, and a
@@ -87,6 +92,7 @@ impl InitStorage {
     ) -> std::result::Result<HandleAddr, String> {
         // SAFETY: the symbol is rkllm_createDefaultParam.
         let image = unsafe { default_params(api.create_default_param) }?;
+        self.sampling = Some(params.sampling_over(&default_sampling(&image)));
         let mut handle: LlmHandle = ptr::null_mut();
         let input =
             InitInput { defaults: &image, params, model_path: &self.model_path, callback: trampoline::result_callback };
@@ -119,6 +125,8 @@ impl InitStorage {
 /// A live runtime handle with its owned init strings and structs.
 pub struct RawModel {
     runtime: Arc<Runtime>,
+    /// The model's sampling values (see `InitStorage::sampling`).
+    sampling: SamplingValues,
     handle: HandleAddr,
     /// How long a call may go without progress (the model's call_timeout).
     limit: Option<Duration>,
@@ -134,6 +142,11 @@ impl RawModel {
     /// The runtime this handle belongs to.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// The model's sampling values: what a run without its own uses.
+    pub fn sampling(&self) -> SamplingValues {
+        self.sampling
     }
 
     fn check_live(&self) -> Result<()> {

@@ -2,6 +2,7 @@
 //! makes the `rkllm_run` call on the dispatcher and reports how it ended.
 
 use super::layout_common::{HandleAddr, Layout, LlmHandle, LoraParam, PromptCacheParam, RunInput};
+use super::params::SamplingValues;
 use super::run_queue::RunEvent;
 use super::symbols::Api;
 use super::trampoline::RunShared;
@@ -24,6 +25,8 @@ pub struct RunRequest {
     pub lora: Option<CString>,
     /// Save the prompt's KV cache to this path during the run.
     pub save_cache_path: Option<CString>,
+    /// The run's own sampling values (1.3; see `Runtime::samples_per_run`).
+    pub sampling: Option<SamplingValues>,
 }
 
 /// The dispatcher job of one run: starts it in the runtime unless an abort
@@ -88,6 +91,7 @@ fn execute(api: &Api, layout: &dyn Layout, handle: LlmHandle, req: &RunRequest, 
         max_new_tokens: req.max_new_tokens,
         lora: lora.as_mut(),
         prompt_cache: cache.as_mut(),
+        sampling: req.sampling,
     };
     // SAFETY: `layout` is the one of this runtime's detected release and the
     // handle is live on the dispatcher; `cache`, `lora` and `req` outlive the

@@ -19,7 +19,8 @@ RKL_STATIC_ASSERT(sizeof(rkl_open_params) == 136, open_params_size);
  * fields only follow. */
 RKL_STATIC_ASSERT(offsetof(rkl_open_params, flags) == 104, open_params_v1_size);
 RKL_STATIC_ASSERT(offsetof(rkl_open_params, cache_dir) == 120, open_params_v2_size);
-RKL_STATIC_ASSERT(sizeof(rkl_generate_params) == 48, generate_params_size);
+RKL_STATIC_ASSERT(sizeof(rkl_generate_params) == 56, generate_params_size);
+RKL_STATIC_ASSERT(sizeof(rkl_sampling_params) == 48, sampling_params_size);
 RKL_STATIC_ASSERT(offsetof(rkl_generate_params, cache_prefix_bytes) == 40, generate_params_v1_size);
 RKL_STATIC_ASSERT(sizeof(rkl_stats) == 88, stats_size);
 RKL_STATIC_ASSERT(offsetof(rkl_stats, abort_ms) == 72, stats_v1_size);

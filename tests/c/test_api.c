@@ -483,6 +483,36 @@ static void test_many_models(void) {
     }
 }
 
+/* Per-request sampling: on 1.3 the run gets the set fields over the model's
+ * values; on 1.2 it is refused (never ignored). */
+static void test_sampling(void) {
+    rkl_model *m = h_open(h_model("sampling", "reply = [{sampling}]\n"));
+    rkl_sampling_params s;
+    rkl_generate_params g;
+    h_text t;
+    CHECK_ST(rkl_sampling_params_init(&s, sizeof s), RKL_OK);
+    CHECK(s.top_k == RKL_UNSET && s.mirostat == RKL_UNSET && s.temperature != s.temperature);
+    s.temperature = 0.25f;
+    rkl_generate_params_init(&g, sizeof g);
+    CHECK(g.sampling == NULL);
+    g.prompt = "x";
+    g.sampling = &s;
+    h_text_init(&t);
+    if (strcmp(h_abi(), "1.3") == 0) {
+        CHECK_ST(rkl_generate(m, &g, h_collect, &t, NULL), RKL_OK);
+        CHECK(strstr(t.text, "temperature=0.25") != NULL && strstr(t.text, "top_k=40") != NULL);
+    } else {
+        CHECK_ST(rkl_generate(m, &g, h_collect, &t, NULL), RKL_NOT_SUPPORTED);
+        CHECK_MSG("1.3");
+    }
+    s.top_p = 2.0f;
+    CHECK_ST(rkl_generate(m, &g, NULL, NULL, NULL), RKL_INVALID_ARGUMENT);
+    s.struct_size = 4;
+    CHECK_ST(rkl_generate(m, &g, NULL, NULL, NULL), RKL_INVALID_ARGUMENT);
+    CHECK_MSG("struct_size");
+    CHECK_ST(rkl_close(m), RKL_OK);
+}
+
 int main(void) {
     printf("rkl %s, simulator ABI %s\n", rkl_version(), h_abi());
     RUN(test_log_callback);
@@ -506,5 +536,6 @@ int main(void) {
     RUN(test_thinking);
     RUN(test_idle_abort_and_null_close);
     RUN(test_many_models);
+    RUN(test_sampling);
     return h_finish();
 }

@@ -20,6 +20,10 @@
  * save the prefix's cache the first time and reuse it afterwards
  * (`stats.cache_use` is RKL_CACHE_USE_SAVED, then RKL_CACHE_USE_HIT).
  *
+ * Per-request sampling (runtime release 1.3): fill an rkl::SamplingParams
+ * (`s.temperature = 0.25f`) and pass
+ * `rkl::GenerateParams(prompt).set_sampling(s)`.
+ *
  * Isolation mode: `rkl::OpenParams(path).set_isolated().set_call_timeout(...)`
  * runs the runtime in a worker process; a crash then throws
  * rkl::RuntimeCrashed, a hang rkl::RuntimeTimeout, the process lives on and
@@ -207,6 +211,15 @@ struct OpenParams : rkl_open_params {
     }
 };
 
+/** rkl_sampling_params with every field unset (::RKL_UNSET, NaN: the
+ *  model's values) by its constructor; set the fields to change directly,
+ *  then hand it to GenerateParams::set_sampling. */
+struct SamplingParams : rkl_sampling_params {
+    SamplingParams() : rkl_sampling_params() {
+        detail::check(rkl_sampling_params_init(this, sizeof(rkl_sampling_params)));
+    }
+};
+
 /** rkl_generate_params filled with the defaults by its constructor. */
 struct GenerateParams : rkl_generate_params {
     explicit GenerateParams(const char *text = nullptr) : rkl_generate_params() {
@@ -230,6 +243,19 @@ struct GenerateParams : rkl_generate_params {
         cache_prefix_bytes = prefix.size();
         return *this;
     }
+
+    /** This request's own sampling settings (see rkl::SamplingParams): the
+     *  set fields replace the model's values for this request alone. A 1.3
+     *  runtime takes them; on a 1.2 runtime the request throws rkl::Error
+     *  with RKL_NOT_SUPPORTED, and a value out of range throws
+     *  RKL_INVALID_ARGUMENT. Sets `sampling` to `&params`, which is not
+     *  copied: it must live until the request is made (hence no temporary).
+     *  Without it (`sampling` nullptr): the model's values. */
+    GenerateParams &set_sampling(const rkl_sampling_params &params) noexcept {
+        sampling = &params;
+        return *this;
+    }
+    GenerateParams &set_sampling(const rkl_sampling_params &&) = delete;
 };
 
 /** What rkl_model_info() tells, copied. */

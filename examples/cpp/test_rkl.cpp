@@ -308,6 +308,43 @@ void test_cache_errors_are_typed() {
     std::remove(path.c_str());
 }
 
+// Per-request sampling: a 1.3 runtime samples the request with the set
+// fields over the model's values (the simulator's {sampling} shows what the
+// run got); a 1.2 runtime refuses them.
+void test_sampling() {
+    std::string path = write_model("sampling", kFast);                      // removed at the end...
+    std::ofstream(path) << "RKLLM-SIM 1\nreply = [{sampling}]\n" << kFast;  // ...with its own reply
+    rkl::OpenParams open(path.c_str());
+    open.top_k = 7;
+    rkl::Model model(open);
+    rkl::SamplingParams sampling;
+    CHECK(sampling.top_k == RKL_UNSET && sampling.temperature != sampling.temperature);
+    sampling.temperature = 0.25f;
+    rkl::GenerateParams params("x");
+    CHECK(params.sampling == nullptr);
+    params.set_sampling(sampling);
+    CHECK(params.sampling == &sampling);
+    auto collect = [&](const rkl_generate_params &p) {
+        std::string text;
+        model.generate(p, [&](std::string_view piece) { text += piece; });
+        return text;
+    };
+    if (model.info().family == "1.3") {
+        std::string text = collect(params);
+        CHECK(text.find("temperature=0.25") != std::string::npos);
+        CHECK(text.find("top_k=7 top_p=0.9 ") != std::string::npos);
+        std::string streamed;
+        for (std::string_view piece : model.stream(params)) streamed += piece;
+        CHECK(streamed.find("temperature=0.25") != std::string::npos);
+    } else {
+        CHECK(throws<rkl::Error>(RKL_NOT_SUPPORTED, [&] { collect(params); }, "1.3"));
+        CHECK(throws<rkl::Error>(RKL_NOT_SUPPORTED, [&] { model.stream(params); }));
+    }
+    CHECK(collect(rkl::GenerateParams("x")) == "[init]");
+    sampling.top_p = 2.0f;
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { collect(params); }, "top_p"));
+}
+
 void test_automatic_caching() {
     const char *tmp = std::getenv("RKL_TEST_TMP");
     std::string dir = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + std::to_string(getpid()) + "-auto";
@@ -411,6 +448,7 @@ int main() {
     run("typed_errors", test_typed_errors);
     run("cache_errors_are_typed", test_cache_errors_are_typed);
     run("automatic_caching", test_automatic_caching);
+    run("sampling", test_sampling);
     run("isolated_generate", test_isolated_generate);
     run("isolated_crash_is_survived", test_isolated_crash_is_survived);
     run("isolated_hang_times_out", test_isolated_hang_times_out);

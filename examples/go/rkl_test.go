@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,6 +115,66 @@ func TestMaxNewTokens(t *testing.T) {
 	stats, err = m.GenerateRequest(context.Background(), rkl.Request{Prompt: "limit", MaxNewTokens: 3}, nil)
 	if err != nil || stats.Tokens != 3 {
 		t.Errorf("%+v %v", stats, err)
+	}
+}
+
+// Per-request sampling: a 1.3 runtime samples the request with its set
+// fields over the model's values (the simulator's {sampling} shows what the
+// run got); a 1.2 runtime refuses them.
+func TestRequestSampling(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sampling.sim")
+	if err := os.WriteFile(path, []byte("RKLLM-SIM 1\nreply = [{sampling}]\ntime_scale = 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := open(t, path, rkl.WithTopK(7))
+	info, err := m.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	generate := func(s *rkl.Sampling) (string, error) {
+		var b strings.Builder
+		_, err := m.GenerateRequest(context.Background(), rkl.Request{Prompt: "x", Sampling: s}, func(text string) error {
+			b.WriteString(text)
+			return nil
+		})
+		return b.String(), err
+	}
+	temperature := float32(0.25)
+	own := &rkl.Sampling{Temperature: &temperature}
+	switch info.Family {
+	case "1.3":
+		if text, err := generate(own); err != nil || !strings.Contains(text, "temperature=0.25") ||
+			!strings.Contains(text, "top_k=7") || !strings.Contains(text, "top_p=0.9") {
+			t.Errorf("generate: %q %v (want the set temperature over the model's top_k and the default top_p)", text, err)
+		}
+		s, err := m.StreamRequest(context.Background(), rkl.Request{Prompt: "x", Sampling: own})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for s.Next() {
+			b.WriteString(s.Text())
+		}
+		_ = s.Close()
+		if s.Err() != nil || !strings.Contains(b.String(), "temperature=0.25") {
+			t.Errorf("stream: %q %v", b.String(), s.Err())
+		}
+	default:
+		if _, err := generate(own); !errors.Is(err, rkl.ErrNotSupported) || !strings.Contains(err.Error(), "1.3") {
+			t.Errorf("ABI %s: %v, want ErrNotSupported", info.Family, err)
+		}
+		if _, err := m.StreamRequest(context.Background(), rkl.Request{Prompt: "x", Sampling: own}); !errors.Is(err, rkl.ErrNotSupported) {
+			t.Errorf("ABI %s, stream: %v, want ErrNotSupported", info.Family, err)
+		}
+	}
+	if text, err := generate(nil); err != nil || text != "[init]" {
+		t.Errorf("without sampling: %q %v", text, err)
+	}
+	topP, nan, mirostat := float32(2), float32(math.NaN()), 3
+	for _, bad := range []*rkl.Sampling{{TopP: &topP}, {Temperature: &nan}, {Mirostat: &mirostat}} {
+		if _, err := generate(bad); !errors.Is(err, rkl.ErrInvalidArgument) {
+			t.Errorf("%+v: %v, want ErrInvalidArgument", *bad, err)
+		}
 	}
 }
 

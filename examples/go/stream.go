@@ -1,14 +1,17 @@
 package rkl
 
 /*
+#include <stdlib.h>
 #include <rkl.h>
 */
 import "C"
 
 import (
 	"context"
+	"math"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // Role says who speaks in a request.
@@ -35,10 +38,72 @@ type Request struct {
 	// Prompt, shorter than it, ending on a character boundary (else
 	// ErrInvalidArgument); "" marks none. Ignored without WithCacheDir.
 	CachePrefix string
+	// Sampling is this request's own sampling settings; nil: the model's.
+	// A 1.3 runtime takes them; a 1.2 runtime refuses them with
+	// ErrNotSupported (they are never ignored).
+	Sampling *Sampling
+}
+
+// Sampling holds sampling settings for one request (Request.Sampling). A
+// nil field keeps the model's value: its Open option (WithTopK, ...), else
+// the runtime's default. The ranges are those of the Open settings; a value
+// out of range (or a NaN) fails the request with ErrInvalidArgument.
+type Sampling struct {
+	TopK             *int     // top-k sampling, >= 0; 0 disables it
+	TopP             *float32 // nucleus sampling mass, 0..1
+	Temperature      *float32 // >= 0
+	RepeatPenalty    *float32 // >= 0
+	FrequencyPenalty *float32 // -100..100
+	PresencePenalty  *float32 // -100..100
+	Mirostat         *int     // 0 off, 1 or 2
+	MirostatTau      *float32 // mirostat target entropy, > 0
+	MirostatEta      *float32 // mirostat learning rate, > 0
+}
+
+// samplingParams fills an rkl_sampling_params with s's set fields (the
+// others stay unset), in C memory: the generate params that point to it go
+// to C, so it must not be Go memory. Free it with C.free.
+func samplingParams(fn string, s *Sampling) (*C.rkl_sampling_params, error) {
+	p := (*C.rkl_sampling_params)(C.malloc(C.sizeof_rkl_sampling_params))
+	if err := call(func() C.rkl_status { return C.rkl_sampling_params_init(p, C.sizeof_rkl_sampling_params) }); err != nil {
+		C.free(unsafe.Pointer(p))
+		return nil, err
+	}
+	// i32 never gives RKL_UNSET (INT32_MIN), so a set field stays set.
+	if s.TopK != nil {
+		p.top_k = i32(*s.TopK)
+	}
+	if s.Mirostat != nil {
+		p.mirostat = i32(*s.Mirostat)
+	}
+	nan := ""
+	set := func(dst *C.float, what string, v *float32) {
+		if v == nil {
+			return
+		}
+		if math.IsNaN(float64(*v)) && nan == "" {
+			nan = what
+		}
+		*dst = C.float(*v)
+	}
+	set(&p.top_p, "top_p", s.TopP)
+	set(&p.temperature, "temperature", s.Temperature)
+	set(&p.repeat_penalty, "repeat_penalty", s.RepeatPenalty)
+	set(&p.frequency_penalty, "frequency_penalty", s.FrequencyPenalty)
+	set(&p.presence_penalty, "presence_penalty", s.PresencePenalty)
+	set(&p.mirostat_tau, "mirostat_tau", s.MirostatTau)
+	set(&p.mirostat_eta, "mirostat_eta", s.MirostatEta)
+	if nan != "" {
+		// NaN is how C marks a float unset: librkl would take the model's value.
+		C.free(unsafe.Pointer(p))
+		return nil, &Error{Status: ErrInvalidArgument, Message: fn + ": sampling " + nan + " is NaN"}
+	}
+	return p, nil
 }
 
 // requestParams fills rkl_generate_params from req for the C function fn.
-// Free the strings with freeAll once the call has returned.
+// Free the strings (and req.Sampling's C struct, which is among them) with
+// freeAll once the call has returned.
 func requestParams(fn string, req Request) (C.rkl_generate_params, []*C.char, error) {
 	var p C.rkl_generate_params
 	if err := call(func() C.rkl_status { return C.rkl_generate_params_init(&p, C.sizeof_rkl_generate_params) }); err != nil {
@@ -64,6 +129,15 @@ func requestParams(fn string, req Request) (C.rkl_generate_params, []*C.char, er
 	p.role = C.int32_t(req.Role)
 	p.keep_history = C.bool(req.KeepHistory)
 	p.enable_thinking = C.bool(req.EnableThinking)
+	if req.Sampling != nil {
+		sp, err := samplingParams(fn, req.Sampling)
+		if err != nil {
+			freeAll(strs)
+			return p, nil, err
+		}
+		p.sampling = sp
+		strs = append(strs, (*C.char)(unsafe.Pointer(sp)))
+	}
 	return p, strs, nil
 }
 

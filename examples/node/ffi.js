@@ -93,6 +93,21 @@ function declare(library) {
     runtime_version: 'const char *',
   });
 
+  // Sampling settings for one request: RKL_UNSET (ints) and NaN (floats)
+  // are unset.
+  const SamplingParams = koffi.struct('rkl_sampling_params', {
+    struct_size: 'size_t',
+    top_k: 'int32_t',
+    top_p: 'float',
+    temperature: 'float',
+    repeat_penalty: 'float',
+    frequency_penalty: 'float',
+    presence_penalty: 'float',
+    mirostat: 'int32_t',
+    mirostat_tau: 'float',
+    mirostat_eta: 'float',
+  });
+
   const GenerateParams = koffi.struct('rkl_generate_params', {
     struct_size: 'size_t',
     prompt: 'const char *',
@@ -103,6 +118,8 @@ function declare(library) {
     keep_history: 'bool',
     // Version 2: automatic prompt caching.
     cache_prefix_bytes: 'size_t',
+    // A JS object here is copied to memory koffi keeps for the call.
+    sampling: 'const rkl_sampling_params *',
   });
 
   const statsFields = {
@@ -166,6 +183,7 @@ function declare(library) {
     model_restart: lib.func('int32_t rkl_model_restart(rkl_model *model)'),
     model_info: lib.func('int32_t rkl_model_info(rkl_model *model, _Inout_ rkl_model_details *out)'),
     generate_params_init: lib.func('int32_t rkl_generate_params_init(_Out_ rkl_generate_params *params, size_t size)'),
+    sampling_params_init: lib.func('int32_t rkl_sampling_params_init(_Out_ rkl_sampling_params *params, size_t size)'),
     abort: lib.func('int32_t rkl_abort(rkl_model *model)'),
     stream_open: lib.func('int32_t rkl_stream_open(rkl_model *model, const rkl_generate_params *params, _Out_ rkl_stream **out)'),
     stream_next: lib.func('int32_t rkl_stream_next(rkl_stream *stream, int32_t timeout_ms, _Out_ const char **text, _Out_ size_t *len)'),
@@ -210,7 +228,7 @@ function declare(library) {
     koffi,
     lib,
     c,
-    types: { OpenParams, GenerateParams, CStats, CStatsV1, CStatsV2, ModelDetails, CacheInfo },
+    types: { OpenParams, GenerateParams, SamplingParams, CStats, CStatsV1, CStatsV2, ModelDetails, CacheInfo },
     lastErrorMessage,
     streamErrorMessage,
   };

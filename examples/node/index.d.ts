@@ -117,6 +117,31 @@ export interface OpenOptions {
   cacheMaxBytes?: number;
 }
 
+/** Sampling settings of one request (rkl_sampling_params): those not given
+ *  keep the model's values (its open() options, else the runtime's
+ *  defaults); the ranges are those of open(). A 1.2 runtime refuses them
+ *  (RklError RKL_NOT_SUPPORTED); a value out of range, a NaN or a
+ *  non-integer topK or mirostat throws RKL_INVALID_ARGUMENT. */
+export interface Sampling {
+  /** >= 0; 0 disables top-k. */
+  topK?: number;
+  /** 0..1. */
+  topP?: number;
+  /** >= 0. */
+  temperature?: number;
+  /** >= 0. */
+  repeatPenalty?: number;
+  /** -100..100. */
+  frequencyPenalty?: number;
+  /** -100..100. */
+  presencePenalty?: number;
+  mirostat?: 0 | 1 | 2;
+  /** > 0. */
+  mirostatTau?: number;
+  /** > 0. */
+  mirostatEta?: number;
+}
+
 /** Settings of one request. */
 export interface GenerateOptions {
   /** Stop after this many tokens (0: the model's limit). */
@@ -134,6 +159,8 @@ export interface GenerateOptions {
    *  shorter than it, ending on a character boundary (else RklError
    *  RKL_INVALID_ARGUMENT); '' or unset: none. Ignored without `cacheDir`. */
   cachePrefix?: string;
+  /** This request's own sampling settings (runtime release 1.3). */
+  sampling?: Sampling;
   /** Aborting it stops this generation; the loop then throws its reason. */
   signal?: AbortSignal;
   /** How long one wait for text on a worker thread lasts (default 200 ms). */

@@ -26,7 +26,7 @@ const ffi = require('./ffi');
 const { STATUS_NAMES, statusCode, statsFrom } = ffi;
 const LIBRARY = process.env.RKL_LIBRARY || 'librkl.so.0';
 const { koffi, c, types, lastErrorMessage, streamErrorMessage } = ffi.declare(LIBRARY);
-const { OpenParams, GenerateParams, CStats, ModelDetails } = types;
+const { OpenParams, GenerateParams, SamplingParams, CStats, ModelDetails } = types;
 
 // ------------------------------------------------------------------ statuses
 
@@ -284,6 +284,44 @@ function open(modelPath, options) {
   return new Model(out[0]);
 }
 
+// The `sampling` option's names -> rkl_sampling_params fields.
+const SAMPLING_OPTIONS = {
+  topK: 'top_k',
+  topP: 'top_p',
+  temperature: 'temperature',
+  repeatPenalty: 'repeat_penalty',
+  frequencyPenalty: 'frequency_penalty',
+  presencePenalty: 'presence_penalty',
+  mirostat: 'mirostat',
+  mirostatTau: 'mirostat_tau',
+  mirostatEta: 'mirostat_eta',
+};
+const SAMPLING_INTS = new Set(['top_k', 'mirostat']);
+
+// An rkl_sampling_params with the given fields set, the others unset.
+function samplingParams(sampling) {
+  if (typeof sampling !== 'object') throw new TypeError('sampling must be an object');
+  const s = {};
+  check(c.sampling_params_init(s, koffi.sizeof(SamplingParams)));
+  for (const [key, value] of Object.entries(sampling)) {
+    const field = SAMPLING_OPTIONS[key];
+    if (!field) throw new TypeError(`unknown sampling option ${key}; known: ${Object.keys(SAMPLING_OPTIONS).join(', ')}`);
+    if (value === undefined || value === null) continue;
+    if (typeof value !== 'number') throw new TypeError(`sampling.${key} must be a number`);
+    // koffi would cut a fraction or wrap an integer, and NaN is C's mark of
+    // an unset float (the model's value): refused here instead.
+    if (SAMPLING_INTS.has(field)) {
+      if (!Number.isInteger(value) || value <= UNSET || value > 0x7fffffff) {
+        throw new RklError(Status.INVALID_ARGUMENT, `sampling.${key} must be a 32-bit integer, not ${value}`);
+      }
+    } else if (Number.isNaN(value)) {
+      throw new RklError(Status.INVALID_ARGUMENT, `sampling.${key} is NaN`);
+    }
+    s[field] = value;
+  }
+  return s;
+}
+
 function generateParams(prompt, opts = {}) {
   cText('prompt', prompt);
   const g = {};
@@ -305,6 +343,7 @@ function generateParams(prompt, opts = {}) {
     }
     g.cache_prefix_bytes = Buffer.byteLength(opts.cachePrefix, 'utf8');
   }
+  if (opts.sampling !== undefined && opts.sampling !== null) g.sampling = samplingParams(opts.sampling);
   return g;
 }
 

@@ -21,6 +21,8 @@ Automatic prompt caching does that by itself: ``Model(path, cache_dir=...)``,
 then ``model.generate(system_prompt + question, cache_prefix=system_prompt)``
 saves the prefix's cache the first time and reuses it afterwards
 (``stats.cache_use`` is "saved", then "hit").
+Per-request sampling (runtime release 1.3):
+``model.generate(prompt, sampling=rkl.Sampling(temperature=0.25))``.
 Isolation mode (``Model(path, isolated=True, call_timeout_ms=...)``) runs the
 runtime in a worker process: its crashes raise RuntimeCrashedError, its hangs
 RuntimeTimeoutError, and this process lives on.
@@ -38,6 +40,7 @@ other Python threads run while one generates.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 from ctypes import (
     CFUNCTYPE,
@@ -63,6 +66,7 @@ __all__ = [
     "Model",
     "Stream",
     "Stats",
+    "Sampling",
     "ModelInfo",
     "Reply",
     "CacheInfo",
@@ -382,6 +386,23 @@ class ModelDetails(Structure):
     ]
 
 
+class SamplingParams(Structure):
+    """rkl_sampling_params: UNSET (ints) and NaN (floats) are unset."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("top_k", c_int32),
+        ("top_p", c_float),
+        ("temperature", c_float),
+        ("repeat_penalty", c_float),
+        ("frequency_penalty", c_float),
+        ("presence_penalty", c_float),
+        ("mirostat", c_int32),
+        ("mirostat_tau", c_float),
+        ("mirostat_eta", c_float),
+    ]
+
+
 class GenerateParams(Structure):
     _fields_ = [
         ("struct_size", c_size_t),
@@ -391,8 +412,9 @@ class GenerateParams(Structure):
         ("max_new_tokens", c_uint32),
         ("enable_thinking", c_bool),
         ("keep_history", c_bool),
-        # Version 2 (automatic prompt caching).
+        # Version 2 (automatic prompt caching, per-request sampling).
         ("cache_prefix_bytes", c_size_t),
+        ("sampling", POINTER(SamplingParams)),
     ]
 
 
@@ -489,6 +511,7 @@ _open = _fn("rkl_open", c_int32, POINTER(OpenParams), POINTER(c_void_p))
 _close = _fn("rkl_close", c_int32, c_void_p)
 _model_info = _fn("rkl_model_info", c_int32, c_void_p, POINTER(ModelDetails))
 _generate_params_init = _fn("rkl_generate_params_init", c_int32, POINTER(GenerateParams), c_size_t)
+_sampling_params_init = _fn("rkl_sampling_params_init", c_int32, POINTER(SamplingParams), c_size_t)
 _generate = _fn("rkl_generate", c_int32, c_void_p, POINTER(GenerateParams), TOKEN_FN, c_void_p, POINTER(CStats))
 _abort = _fn("rkl_abort", c_int32, c_void_p)
 _stream_open = _fn("rkl_stream_open", c_int32, c_void_p, POINTER(GenerateParams), POINTER(c_void_p))
@@ -593,6 +616,44 @@ def _new_stats() -> CStats:
     s = CStats()
     s.struct_size = ctypes.sizeof(CStats)
     return s
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings for one request (``sampling=`` of generate() and
+    stream()): a field left None keeps the model's value (its Model setting
+    of the same name, else the runtime's default); only the set ones are
+    passed. The ranges are those of the Model settings; a value out of range
+    (or NaN) raises InvalidArgumentError. A 1.3 runtime takes them; a 1.2
+    runtime refuses them with NotSupportedError."""
+
+    top_k: Optional[int] = None  # >= 0; 0 disables top-k
+    top_p: Optional[float] = None  # 0..1
+    temperature: Optional[float] = None  # >= 0
+    repeat_penalty: Optional[float] = None  # >= 0
+    frequency_penalty: Optional[float] = None  # -100..100
+    presence_penalty: Optional[float] = None  # -100..100
+    mirostat: Optional[int] = None  # 0 off, 1 or 2
+    mirostat_tau: Optional[float] = None  # > 0
+    mirostat_eta: Optional[float] = None  # > 0
+
+    def _params(self) -> SamplingParams:
+        s = SamplingParams()
+        _check(_sampling_params_init(byref(s), ctypes.sizeof(s)))
+        for name, ctype in SamplingParams._fields_[1:]:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            # ctypes would wrap an integer out of range, and NaN is how C
+            # marks a float unset (the model's value): refused here instead.
+            if ctype is c_int32:
+                if isinstance(value, bool) or not isinstance(value, int) or not UNSET < value < 2**31:
+                    raise InvalidArgumentError(INVALID_ARGUMENT,
+                                               f"sampling {name} must be a 32-bit integer, not {value!r}")
+            elif isinstance(value, float) and math.isnan(value):
+                raise InvalidArgumentError(INVALID_ARGUMENT, f"sampling {name} is NaN")
+            setattr(s, name, value)
+        return s
 
 
 @dataclass(frozen=True)
@@ -724,7 +785,8 @@ def inspect_cache(path) -> CacheInfo:
 
 
 def _request(prompt: str, max_new_tokens: int, keep_history: bool, enable_thinking: bool,
-             role: str, lora: Optional[str], cache_prefix: Optional[str] = None) -> GenerateParams:
+             role: str, lora: Optional[str], cache_prefix: Optional[str] = None,
+             sampling: Optional[Sampling] = None) -> GenerateParams:
     p = GenerateParams()
     _check(_generate_params_init(byref(p), ctypes.sizeof(p)))
     p.prompt = _text(prompt, "prompt")
@@ -742,6 +804,10 @@ def _request(prompt: str, max_new_tokens: int, keep_history: bool, enable_thinki
     p.role = ROLES[role]
     if lora is not None:
         p.lora = _text(lora, "lora")
+    if sampling is not None:
+        if not isinstance(sampling, Sampling):
+            raise TypeError(f"sampling must be rkl.Sampling, not {type(sampling).__name__}")
+        p.sampling = ctypes.pointer(sampling._params())  # kept alive by p
     return p
 
 
@@ -846,7 +912,8 @@ class Model:
     def generate(self, prompt: str, on_text: Optional[Callable[[str], object]] = None, *,
                  max_new_tokens: int = 0, keep_history: bool = False,
                  enable_thinking: bool = False, role: str = "user",
-                 lora: Optional[str] = None, cache_prefix: Optional[str] = None) -> Reply:
+                 lora: Optional[str] = None, cache_prefix: Optional[str] = None,
+                 sampling: Optional[Sampling] = None) -> Reply:
         """Generates a reply, blocking until it ends. ``on_text`` (optional)
         gets each piece of text as it comes, on this thread; returning False
         from it stops the generation, and an exception it raises stops the
@@ -858,8 +925,13 @@ class Model:
         every later request with the same prefix (``stats.cache_use`` says
         "saved" or "hit"). It must be a prefix of ``prompt``, shorter than
         it, ending on a character boundary (else InvalidArgumentError, and
-        nothing runs); None or "": none. Ignored without ``cache_dir``."""
-        params = _request(prompt, max_new_tokens, keep_history, enable_thinking, role, lora, cache_prefix)
+        nothing runs); None or "": none. Ignored without ``cache_dir``.
+
+        ``sampling``: this request's own sampling settings (a
+        :class:`Sampling`; runtime release 1.3, NotSupportedError on 1.2);
+        None: the model's."""
+        params = _request(prompt, max_new_tokens, keep_history, enable_thinking, role, lora, cache_prefix,
+                          sampling)
         pieces: list[str] = []
         failure: list[BaseException] = []
 
@@ -884,10 +956,12 @@ class Model:
 
     def stream(self, prompt: str, *, max_new_tokens: int = 0, keep_history: bool = False,
                enable_thinking: bool = False, role: str = "user",
-               lora: Optional[str] = None, cache_prefix: Optional[str] = None) -> "Stream":
+               lora: Optional[str] = None, cache_prefix: Optional[str] = None,
+               sampling: Optional[Sampling] = None) -> "Stream":
         """Starts a generation and returns a Stream to iterate for its text
-        (``cache_prefix`` as for generate())."""
-        params = _request(prompt, max_new_tokens, keep_history, enable_thinking, role, lora, cache_prefix)
+        (``cache_prefix`` and ``sampling`` as for generate())."""
+        params = _request(prompt, max_new_tokens, keep_history, enable_thinking, role, lora, cache_prefix,
+                          sampling)
         handle = c_void_p()
         _check(_stream_open(self._handle, byref(params), byref(handle)))
         return Stream(handle)

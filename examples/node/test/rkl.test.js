@@ -68,8 +68,25 @@ test('struct sizes come from the library', () => {
   assert.equal(rkl._c.generate_params_init(g, koffi.sizeof(GenerateParams)), rkl.Status.OK);
   assert.equal(Number(g.struct_size), koffi.sizeof(GenerateParams));
   assert.equal(Number(g.cache_prefix_bytes), 0);
+  assert.equal(g.sampling, null);
   assert.equal(koffi.offsetof(GenerateParams, 'cache_prefix_bytes'), 40);
-  assert.equal(koffi.sizeof(GenerateParams), 48);
+  assert.equal(koffi.offsetof(GenerateParams, 'sampling'), 48);
+  assert.equal(koffi.sizeof(GenerateParams), 56);
+  // rkl_sampling_params: every field unset after init, so every offset
+  // agrees with the library's.
+  const { SamplingParams } = rkl._types;
+  const s = {};
+  assert.equal(rkl._c.sampling_params_init(s, koffi.sizeof(SamplingParams)), rkl.Status.OK);
+  assert.equal(Number(s.struct_size), koffi.sizeof(SamplingParams));
+  for (const f of ['top_k', 'mirostat']) assert.equal(s[f], rkl.UNSET, f);
+  for (const f of ['top_p', 'temperature', 'repeat_penalty', 'frequency_penalty', 'presence_penalty',
+    'mirostat_tau', 'mirostat_eta']) {
+    assert.ok(Number.isNaN(s[f]), f);
+  }
+  assert.equal(koffi.offsetof(SamplingParams, 'mirostat'), 32);
+  assert.equal(koffi.offsetof(SamplingParams, 'mirostat_eta'), 40);
+  assert.equal(koffi.sizeof(SamplingParams), 48);
+  assert.equal(rkl._c.sampling_params_init({}, koffi.sizeof(SamplingParams) - 1), rkl.Status.INVALID_ARGUMENT);
   assert.equal(koffi.offsetof(rkl._types.CStats, 'cache_use'), 80);
   assert.equal(koffi.sizeof(rkl._types.CStats), 88);
 });
@@ -89,6 +106,32 @@ test('fields land where the library reads them', async () => {
   assert.throws(() => rkl.open(fastModel, { topP: 1.5 }), { code: 'RKL_INVALID_ARGUMENT', message: /top_p/ });
   assert.throws(() => rkl.open(fastModel, { noSuchOption: 1 }), TypeError);
   assert.throws(() => rkl.open(`${fastModel}\0.txt`), { code: 'RKL_INVALID_ARGUMENT', message: /NUL/ });
+});
+
+test('per-request sampling: applied on 1.3, refused on 1.2', async () => {
+  const file = path.join(dir, 'sampling-reply.sim');
+  fs.writeFileSync(file, 'RKLLM-SIM 1\nreply = [{sampling}]\ntime_scale = 0\n');
+  const m = rkl.open(file, { topK: 7 });
+  try {
+    const sampling = { temperature: 0.25 };
+    if (m.info.family === '1.3') {
+      const { text } = await m.generate('x', { sampling });
+      assert.match(text, /temperature=0\.25/);
+      assert.match(text, /top_k=7 top_p=0\.9 /, 'the model\'s top_k, the default top_p');
+      assert.match((await collect(m.stream('x', { sampling }))).join(''), /temperature=0\.25/);
+    } else {
+      await assert.rejects(m.generate('x', { sampling }), { code: 'RKL_NOT_SUPPORTED', message: /1\.3/ });
+      assert.throws(() => m.stream('x', { sampling }), { code: 'RKL_NOT_SUPPORTED' });
+    }
+    assert.equal((await m.generate('x')).text, '[init]');
+    await assert.rejects(m.generate('x', { sampling: { topP: 2 } }), { code: 'RKL_INVALID_ARGUMENT', message: /top_p/ });
+    for (const bad of [{ temperature: NaN }, { topK: 1.5 }, { mirostat: 3 }]) {
+      await assert.rejects(m.generate('x', { sampling: bad }), { code: 'RKL_INVALID_ARGUMENT' }, JSON.stringify(bad));
+    }
+    assert.throws(() => m.stream('x', { sampling: { temprature: 1 } }), TypeError);
+  } finally {
+    m.close();
+  }
 });
 
 test('streamed text equals the reply', async () => {

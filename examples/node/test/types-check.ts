@@ -12,7 +12,9 @@ async function main(): Promise<void> {
   }
   const stats: rkl.Stats | null = stream.stats;
   if (stats) console.log(stats.finish === 'aborted', stats.ttftMs);
-  const { text, stats: s } = await model.generate('Again', { onText: (t: string) => t.length });
+  const sampling: rkl.Sampling = { temperature: 0.25, topK: 40, mirostat: 2 };
+  const { text, stats: s } = await model.generate('Again', { onText: (t: string) => t.length, sampling });
+  for await (const t of model.stream('More', { sampling: { topP: 0.5 } })) console.log(t);
   console.log(text.length, s.tokens, model.info.family, rkl.version(), rkl.Status.BAD_HANDLE);
   const saved: rkl.CacheInfo = await model.saveCache('system.rklcache', 'You are terse. ', { role: 'user' });
   const prefill: number | undefined = saved.saveStats?.prefillTokens;

@@ -52,13 +52,28 @@ def test_wrong_struct_sizes_are_refused():
     g = rkl.GenerateParams()
     # Version 1 of rkl_generate_params ended where cache_prefix_bytes starts.
     g1 = rkl.GenerateParams.cache_prefix_bytes.offset
-    assert (g1, ctypes.sizeof(g)) == (40, 48)
+    assert (g1, rkl.GenerateParams.sampling.offset, ctypes.sizeof(g)) == (40, 48, 56)
     assert rkl._generate_params_init(ctypes.byref(g), g1 - 1) == rkl.INVALID_ARGUMENT
     assert rkl._generate_params_init(ctypes.byref(g), g1) == rkl.OK
     assert rkl._generate_params_init(ctypes.byref(g), ctypes.sizeof(g)) == rkl.OK
     assert g.struct_size == ctypes.sizeof(g)
     assert (g.prompt, g.lora, g.role, g.max_new_tokens, g.enable_thinking, g.keep_history,
-            g.cache_prefix_bytes) == (None, None, 0, 0, False, False, 0)
+            g.cache_prefix_bytes, bool(g.sampling)) == (None, None, 0, 0, False, False, 0, False)
+
+
+def test_sampling_params_layout():
+    s = rkl.SamplingParams()
+    size = ctypes.sizeof(s)
+    assert rkl._sampling_params_init(ctypes.byref(s), size) == rkl.OK
+    assert s.struct_size == size
+    # Every field unset after init: every offset agrees with the library's.
+    assert (s.top_k, s.mirostat) == (rkl.UNSET, rkl.UNSET)
+    for name in ("top_p", "temperature", "repeat_penalty", "frequency_penalty",
+                 "presence_penalty", "mirostat_tau", "mirostat_eta"):
+        assert math.isnan(getattr(s, name)), name
+    assert (rkl.SamplingParams.mirostat.offset, rkl.SamplingParams.mirostat_eta.offset, size) == (32, 40, 48)
+    assert rkl._sampling_params_init(ctypes.byref(s), size - 1) == rkl.INVALID_ARGUMENT
+    assert "struct_size" in rkl.last_error_message()
 
 
 def test_a_larger_struct_is_zeroed_past_what_the_library_knows():
@@ -111,6 +126,33 @@ def test_fields_land_where_the_library_reads_them(fast_model):
 
 
 # ------------------------------------------------------------ generation
+
+
+def test_per_request_sampling(tmp_path, abi):
+    # The simulator's {sampling} shows the run's own sampling values.
+    path = tmp_path / "sampling.sim"
+    path.write_text("RKLLM-SIM 1\nreply = [{sampling}]\ntime_scale = 0\n", encoding="utf-8")
+    own = rkl.Sampling(temperature=0.25)
+    with rkl.Model(str(path), top_k=7) as m:
+        assert m.info.family == abi
+        if abi == "1.3":
+            text = m.generate("x", sampling=own).text
+            # The set field over the model's top_k and the runtime's top_p.
+            assert "temperature=0.25" in text and "top_k=7 top_p=0.9 " in text, text
+            assert "temperature=0.25" in m.stream("x", sampling=own).text()
+        else:
+            with pytest.raises(rkl.NotSupportedError, match="1.3"):
+                m.generate("x", sampling=own)
+            with pytest.raises(rkl.NotSupportedError):
+                m.stream("x", sampling=own)
+        assert m.generate("x").text == "[init]"
+        with pytest.raises(rkl.InvalidArgumentError, match="top_p"):
+            m.generate("x", sampling=rkl.Sampling(top_p=2))
+        for bad in (rkl.Sampling(temperature=math.nan), rkl.Sampling(mirostat=3), rkl.Sampling(top_k=2**31)):
+            with pytest.raises(rkl.InvalidArgumentError):
+                m.generate("x", sampling=bad)
+        with pytest.raises(TypeError):
+            m.generate("x", sampling={"temperature": 0.25})
 
 
 def test_generate_text_equals_the_reply(fast_model, abi):

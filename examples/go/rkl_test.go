@@ -179,7 +179,10 @@ func TestRequestSampling(t *testing.T) {
 }
 
 func TestCancelMidStream(t *testing.T) {
-	m := open(t, slowModel(t))
+	// 20 ms a token: the cancel (a goroutine calling rkl_abort) must land
+	// before the reply's 38 tokens are out, also on a loaded machine under
+	// -race, where a goroutine can wait 150 ms for a core.
+	m := open(t, writeModel(t, "cancel", "time_scale = 1\nprefill_us_per_token = 1000\ndecode_us_per_token = 20000\n"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var got strings.Builder

@@ -206,14 +206,40 @@ fn a_timeout_kills_the_children_of_the_worker() {
     within("close", GRACE + Duration::from_secs(1), || model.close().unwrap());
 }
 
+/// How long a generation of an 8 MiB prompt takes here to get the whole
+/// prompt to a worker (measured with one that reads it and nothing more):
+/// the frozen case waits twice that, at least 300 ms, before it closes, so
+/// that its generation is in flight on a slow machine too (emulated aarch64
+/// takes seconds), while what it asserts stays the same.
+fn large_prompt_send_time() -> Duration {
+    let _ = std::fs::remove_file(report_of("drain"));
+    let model = Model::open(&settings("drain")).unwrap();
+    let started = Instant::now();
+    let generating = {
+        let model = model.clone();
+        std::thread::spawn(move || generate(&model, &"x".repeat(8 << 20)))
+    };
+    let deadline = started + Duration::from_secs(120);
+    while !report_of("drain").exists() {
+        assert!(Instant::now() < deadline, "the draining fake never received the prompt");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = started.elapsed();
+    eprintln!("fake_worker: sending an 8 MiB prompt takes {took:?}");
+    model.close().unwrap();
+    let _ = generating.join().unwrap();
+    took
+}
+
 fn close_ends_a_frozen_worker_with_a_large_prompt_in_flight() {
+    let wait = Duration::from_millis(300).max(large_prompt_send_time() * 2);
     // No call_timeout: only close can end it.
     let model = Model::open(&settings("frozen")).unwrap();
     let generating = {
         let model = model.clone();
         std::thread::spawn(move || generate(&model, &"x".repeat(8 << 20)))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(wait);
     within("close", GRACE + Duration::from_secs(1), || model.close().unwrap());
     let result = within("the generation's end after close", Duration::ZERO, || generating.join().unwrap());
     // As in-process, close ends the model's generations aborted.
@@ -275,7 +301,7 @@ mod fake {
     use super::*;
     use serde_json::{json, Value};
 
-    pub const MODES: [&str; 9] = [
+    pub const MODES: [&str; 10] = [
         "garbage",
         "oversized",
         "progress-only",
@@ -283,6 +309,7 @@ mod fake {
         "escaped-child",
         "hung-with-child",
         "frozen",
+        "drain",
         "descriptors",
         "named",
     ];
@@ -325,6 +352,29 @@ mod fake {
             _ => {}
         }
         send(&mut socket, &json!({"Opened": {"id": id, "family": "V1_3", "runtime_path": "/fake/librkllmrt.so"}}));
+        if mode == "drain" {
+            // Reads frames whole until the large prompt's request has come
+            // and says so; then ends the run when it is aborted, and exits
+            // on Close.
+            loop {
+                let mut len = [0u8; 4];
+                socket.read_exact(&mut len).unwrap();
+                let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+                socket.read_exact(&mut body).unwrap();
+                if body.len() >= 8 << 20 {
+                    std::fs::write(&report, body.len().to_string()).unwrap();
+                    break;
+                }
+            }
+            while let Some(request) = read(&mut socket) {
+                if let Some(id) = request["Abort"]["id"].as_u64() {
+                    send(&mut socket, &json!({"Finished": {"id": id, "stats": finished_stats()}}));
+                } else if request == json!("Close") {
+                    return;
+                }
+            }
+            return;
+        }
         if mode == "frozen" {
             // SAFETY: raise(3) stops this process; rkl's kill ends it.
             unsafe { libc::raise(libc::SIGSTOP) };

@@ -38,6 +38,7 @@ mod facade;
 pub mod ffi;
 mod isolation;
 mod local;
+mod locked;
 mod outcome;
 mod runtime;
 #[doc(hidden)]

@@ -514,6 +514,7 @@ fn run_case(
 
     // The C view of the same.
     let c_path = CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: rkl_cache_info holds integers and pointers; all zero is valid.
     let mut info =
         rkl_cache_info { struct_size: std::mem::size_of::<rkl_cache_info>(), ..unsafe { std::mem::zeroed() } };
     // SAFETY: a NUL-terminated path and a zeroed struct with struct_size set.
@@ -549,6 +550,7 @@ fn run_case(
     let through_c = rng.chance(2);
     let loaded: rkl::Result<()> = catch_unwind(AssertUnwindSafe(|| {
         if through_c {
+            // SAFETY: rkl_cache_info holds integers and pointers; all zero is valid.
             let mut out =
                 rkl_cache_info { struct_size: std::mem::size_of::<rkl_cache_info>(), ..unsafe { std::mem::zeroed() } };
             // SAFETY: a live handle, a C string, a struct with struct_size.

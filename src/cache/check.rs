@@ -1,7 +1,7 @@
 //! Validating a cache on disk, in a fixed order with a distinct error kind
 //! for each failure, before the runtime ever sees the payload.
 
-use super::files::open_regular_file;
+use super::files::{dir_of, open_regular_file};
 use super::manifest::Manifest;
 use super::sealed::{checked_payload, CheckedPayload};
 use super::trust;
@@ -61,14 +61,6 @@ pub fn check_files(manifest_path: &Path) -> Result<CheckedCache> {
 /// Whether the manifest now names another payload than `tried`.
 fn payload_renamed(manifest_path: &Path, tried: &str) -> bool {
     Manifest::read(manifest_path).is_ok_and(|m| m.payload.file != tried)
-}
-
-/// The directory a cache path is in ("." for a bare name).
-fn dir_of(manifest_path: &Path) -> &Path {
-    match manifest_path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
 }
 
 fn check_payload(manifest_path: &Path, manifest: Manifest) -> Result<CheckedCache> {

@@ -38,6 +38,14 @@ fn io(what: String, e: std::io::Error) -> Error {
 /// bytes, and file names stop at 255.
 pub const MAX_NAME_BYTES: usize = 220;
 
+/// The directory a cache path is in ("." for a bare name).
+pub fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// The directory and file name of a cache path, checked.
 pub struct CachePath {
     /// The manifest (the path the caller named).
@@ -68,10 +76,7 @@ impl CachePath {
                 name.len()
             )));
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = dir_of(path).to_path_buf();
         if !dir.is_dir() {
             return Err(Error::new(
                 ErrorKind::Io,

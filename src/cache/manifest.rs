@@ -177,11 +177,7 @@ impl Manifest {
                 ),
             ));
         }
-        let dir = match manifest_path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        Ok(dir.join(&self.payload.file))
+        Ok(super::files::dir_of(manifest_path).join(&self.payload.file))
     }
 
     /// The payload must be a plain file name beside the manifest: a manifest

@@ -12,6 +12,7 @@ use crate::cache::CacheInfo;
 use crate::callback_scope::in_callback_of;
 use crate::config::{GenerateRequest, OpenConfig, RestartPolicy};
 use crate::error::{Error, ErrorKind, Result};
+use crate::locked::locked;
 use crate::runtime::Family;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -23,10 +24,6 @@ use std::time::Instant;
 /// runtime id (the in-process keys).
 static NEXT_KEY: AtomicUsize = AtomicUsize::new(1);
 const KEY_BIT: usize = 1 << (usize::BITS - 1);
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// What a new worker is given again after a restart, in this order.
 #[derive(Clone, Default)]

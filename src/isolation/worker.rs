@@ -16,6 +16,7 @@ use super::process::WORKER_ARG;
 use super::protocol::{read_message, write_message, Call, Reply, Request, Value};
 use crate::error::Result;
 use crate::local::{LocalAborter, LocalModel, LocalStream};
+use crate::locked::locked;
 use crate::outcome::StreamEvent;
 use std::collections::HashMap;
 use std::io::BufReader;
@@ -255,10 +256,6 @@ enum Run {
 }
 
 type Runs = Arc<Mutex<HashMap<u64, Run>>>;
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Registers a started generation and tells the parent, or reports why it
 /// did not start. An abort that came while it was being started stops it.

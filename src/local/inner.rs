@@ -4,6 +4,7 @@
 use super::cached_prefix::LoadedPrompt;
 use crate::cache::ModelIdentity;
 use crate::config::AutoCache;
+use crate::locked::locked;
 use crate::runtime::{RawModel, RunShared};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,10 +33,6 @@ pub(crate) struct ModelInner {
     /// sees it change knows it was aborted between its steps.
     pub(super) aborts: AtomicU64,
     pub(super) abort_grace: Duration,
-}
-
-pub(super) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ModelInner {

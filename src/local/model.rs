@@ -2,12 +2,13 @@
 //! everything done with it (the in-process backend of `crate::Model`).
 
 use super::cached_prefix::strip_cached_prefix;
-use super::inner::{locked, ModelInner};
+use super::inner::ModelInner;
 use super::stream::LocalStream;
 use crate::cache::{model_identity, prepare_auto_dir};
 use crate::callback_scope::in_callback_of;
 use crate::config::{cstring, GenerateRequest, OpenConfig, MAX_PROMPT_BYTES};
 use crate::error::{Error, ErrorKind, Result};
+use crate::locked::locked;
 use crate::runtime::{Family, RunRequest, RunShared, Runtime};
 use std::ffi::CString;
 use std::path::Path;

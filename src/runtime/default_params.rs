@@ -176,13 +176,9 @@ mod tests {
 
     #[test]
     fn a_larger_struct_is_measured_and_refused_without_harm() {
-        for result in [
+        for create in [untyped(returns::<513>), untyped(returns::<4096>), untyped(returns::<60000>)] {
             // SAFETY: each returns a struct in memory, smaller than SLOT.
-            unsafe { default_params(untyped(returns::<513>)) },
-            unsafe { default_params(untyped(returns::<4096>)) },
-            unsafe { default_params(untyped(returns::<60000>)) },
-        ] {
-            let err = result.err().expect("refused");
+            let err = unsafe { default_params(create) }.err().expect("refused");
             assert!(err.contains("newer release or a broken build"), "{err}");
         }
         // SAFETY: as above.

@@ -1,4 +1,5 @@
-//! The runtime's `#[repr(C)]` structs for releases 1.2 (1.2.1+) and 1.3.
+//! The runtime's `#[repr(C)]` structs for releases 1.2.0, 1.2.1b1, 1.2 (1.2.1+)
+//! and 1.3.
 //!
 //! Written from the tables in `shared/rkllm-abi.md`, independently of rkl's own
 //! declarations, and asserted field by field at compile time. C `bool` fields
@@ -10,6 +11,29 @@ use std::mem::{offset_of, size_of};
 
 /// The result callback: `int cb(RKLLMResult*, void* userdata, int state)`.
 pub type ResultCallback = unsafe extern "C" fn(result: *mut RkllmResult, userdata: *mut c_void, state: i32) -> i32;
+
+/// 1.2.0 and 1.2.1b1's result callback: `void cb(RKLLMResult*, void*, int)`,
+/// with their 48-byte result (no perf).
+pub type VoidResultCallback = unsafe extern "C" fn(result: *mut Result48, userdata: *mut c_void, state: i32);
+
+/// 1.3's tokenizer callback: returns the token count, or < 0 on error.
+pub type TokenizerCallback = unsafe extern "C" fn(
+    userdata: *mut c_void,
+    text: *const c_char,
+    text_len: i32,
+    tokens: *mut i32,
+    n_tokens_max: i32,
+) -> i32;
+
+/// 1.3's embedding callback: fills `embed` (`len_bytes` bytes) for the
+/// tokens; 0 on success.
+pub type EmbedCallback = unsafe extern "C" fn(
+    userdata: *mut c_void,
+    tokens: *mut i32,
+    num_tokens: u64,
+    embed: *mut c_void,
+    len_bytes: u64,
+) -> i32;
 
 /// Callback states.
 pub mod call_state {
@@ -88,6 +112,80 @@ pub struct ArrayInput {
     pub len: usize,
 }
 
+/// The multimodal input of 1.2.1b1 .. 1.2.3, 48 bytes; the image tags are
+/// init's `img_start`, `img_end`, `img_content`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MultimodalV12 {
+    pub prompt: *const c_char,
+    pub image_embed: *const f32,
+    pub n_image_tokens: usize,
+    pub n_image: usize,
+    pub image_width: usize,
+    pub image_height: usize,
+}
+
+/// The multimodal input of 1.2.0, 24 bytes: one image.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MultimodalV120 {
+    pub prompt: *const c_char,
+    pub image_embed: *const f32,
+    pub n_image_tokens: usize,
+}
+
+/// The multimodal input of 1.3, 144 bytes: an image part at 8, a video
+/// part at 72, each with its own tags.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MultimodalV13 {
+    pub prompt: *const c_char,
+    pub image_embed: *const f32,
+    pub n_image_tokens: usize,
+    pub n_image: usize,
+    pub image_start: *const c_char,
+    pub image_end: *const c_char,
+    pub image_content: *const c_char,
+    pub image_width: usize,
+    pub image_height: usize,
+    pub video_embed: *const f32,
+    pub n_frame_tokens: usize,
+    pub n_frame_per_video: usize,
+    pub n_video: usize,
+    pub video_start: *const c_char,
+    pub video_end: *const c_char,
+    pub video_content: *const c_char,
+    pub frame_width: usize,
+    pub frame_height: usize,
+}
+
+/// `RKLLMInput` of release 1.2.0, 32 bytes: no role, no enable_thinking.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InputV120 {
+    pub input_type: i32,
+    pub payload: InputPayloadV120,
+}
+
+/// The input union of 1.2.0 (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union InputPayloadV120 {
+    pub prompt: *const c_char,
+    pub tokens: ArrayInput,
+    pub embed: ArrayInput,
+    pub multimodal: MultimodalV120,
+}
+
+/// `RKLLMInput` of release 1.2.1b1, 56 bytes: no role, no enable_thinking,
+/// the union of 1.2.1+.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InputV121b1 {
+    pub input_type: i32,
+    pub payload: InputPayloadV12,
+}
+
 /// `RKLLMInput` of release 1.2, 64 bytes.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -105,7 +203,7 @@ pub union InputPayloadV12 {
     pub prompt: *const c_char,
     pub tokens: ArrayInput,
     pub embed: ArrayInput,
-    pub multimodal: [u64; 6],
+    pub multimodal: MultimodalV12,
 }
 
 /// `RKLLMInput` of release 1.3, 160 bytes.
@@ -125,7 +223,7 @@ pub union InputPayloadV13 {
     pub prompt: *const c_char,
     pub tokens: ArrayInput,
     pub embed: ArrayInput,
-    pub multimodal: [u64; 18],
+    pub multimodal: MultimodalV13,
 }
 
 /// `RKLLMLoraParam`: the adapter selected for one run.
@@ -186,9 +284,9 @@ pub struct InferParamV13 {
 pub struct CallbacksV13 {
     pub result_callback: Option<ResultCallback>,
     pub result_userdata: *mut c_void,
-    pub tokenizer_callback: *const c_void,
+    pub tokenizer_callback: Option<TokenizerCallback>,
     pub tokenizer_userdata: *mut c_void,
-    pub embed_callback: *const c_void,
+    pub embed_callback: Option<EmbedCallback>,
     pub embed_userdata: *mut c_void,
 }
 
@@ -228,6 +326,27 @@ pub struct Logits {
     pub logits: *const f32,
     pub vocab_size: i32,
     pub num_tokens: i32,
+}
+
+/// `RKLLMCrossAttnParam`, 40 bytes (1.2.1 and later).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CrossAttnParam {
+    pub encoder_k_cache: *const f32,
+    pub encoder_v_cache: *const f32,
+    pub encoder_mask: *const f32,
+    pub encoder_pos: *const i32,
+    pub num_tokens: i32,
+}
+
+/// `RKLLMResult` of 1.2.0 and 1.2.1b1, 48 bytes: no perf.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Result48 {
+    pub text: *const c_char,
+    pub token_id: i32,
+    pub last_hidden_layer: LastHiddenLayer,
+    pub logits: Logits,
 }
 
 /// `RKLLMResult`, 72 bytes (1.2.1 and later).
@@ -292,6 +411,48 @@ const _: () = {
     assert!(size_of::<ArrayInput>() == 16);
     assert!(offset_of!(ArrayInput, data) == 0);
     assert!(offset_of!(ArrayInput, len) == 8);
+
+    assert!(size_of::<MultimodalV12>() == 48);
+    assert!(offset_of!(MultimodalV12, prompt) == 0);
+    assert!(offset_of!(MultimodalV12, image_embed) == 8);
+    assert!(offset_of!(MultimodalV12, n_image_tokens) == 16);
+    assert!(offset_of!(MultimodalV12, n_image) == 24);
+    assert!(offset_of!(MultimodalV12, image_width) == 32);
+    assert!(offset_of!(MultimodalV12, image_height) == 40);
+
+    assert!(size_of::<MultimodalV120>() == 24);
+    assert!(offset_of!(MultimodalV120, prompt) == 0);
+    assert!(offset_of!(MultimodalV120, image_embed) == 8);
+    assert!(offset_of!(MultimodalV120, n_image_tokens) == 16);
+
+    assert!(size_of::<MultimodalV13>() == 144);
+    assert!(offset_of!(MultimodalV13, prompt) == 0);
+    assert!(offset_of!(MultimodalV13, image_embed) == 8);
+    assert!(offset_of!(MultimodalV13, n_image_tokens) == 16);
+    assert!(offset_of!(MultimodalV13, n_image) == 24);
+    assert!(offset_of!(MultimodalV13, image_start) == 32);
+    assert!(offset_of!(MultimodalV13, image_end) == 40);
+    assert!(offset_of!(MultimodalV13, image_content) == 48);
+    assert!(offset_of!(MultimodalV13, image_width) == 56);
+    assert!(offset_of!(MultimodalV13, image_height) == 64);
+    assert!(offset_of!(MultimodalV13, video_embed) == 72);
+    assert!(offset_of!(MultimodalV13, n_frame_tokens) == 80);
+    assert!(offset_of!(MultimodalV13, n_frame_per_video) == 88);
+    assert!(offset_of!(MultimodalV13, n_video) == 96);
+    assert!(offset_of!(MultimodalV13, video_start) == 104);
+    assert!(offset_of!(MultimodalV13, video_end) == 112);
+    assert!(offset_of!(MultimodalV13, video_content) == 120);
+    assert!(offset_of!(MultimodalV13, frame_width) == 128);
+    assert!(offset_of!(MultimodalV13, frame_height) == 136);
+
+    assert!(size_of::<InputPayloadV120>() == 24);
+    assert!(size_of::<InputV120>() == 32);
+    assert!(offset_of!(InputV120, input_type) == 0);
+    assert!(offset_of!(InputV120, payload) == 8);
+
+    assert!(size_of::<InputV121b1>() == 56);
+    assert!(offset_of!(InputV121b1, input_type) == 0);
+    assert!(offset_of!(InputV121b1, payload) == 8);
 
     assert!(size_of::<InputPayloadV12>() == 48);
     assert!(size_of::<InputV12>() == 64);
@@ -374,6 +535,19 @@ const _: () = {
     assert!(offset_of!(Logits, logits) == 0);
     assert!(offset_of!(Logits, vocab_size) == 8);
     assert!(offset_of!(Logits, num_tokens) == 12);
+
+    assert!(size_of::<CrossAttnParam>() == 40);
+    assert!(offset_of!(CrossAttnParam, encoder_k_cache) == 0);
+    assert!(offset_of!(CrossAttnParam, encoder_v_cache) == 8);
+    assert!(offset_of!(CrossAttnParam, encoder_mask) == 16);
+    assert!(offset_of!(CrossAttnParam, encoder_pos) == 24);
+    assert!(offset_of!(CrossAttnParam, num_tokens) == 32);
+
+    assert!(size_of::<Result48>() == 48);
+    assert!(offset_of!(Result48, text) == 0);
+    assert!(offset_of!(Result48, token_id) == 8);
+    assert!(offset_of!(Result48, last_hidden_layer) == 16);
+    assert!(offset_of!(Result48, logits) == 32);
 
     assert!(size_of::<RkllmResult>() == 72);
     assert!(offset_of!(RkllmResult, text) == 0);

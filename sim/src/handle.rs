@@ -1,7 +1,8 @@
 //! Per-handle state, the registry of live handles, and the process counters.
 
-use crate::abi::ResultCallback;
-use crate::config::{Abi, WaitingMode};
+use crate::abi::{EmbedCallback, TokenizerCallback};
+use crate::callback::ResultFn;
+use crate::config::{Abi, OldRelease, WaitingMode};
 use crate::model_file::ModelSpec;
 use crate::timing::AbortFlag;
 use std::collections::{BTreeMap, HashMap};
@@ -13,6 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// Fixed at init.
 pub struct Settings {
     pub abi: Abi,
+    /// family-1-2-0 build: 1.2.0 or 1.2.1b1 (their input, result and
+    /// callback layouts); `None` in the other builds.
+    pub old_release: Option<OldRelease>,
     /// `fault = broken@init`: every call but destroy fails.
     pub broken: bool,
     /// The caller's `model_path` pointer, kept (not copied) and read again on
@@ -26,9 +30,18 @@ pub struct Settings {
     pub time_scale: f64,
     pub max_context_len: i32,
     pub max_new_tokens: i32,
-    pub callback: ResultCallback,
+    pub callback: ResultFn,
     /// 1.3's `result_userdata` (0 in 1.2).
     pub result_userdata: usize,
+    /// 1.3's tokenizer callback and its userdata.
+    pub tokenizer: Option<(TokenizerCallback, usize)>,
+    /// 1.3's embedding callback and its userdata.
+    pub embedder: Option<(EmbedCallback, usize)>,
+    /// 1.2 layouts: init's `img_start`, `img_end`, `img_content` pointers,
+    /// kept (not copied) and read at each multimodal run.
+    pub image_tag_addrs: [usize; 3],
+    /// init's `extend_param.use_cross_attn`.
+    pub use_cross_attn: bool,
 }
 
 /// Changes with calls.
@@ -46,6 +59,9 @@ pub struct Session {
     pub tools: String,
     /// Loaded LoRA adapters by name.
     pub loras: HashMap<String, PathBuf>,
+    /// The `RKLLMCrossAttnParam` pointer given to
+    /// `rkllm_set_cross_attn_params`, kept and read again at every run.
+    pub cross_attn_addr: Option<usize>,
 }
 
 pub struct Handle {
@@ -67,6 +83,7 @@ impl Handle {
             postfix: settings.model.postfix.clone(),
             tools: String::new(),
             loras: HashMap::new(),
+            cross_attn_addr: None,
         };
         Handle { settings, abort: AbortFlag::default(), running: AtomicU32::new(0), session: Mutex::new(session) }
     }

@@ -1,7 +1,8 @@
 //! `rkllm_init` and `rkllm_destroy`.
 
-use crate::abi::{CallbacksV13, ParamV12, ParamV13, ResultCallback};
-use crate::config::{self, Abi};
+use crate::abi::{CallbacksV13, ParamV12, ParamV13, ResultCallback, VoidResultCallback};
+use crate::callback::ResultFn;
+use crate::config::{self, Abi, OldRelease};
 use crate::faults::{self, FaultKind, FaultPoint};
 use crate::handle::{self, Handle, Settings};
 use crate::model_file;
@@ -18,14 +19,22 @@ use std::path::Path;
 /// `RKLLMParam`; `cb` is the release's third argument (1.2: the callback,
 /// 1.3: NULL or a pointer to `RKLLMCallback`).
 pub unsafe fn init(out: *mut *mut c_void, param: *const c_void, cb: *const c_void) -> i32 {
-    let abi = config::env().abi;
-    let _ = writeln!(
-        std::io::stdout(),
-        "I rkllm: rkllm-runtime version: {} (simulator), rknpu driver version: sim",
-        abi.version()
-    );
+    let env = config::env();
+    let abi = env.abi;
+    // The default build prints its line first; the family-1-2-0 build once
+    // the model file (whose `release` key wins) is read, or, when init
+    // fails before that, with the environment's release.
+    let mut announced = false;
+    if env.old_release.is_none() {
+        announce(Some(abi.version()));
+        announced = true;
+    }
     // SAFETY: forwarded from this function's contract.
-    match unsafe { try_init(abi, param, cb) } {
+    let result = unsafe { try_init(abi, param, cb, &mut announced) };
+    if !announced {
+        announce(env.old_release.and_then(OldRelease::version));
+    }
+    match result {
         Ok(settings) => {
             if out.is_null() {
                 eprintln!("E rkllm-sim: rkllm_init: handle pointer is NULL");
@@ -43,29 +52,56 @@ pub unsafe fn init(out: *mut *mut c_void, param: *const c_void, cb: *const c_voi
     }
 }
 
+/// Prints the runtime's version line (`None`: the `silent` release, none).
+fn announce(version: Option<&str>) {
+    if let Some(v) = version {
+        let _ =
+            writeln!(std::io::stdout(), "I rkllm: rkllm-runtime version: {v} (simulator), rknpu driver version: sim");
+    }
+}
+
 /// # Safety
 /// As for [`init`].
-unsafe fn try_init(abi: Abi, param: *const c_void, cb: *const c_void) -> Result<Settings, String> {
+unsafe fn try_init(
+    abi: Abi,
+    param: *const c_void,
+    cb: *const c_void,
+    announced: &mut bool,
+) -> Result<Settings, String> {
     if param.is_null() {
         return Err("param is NULL".into());
     }
     // Read whole, in the release's size, so a smaller struct is an overread
     // that a memory checker reports.
+    let old_family = config::env().old_release.is_some();
+    let mut image_tag_addrs = [0usize; 3];
     let common = match abi {
-        // SAFETY: `param` points at a 1.2 RKLLMParam per the contract; every
-        // field accepts any bits.
-        Abi::V1_2 => CommonParam::from_v12(&unsafe { std::ptr::read_unaligned(param as *const ParamV12) }),
+        Abi::V1_2 => {
+            // SAFETY: `param` points at a 1.2 RKLLMParam per the contract;
+            // every field accepts any bits.
+            let p = unsafe { std::ptr::read_unaligned(param as *const ParamV12) };
+            image_tag_addrs = [p.img_start as usize, p.img_end as usize, p.img_content as usize];
+            CommonParam::from_v12(&p, old_family)
+        }
         // SAFETY: as above for 1.3.
         Abi::V1_3 => CommonParam::from_v13(&unsafe { std::ptr::read_unaligned(param as *const ParamV13) }),
     };
     check_param(&common)?;
+    let mut tokenizer = None;
+    let mut embedder = None;
     let (callback, result_userdata) = match abi {
         Abi::V1_2 => {
             if cb.is_null() {
                 return Err("callback is NULL".into());
             }
-            // SAFETY: in 1.2 the third argument is the result callback itself.
-            let f = unsafe { std::mem::transmute::<*const c_void, ResultCallback>(cb) };
+            let f = if old_family {
+                // SAFETY: in 1.2.0 and 1.2.1b1 the third argument is the
+                // void-returning result callback.
+                ResultFn::Void(unsafe { std::mem::transmute::<*const c_void, VoidResultCallback>(cb) })
+            } else {
+                // SAFETY: in 1.2 the third argument is the result callback itself.
+                ResultFn::Int(unsafe { std::mem::transmute::<*const c_void, ResultCallback>(cb) })
+            };
             (f, 0usize)
         }
         Abi::V1_3 => {
@@ -75,13 +111,20 @@ unsafe fn try_init(abi: Abi, param: *const c_void, cb: *const c_void) -> Result<
             // SAFETY: in 1.3 the third argument points at RKLLMCallback.
             let c = unsafe { std::ptr::read_unaligned(cb as *const CallbacksV13) };
             let f = c.result_callback.ok_or("RKLLMCallback.result_callback is NULL")?;
-            (f, c.result_userdata as usize)
+            tokenizer = c.tokenizer_callback.map(|t| (t, c.tokenizer_userdata as usize));
+            embedder = c.embed_callback.map(|e| (e, c.embed_userdata as usize));
+            (ResultFn::Int(f), c.result_userdata as usize)
         }
     };
     // SAFETY: check_param refused NULL; the caller passes a C string.
     let model_path = unsafe { CStr::from_ptr(common.model_path) }.to_owned();
     let path = Path::new(std::ffi::OsStr::from_bytes(model_path.to_bytes()));
     let model = model_file::load(path)?;
+    let old_release = config::env().old_release.map(|env| model.release.unwrap_or(env));
+    if let Some(release) = old_release {
+        announce(release.version());
+        *announced = true;
+    }
     let model_file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
 
     let mut broken = false;
@@ -96,6 +139,7 @@ unsafe fn try_init(abi: Abi, param: *const c_void, cb: *const c_void) -> Result<
     let env = config::env();
     Ok(Settings {
         abi,
+        old_release,
         broken,
         model_path_addr: common.model_path as usize,
         model_path,
@@ -106,6 +150,10 @@ unsafe fn try_init(abi: Abi, param: *const c_void, cb: *const c_void) -> Result<
         max_new_tokens: common.max_new_tokens,
         callback,
         result_userdata,
+        tokenizer,
+        embedder,
+        image_tag_addrs,
+        use_cross_attn: common.extend.use_cross_attn == 1,
         model,
     })
 }

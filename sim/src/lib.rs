@@ -9,6 +9,7 @@ mod config;
 mod faults;
 mod handle;
 mod init;
+mod input;
 mod model_file;
 mod params;
 mod reply;
@@ -212,6 +213,7 @@ pub unsafe extern "C" fn rkllm_release_prompt_cache(handle: LlmHandle) -> i32 {
 ///
 /// # Safety
 /// None beyond the C signature: the pointers are never used.
+#[cfg(not(feature = "family-1-2-0"))]
 #[no_mangle]
 pub unsafe extern "C" fn rkllm_clear_kv_cache(
     handle: LlmHandle,
@@ -219,6 +221,20 @@ pub unsafe extern "C" fn rkllm_clear_kv_cache(
     _start_pos: *mut i32,
     _end_pos: *mut i32,
 ) -> i32 {
+    with_handle(handle, "rkllm_clear_kv_cache", |h| {
+        session::clear_history(h);
+        0
+    })
+}
+
+/// 1.2.0 and 1.2.1b1's two-argument form: empties the history;
+/// `keep_system_prompt` is ignored.
+///
+/// # Safety
+/// None beyond the C signature.
+#[cfg(feature = "family-1-2-0")]
+#[no_mangle]
+pub unsafe extern "C" fn rkllm_clear_kv_cache(handle: LlmHandle, _keep_system_prompt: i32) -> i32 {
     with_handle(handle, "rkllm_clear_kv_cache", |h| {
         session::clear_history(h);
         0
@@ -260,7 +276,7 @@ pub unsafe extern "C" fn rkllm_set_chat_template(
 ///
 /// # Safety
 /// Each pointer is NULL or a C string.
-#[cfg(not(feature = "family-1-1"))]
+#[cfg(not(any(feature = "family-1-1", feature = "no-function-tools")))]
 #[no_mangle]
 pub unsafe extern "C" fn rkllm_set_function_tools(
     handle: LlmHandle,
@@ -287,14 +303,19 @@ pub unsafe extern "C" fn rkllm_load_lora(handle: LlmHandle, adapter: *mut LoraAd
     })
 }
 
-/// Accepted and ignored.
+/// Keeps the `RKLLMCrossAttnParam` pointer (not a copy) for later runs,
+/// which read it again whole (README).
 ///
 /// # Safety
-/// None beyond the C signature: `params` is never used.
-#[cfg(not(feature = "family-1-1"))]
+/// `params` is NULL or an `RKLLMCrossAttnParam` that stays valid (with its
+/// arrays) for the runs after this call.
+#[cfg(not(any(feature = "family-1-1", feature = "family-1-2-0")))]
 #[no_mangle]
-pub unsafe extern "C" fn rkllm_set_cross_attn_params(handle: LlmHandle, _params: *mut c_void) -> i32 {
-    with_handle(handle, "rkllm_set_cross_attn_params", |_| 0)
+pub unsafe extern "C" fn rkllm_set_cross_attn_params(handle: LlmHandle, params: *mut c_void) -> i32 {
+    with_handle(handle, "rkllm_set_cross_attn_params", |h| {
+        // SAFETY: `params` is NULL or an RKLLMCrossAttnParam, as the function takes.
+        session::report("rkllm_set_cross_attn_params", unsafe { session::set_cross_attn(h, params) })
+    })
 }
 
 /// Simulator only: `out[0]` violations of the one-call-at-a-time rule,

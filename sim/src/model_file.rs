@@ -1,6 +1,6 @@
 //! The simulator's model file: `RKLLM-SIM 1` then `key = value` lines.
 
-use crate::config::{parse_time_scale, WaitingMode};
+use crate::config::{parse_time_scale, OldRelease, WaitingMode};
 use crate::faults::Fault;
 use std::path::Path;
 
@@ -55,6 +55,16 @@ pub struct ModelSpec {
     /// Real milliseconds `rkllm_load_prompt_cache` waits before it opens
     /// the file.
     pub cache_load_delay_ms: u64,
+    /// Embedding dimension: floats per token of embed, image and video
+    /// input and of a last-hidden-layer result.
+    pub hidden_size: u64,
+    /// Token ids are `0..vocab_size`; floats per row of a logits result.
+    pub vocab_size: u64,
+    /// Floats per encoder token of the cross-attention K and V caches.
+    pub cross_attn_floats_per_token: u64,
+    /// family-1-2-0 build: which release to imitate (wins over
+    /// `RKLLM_SIM_RELEASE`); ignored by the other builds.
+    pub release: Option<OldRelease>,
 }
 
 impl Default for ModelSpec {
@@ -77,6 +87,10 @@ impl Default for ModelSpec {
             sticky_kv: false,
             cache_check: CacheCheck::Header,
             cache_load_delay_ms: 0,
+            hidden_size: 64,
+            vocab_size: 256,
+            cross_attn_floats_per_token: 32,
+            release: None,
         }
     }
 }
@@ -115,6 +129,10 @@ pub fn parse(text: &str) -> Result<ModelSpec, String> {
 
 fn apply(spec: &mut ModelSpec, key: &str, value: &str) -> Result<(), String> {
     let number = |v: &str| v.parse::<u64>().map_err(|_| format!("{key}: {v:?} is not a whole number >= 0"));
+    let positive = |n: u64| if n == 0 { Err(format!("{key}: must be at least 1")) } else { Ok(n) };
+    // A dimension so large that one token's floats overflow is refused.
+    let positive =
+        |n: u64| positive(n).and_then(|n| if n > 1 << 24 { Err(format!("{key}: {n} is too large")) } else { Ok(n) });
     match key {
         "name" => spec.name = value.into(),
         "reply" => spec.reply = value.into(),
@@ -158,6 +176,20 @@ fn apply(spec: &mut ModelSpec, key: &str, value: &str) -> Result<(), String> {
             }
         }
         "fault" => spec.faults.push(Fault::parse(value)?),
+        "hidden_size" => spec.hidden_size = positive(number(value)?)?,
+        "vocab_size" => {
+            spec.vocab_size = positive(number(value)?)?;
+            if spec.vocab_size > i32::MAX as u64 {
+                return Err(format!("vocab_size: {value} does not fit an int"));
+            }
+        }
+        "cross_attn_floats_per_token" => spec.cross_attn_floats_per_token = number(value)?,
+        "release" => {
+            spec.release = Some(
+                OldRelease::parse(value)
+                    .ok_or_else(|| format!("release: {value:?} is not 1.2.0, 1.2.1b1 or silent"))?,
+            )
+        }
         other => return Err(format!("unknown key {other:?}")),
     }
     Ok(())
@@ -215,7 +247,11 @@ mod tests {
             slow_abort_ms = 40\n\
             grow_kb_per_run = 50\n\
             cache_check = full\n\
-            cache_load_delay_ms = 60\n";
+            cache_load_delay_ms = 60\n\
+            hidden_size = 8\n\
+            vocab_size = 100\n\
+            cross_attn_floats_per_token = 4\n\
+            release = 1.2.1b1\n";
         let spec = parse(text).unwrap();
         assert_eq!(spec.name, "qwen-sim");
         assert_eq!(spec.reply, "Hi {prompt}!");
@@ -234,6 +270,8 @@ mod tests {
         );
         assert_eq!((spec.slow_abort_ms, spec.grow_kb_per_run), (40, 50));
         assert_eq!((spec.cache_check, spec.cache_load_delay_ms), (CacheCheck::Full, 60));
+        assert_eq!((spec.hidden_size, spec.vocab_size, spec.cross_attn_floats_per_token), (8, 100, 4));
+        assert_eq!(spec.release, Some(OldRelease::V1_2_1b1));
     }
 
     #[test]
@@ -261,6 +299,10 @@ mod tests {
         assert!(parse("RKLLM-SIM 1\ncallback_thread = any\n").is_err());
         assert!(parse("RKLLM-SIM 1\nfault = broken@prefill\n").is_err());
         assert!(parse("RKLLM-SIM 1\ncache_check = some\n").is_err());
+        assert!(parse("RKLLM-SIM 1\nhidden_size = 0\n").is_err());
+        assert!(parse("RKLLM-SIM 1\nvocab_size = 0\n").is_err());
+        assert!(parse("RKLLM-SIM 1\nvocab_size = 4294967296\n").is_err());
+        assert!(parse("RKLLM-SIM 1\nrelease = 1.2.1\n").is_err());
     }
 
     #[test]

@@ -47,7 +47,9 @@ pub fn default_image(abi: Abi) -> ([u8; MAX_PARAM_SIZE], usize) {
             put(&mut img, ext + offset_of!(ExtendParam, enabled_cpus_num), [4u8]);
             // RK3588's four big cores, CPU 4..7.
             put(&mut img, ext + offset_of!(ExtendParam, enabled_cpus_mask), 0xF0u32.to_ne_bytes());
-            put(&mut img, ext + offset_of!(ExtendParam, n_batch), [1u8]);
+            // 1.2.0 and 1.2.1b1 have no n_batch: their byte 12 is reserved.
+            let n_batch = if crate::config::OLD_FAMILY { 0u8 } else { 1u8 };
+            put(&mut img, ext + offset_of!(ExtendParam, n_batch), [n_batch]);
             put(&mut img, ext + offset_of!(ExtendParam, use_cross_attn), [0u8]);
         }};
     }
@@ -106,10 +108,13 @@ pub struct CommonParam {
     pub extend: ExtendParam,
     /// 1.3 checks n_batch.
     pub check_n_batch: bool,
+    /// 1.2.0 and 1.2.1b1: n_batch and use_cross_attn do not exist, the
+    /// reserved bytes start at 12 of the extend param.
+    pub reserved_from_12: bool,
 }
 
 macro_rules! common_from {
-    ($p:expr, $ignore_eos:expr, $check_n_batch:expr) => {{
+    ($p:expr, $ignore_eos:expr, $check_n_batch:expr, $reserved_from_12:expr) => {{
         let p = $p;
         CommonParam {
             model_path: p.model_path,
@@ -131,17 +136,19 @@ macro_rules! common_from {
             ignore_eos_token: $ignore_eos,
             extend: p.extend_param,
             check_n_batch: $check_n_batch,
+            reserved_from_12: $reserved_from_12,
         }
     }};
 }
 
 impl CommonParam {
-    pub fn from_v12(p: &ParamV12) -> CommonParam {
-        common_from!(p, None, false)
+    /// `old_family`: the 1.2.0 / 1.2.1b1 reading of the same 208 bytes.
+    pub fn from_v12(p: &ParamV12, old_family: bool) -> CommonParam {
+        common_from!(p, None, false, old_family)
     }
 
     pub fn from_v13(p: &ParamV13) -> CommonParam {
-        common_from!(p, Some(p.ignore_eos_token), true)
+        common_from!(p, Some(p.ignore_eos_token), true, false)
     }
 }
 
@@ -200,6 +207,10 @@ pub fn check_param(p: &CommonParam) -> Result<(), String> {
         check_bool("ignore_eos_token", v)?;
     }
     let e = &p.extend;
+    if p.reserved_from_12 && (e.n_batch != 0 || e.use_cross_attn != 0) {
+        let (i, v) = if e.n_batch != 0 { (12, e.n_batch) } else { (13, e.use_cross_attn as u8) };
+        return Err(format!("extend_param byte {i} = {v} is not zero (reserved in 1.2.0 and 1.2.1b1)"));
+    }
     if !(0..=1).contains(&e.embed_flash) {
         return Err(format!("extend_param.embed_flash = {} is not 0 or 1", e.embed_flash));
     }
@@ -237,7 +248,7 @@ mod tests {
         assert_ne!(u64::from_ne_bytes(img[72..80].try_into().unwrap()), 0);
         assert_eq!((img[92], img[93]), (1, 4));
         let p: ParamV12 = read(&img);
-        assert!(check_param(&CommonParam { model_path: c"x".as_ptr(), ..CommonParam::from_v12(&p) }).is_ok());
+        assert!(check_param(&CommonParam { model_path: c"x".as_ptr(), ..CommonParam::from_v12(&p, false) }).is_ok());
 
         let (img, len) = default_image(Abi::V1_3);
         assert_eq!(len, 184);
@@ -268,5 +279,16 @@ mod tests {
         assert!(fails(&|p| p.extend.embed_flash = 2).contains("embed_flash"));
         assert!(fails(&|p| p.is_async = 7).contains("is_async"));
         assert!(fails(&|p| p.model_path = std::ptr::null()).contains("model_path"));
+        assert!(fails(&|p| {
+            p.reserved_from_12 = true;
+            p.extend.n_batch = 1
+        })
+        .contains("byte 12"));
+        assert!(fails(&|p| {
+            p.reserved_from_12 = true;
+            p.extend.n_batch = 0;
+            p.extend.use_cross_attn = 1
+        })
+        .contains("byte 13"));
     }
 }

@@ -12,6 +12,16 @@ pub struct ReplyContext<'a> {
     pub enable_thinking: bool,
     /// The run's own sampling parameters (1.3), or "init".
     pub sampling: &'a str,
+    /// `{input}`: what kind of input the run got (`Payload::describe`).
+    pub input: &'a str,
+    /// `{prefill}`: this run's prefill token count.
+    pub prefill: u64,
+    /// `{tokenizer}`: `builtin` or what the tokenizer callback returned.
+    pub tokenizer: &'a str,
+    /// `{embed}`: `builtin` or what the embedding callback wrote.
+    pub embed: &'a str,
+    /// `{cross_attn}`: `none` or the cross-attention parameters.
+    pub cross_attn: &'a str,
 }
 
 /// The `{sampling}` text of per-run sampling parameters.
@@ -30,6 +40,7 @@ pub const THINKING_PREFIX: &str = "<think>sim</think>";
 /// never scanned again, and an unknown `{name}` stays as written.
 pub fn expand(template: &str, ctx: &ReplyContext) -> String {
     let turn = ctx.turn.to_string();
+    let prefill = ctx.prefill.to_string();
     let mut out = String::with_capacity(template.len() + ctx.prompt.len() + THINKING_PREFIX.len());
     if ctx.enable_thinking {
         out.push_str(THINKING_PREFIX);
@@ -46,6 +57,11 @@ pub fn expand(template: &str, ctx: &ReplyContext) -> String {
             ("{tools}", ctx.tools),
             ("{lora}", ctx.lora),
             ("{sampling}", ctx.sampling),
+            ("{input}", ctx.input),
+            ("{prefill}", prefill.as_str()),
+            ("{tokenizer}", ctx.tokenizer),
+            ("{embed}", ctx.embed),
+            ("{cross_attn}", ctx.cross_attn),
         ]
         .into_iter()
         .find(|(name, _)| after.starts_with(name));
@@ -90,6 +106,11 @@ mod tests {
             lora: "style",
             enable_thinking: false,
             sampling: "init",
+            input: "prompt",
+            prefill: 7,
+            tokenizer: "builtin",
+            embed: "fnv=00",
+            cross_attn: "none",
         }
     }
 
@@ -98,6 +119,10 @@ mod tests {
         assert_eq!(
             expand("{prompt}|{turn}|{role}|{system}|{tools}|{lora}|{sampling}", &ctx()),
             "p{turn}|3|user|sys|[t]|style|init"
+        );
+        assert_eq!(
+            expand("{input}|{prefill}|{tokenizer}|{embed}|{cross_attn}", &ctx()),
+            "prompt|7|builtin|fnv=00|none"
         );
     }
 

@@ -1,28 +1,36 @@
 //! `rkllm_run`: reading the request, generating the callbacks, keeping history.
 
 use crate::abi::{
-    call_state, InferParamV12, InferParamV13, InputV12, InputV13, LoraParam, PerfStat, PromptCacheParam, SamplingParam,
+    call_state, CrossAttnParam, InferParamV12, InferParamV13, InputPayloadV12, InputPayloadV120, InputPayloadV13,
+    InputV12, InputV120, InputV121b1, InputV13, LoraParam, PerfStat, PromptCacheParam, SamplingParam,
 };
 use crate::cache;
-use crate::callback::Sink;
-use crate::config::Abi;
+use crate::callback::{FloatRows, Sink};
+use crate::config::{Abi, OldRelease};
 use crate::faults::{self, FaultKind, FaultPoint};
-use crate::handle::{Handle, CACHES_WRITTEN, RUNS_STARTED};
+use crate::handle::{Handle, Session, CACHES_WRITTEN, RUNS_STARTED};
+use crate::input::{self, copy_in, Fnv, Payload};
 use crate::model_file::CallbackThread;
 use crate::params::check_sampling;
 use crate::reply::{self, ReplyContext};
 use crate::timing::sleep_virtual;
 use crate::tokens::{pieces, Piece};
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+/// Infer modes.
+const MODE_GENERATE: i32 = 0;
+const MODE_HIDDEN: i32 = 1;
+const MODE_LOGITS: i32 = 2;
+
 /// One run's request, decoded from either release's structs.
 struct Request {
     role: String,
-    prompt: String,
+    payload: Payload,
+    mode: i32,
     enable_thinking: bool,
     lora: Option<String>,
     /// `Some(address of prompt_cache_path)` when a save was asked for; the
@@ -49,13 +57,20 @@ unsafe fn utf8(ptr: *const c_char, what: &str) -> Result<Option<String>, String>
     text.to_str().map(|s| Some(s.to_owned())).map_err(|_| format!("{what} is not UTF-8"))
 }
 
+/// The input union of the imitated release, copied whole.
+#[derive(Clone, Copy)]
+enum RawPayload {
+    V120(InputPayloadV120),
+    V12(InputPayloadV12),
+    V13(InputPayloadV13),
+}
+
 /// The fields both releases' input and infer structs have.
 struct RawRequest {
     role: *const c_char,
     enable_thinking: u8,
     input_type: i32,
-    /// Valid only when `input_type` is 0.
-    prompt: *const c_char,
+    payload: RawPayload,
     mode: i32,
     lora_params: *const LoraParam,
     prompt_cache_params: *const PromptCacheParam,
@@ -65,23 +80,39 @@ struct RawRequest {
     sampling_error: Option<String>,
 }
 
-/// Reads the caller's structs in the layout of `abi`, whole, so that a
-/// struct of the smaller release is an overread a memory checker reports.
+/// Reads the caller's structs in the layout of the imitated release, whole,
+/// so that a struct of a smaller release is an overread a memory checker
+/// reports.
 ///
 /// # Safety
-/// `input` and `infer` are non-NULL and point at structs of `abi`'s layout.
-unsafe fn read_raw(abi: Abi, input: *const c_void, infer: *const c_void) -> RawRequest {
+/// `input` and `infer` are non-NULL and point at structs of that layout.
+unsafe fn read_raw(abi: Abi, old: Option<OldRelease>, input: *const c_void, infer: *const c_void) -> RawRequest {
     match abi {
         Abi::V1_2 => {
             // SAFETY: per this function's contract.
-            let (i, p) = unsafe { (ptr_read(input as *const InputV12), ptr_read(infer as *const InferParamV12)) };
+            let p = unsafe { ptr_read(infer as *const InferParamV12) };
+            let (role, enable_thinking, input_type, payload) = match old {
+                None => {
+                    // SAFETY: per this function's contract.
+                    let i = unsafe { ptr_read(input as *const InputV12) };
+                    (i.role, i.enable_thinking, i.input_type, RawPayload::V12(i.payload))
+                }
+                Some(OldRelease::V1_2_0) => {
+                    // SAFETY: per this function's contract (1.2.0's 32 bytes).
+                    let i = unsafe { ptr_read(input as *const InputV120) };
+                    (std::ptr::null(), 0, i.input_type, RawPayload::V120(i.payload))
+                }
+                Some(OldRelease::V1_2_1b1 | OldRelease::Silent) => {
+                    // SAFETY: per this function's contract (1.2.1b1's 56 bytes).
+                    let i = unsafe { ptr_read(input as *const InputV121b1) };
+                    (std::ptr::null(), 0, i.input_type, RawPayload::V12(i.payload))
+                }
+            };
             RawRequest {
-                role: i.role,
-                enable_thinking: i.enable_thinking,
-                input_type: i.input_type,
-                // SAFETY: every member of the union is plain data; the
-                // pointer is used only when input_type says it is a prompt.
-                prompt: unsafe { i.payload.prompt },
+                role,
+                enable_thinking,
+                input_type,
+                payload,
                 mode: p.mode,
                 lora_params: p.lora_params,
                 prompt_cache_params: p.prompt_cache_params,
@@ -106,8 +137,7 @@ unsafe fn read_raw(abi: Abi, input: *const c_void, infer: *const c_void) -> RawR
                 role: i.role,
                 enable_thinking: i.enable_thinking,
                 input_type: i.input_type,
-                // SAFETY: as for 1.2.
-                prompt: unsafe { i.payload.prompt },
+                payload: RawPayload::V13(i.payload),
                 mode: p.mode,
                 lora_params: p.lora_params,
                 prompt_cache_params: p.prompt_cache_params,
@@ -129,27 +159,51 @@ unsafe fn ptr_read<T>(ptr: *const T) -> T {
     unsafe { std::ptr::read_unaligned(ptr) }
 }
 
+/// Decodes the union as `input_type` says and checks it.
+///
+/// # Safety
+/// The union's pointers are NULL or valid for what they describe.
+unsafe fn decode_payload(input_type: i32, raw: RawPayload, h: &Handle) -> Result<Payload, String> {
+    let model = &h.settings.model;
+    let tags = h.settings.image_tag_addrs;
+    // SAFETY (all arms): every union member is plain data, read as the
+    // member input_type names; its pointers are valid per the contract.
+    unsafe {
+        match (input_type, raw) {
+            (0, RawPayload::V120(u)) => Ok(Payload::Prompt(utf8(u.prompt, "prompt")?.ok_or("prompt is NULL")?)),
+            (0, RawPayload::V12(u)) => Ok(Payload::Prompt(utf8(u.prompt, "prompt")?.ok_or("prompt is NULL")?)),
+            (0, RawPayload::V13(u)) => Ok(Payload::Prompt(utf8(u.prompt, "prompt")?.ok_or("prompt is NULL")?)),
+            (1, RawPayload::V120(u)) => input::read_tokens(u.tokens, model.vocab_size),
+            (1, RawPayload::V12(u)) => input::read_tokens(u.tokens, model.vocab_size),
+            (1, RawPayload::V13(u)) => input::read_tokens(u.tokens, model.vocab_size),
+            (2, RawPayload::V120(u)) => input::read_embed(u.embed, model.hidden_size),
+            (2, RawPayload::V12(u)) => input::read_embed(u.embed, model.hidden_size),
+            (2, RawPayload::V13(u)) => input::read_embed(u.embed, model.hidden_size),
+            (3, RawPayload::V120(u)) => input::read_v120(u.multimodal, tags, model.hidden_size),
+            (3, RawPayload::V12(u)) => input::read_v12(u.multimodal, tags, model.hidden_size),
+            (3, RawPayload::V13(u)) => input::read_v13(u.multimodal, model.hidden_size),
+            (other, _) => Err(format!("input_type {other} is not 0, 1, 2 or 3")),
+        }
+    }
+}
+
 /// Decodes and checks a run's arguments.
 ///
 /// # Safety
-/// Non-NULL pointers point at structs of `abi`'s layout and valid C strings.
-unsafe fn decode(
-    abi: Abi,
-    input: *const c_void,
-    infer: *const c_void,
-    userdata: usize,
-    h: &Handle,
-) -> Result<Request, String> {
+/// Non-NULL pointers point at structs of the imitated release's layout and
+/// valid C strings.
+unsafe fn decode(input: *const c_void, infer: *const c_void, userdata: usize, h: &Handle) -> Result<Request, String> {
     if input.is_null() || infer.is_null() {
         return Err("input or infer_params is NULL".into());
     }
-    // SAFETY: non-NULL, and of `abi`'s layout per this function's contract.
-    let raw = unsafe { read_raw(abi, input, infer) };
-    if raw.input_type != 0 {
-        return Err(format!("input_type {} is not supported (only 0, prompt)", raw.input_type));
+    let abi = h.settings.abi;
+    // SAFETY: non-NULL, and of the release's layout per this function's contract.
+    let raw = unsafe { read_raw(abi, h.settings.old_release, input, infer) };
+    if !(0..=3).contains(&raw.input_type) {
+        return Err(format!("input_type {} is not 0, 1, 2 or 3", raw.input_type));
     }
-    if raw.mode != 0 {
-        return Err(format!("mode {} is not supported (only 0, generate)", raw.mode));
+    if !(MODE_GENERATE..=MODE_LOGITS).contains(&raw.mode) {
+        return Err(format!("mode {} is not 0 (generate), 1 (last hidden layer) or 2 (logits)", raw.mode));
     }
     if raw.enable_thinking > 1 {
         return Err(format!("enable_thinking = {} is not a bool", raw.enable_thinking));
@@ -160,9 +214,9 @@ unsafe fn decode(
     if let Some(e) = raw.sampling_error {
         return Err(format!("sampling_params: {e}"));
     }
+    // SAFETY: the union's pointers are valid per the contract.
+    let payload = unsafe { decode_payload(raw.input_type, raw.payload, h) }?;
     // SAFETY: the strings are NULL or valid C strings per the contract.
-    let prompt = unsafe { utf8(raw.prompt, "prompt") }?.ok_or("prompt is NULL")?;
-    // SAFETY: as above.
     let role = unsafe { utf8(raw.role, "role") }?.unwrap_or_else(|| "user".into());
     let lora = if raw.lora_params.is_null() {
         None
@@ -188,7 +242,8 @@ unsafe fn decode(
     };
     Ok(Request {
         role,
-        prompt,
+        payload,
+        mode: raw.mode,
         enable_thinking: raw.enable_thinking == 1,
         lora,
         save_path_addr,
@@ -197,6 +252,48 @@ unsafe fn decode(
         sampling: raw.sampling,
         userdata,
     })
+}
+
+/// Reads the kept `RKLLMCrossAttnParam` again, whole, and gives its
+/// `{cross_attn}` text.
+///
+/// # Safety
+/// `addr` is the pointer given to `rkllm_set_cross_attn_params`, which the
+/// caller keeps valid (with all its arrays) for later runs.
+pub unsafe fn read_cross_attn(addr: usize, floats_per_token: u64) -> Result<String, String> {
+    // SAFETY: per the contract.
+    let p = unsafe { ptr_read(addr as *const CrossAttnParam) };
+    check_cross_attn(&p)?;
+    let n = p.num_tokens as usize;
+    let kv = (n as u64).checked_mul(floats_per_token).filter(|v| *v <= 1 << 28).ok_or("cross-attention: too large")?;
+    // SAFETY: non-NULL (checked) and of these lengths per the contract.
+    let (k, v, mask, pos) = unsafe {
+        (
+            copy_in(p.encoder_k_cache, kv as usize),
+            copy_in(p.encoder_v_cache, kv as usize),
+            copy_in(p.encoder_mask, n),
+            copy_in(p.encoder_pos, n),
+        )
+    };
+    let h = Fnv::default().f32s(&k).f32s(&v).f32s(&mask).i32s(&pos);
+    Ok(format!("tokens={n} fnv={}", h.hex()))
+}
+
+/// num_tokens >= 1 and no NULL pointer.
+pub fn check_cross_attn(p: &CrossAttnParam) -> Result<(), String> {
+    if p.num_tokens < 1 {
+        return Err(format!("cross-attention: num_tokens = {} is not >= 1", p.num_tokens));
+    }
+    let ptrs = [
+        ("encoder_k_cache", p.encoder_k_cache.is_null()),
+        ("encoder_v_cache", p.encoder_v_cache.is_null()),
+        ("encoder_mask", p.encoder_mask.is_null()),
+        ("encoder_pos", p.encoder_pos.is_null()),
+    ];
+    match ptrs.iter().find(|(_, null)| *null) {
+        Some((name, _)) => Err(format!("cross-attention: {name} is NULL")),
+        None => Ok(()),
+    }
 }
 
 /// How generation ended.
@@ -216,17 +313,30 @@ struct Outcome {
     /// Whether the prompt was prefilled (it then counts in history).
     prefilled: bool,
     emitted: u64,
+    /// This run's prefill tokens (0 when it failed before counting them).
+    prompt_tokens: u64,
 }
 
-/// Everything generation needs, owned, so it can run on another thread.
+/// What the prefill of a run amounts to, after the 1.3 callbacks.
+struct Prefill {
+    tokens: u64,
+    /// `{tokenizer}`.
+    tokenizer: String,
+    /// `{embed}`.
+    embed: String,
+}
+
+/// Everything generation needs, so it can run on another thread.
 struct Generation<'a> {
     handle: &'a Handle,
     sink: Sink,
-    pieces: Vec<Piece>,
-    prompt_tokens: u64,
-    history_before: u64,
+    request: &'a Request,
+    /// The session as it was when the run started.
+    session: &'a Session,
+    lora: &'a str,
+    /// `{cross_attn}`, read before the run started.
+    cross_attn: String,
     max_tokens: Option<u64>,
-    save_path_addr: Option<usize>,
 }
 
 /// Bytes leaked by `grow_kb_per_run`, kept reachable so leak checkers do not
@@ -237,9 +347,9 @@ static LEAKED_BYTES: AtomicU64 = AtomicU64::new(0);
 const MIB: f64 = 1024.0 * 1024.0;
 
 impl Generation<'_> {
-    fn error(&self, prefilled: bool, emitted: u64) -> Outcome {
+    fn error(&self, prefilled: bool, emitted: u64, prompt_tokens: u64) -> Outcome {
         self.sink.send(call_state::ERROR, None, -1, PerfStat::default());
-        Outcome { ending: Ending::Failed, prefilled, emitted }
+        Outcome { ending: Ending::Failed, prefilled, emitted, prompt_tokens }
     }
 
     /// Runs the fault listed for `point`, if any; `true` means "fail now".
@@ -262,17 +372,123 @@ impl Generation<'_> {
         sleep_virtual(virtual_us, s.time_scale, &self.handle.abort, s.model.slow_abort_ms)
     }
 
+    /// Counts the prefill: the text through the tokenizer callback or the
+    /// built-in rule, ids and text ids through the embedding callback.
+    fn prefill(&self) -> Result<Prefill, String> {
+        let settings = &self.handle.settings;
+        let payload = &self.request.payload;
+        let mut ids: Option<Vec<i32>> = match payload {
+            Payload::Tokens(ids) => Some(ids.clone()),
+            _ => None,
+        };
+        let mut tokenizer = "builtin".to_string();
+        let mut text_tokens = 0u64;
+        if let Some(text) = payload.text() {
+            let s = self.session;
+            let full = reply::prefilled_text(s.history_tokens == 0, &s.system, &s.prefix, &text, &s.postfix);
+            match settings.tokenizer {
+                None => text_tokens = reply::prompt_token_count(&full),
+                Some((f, userdata)) => {
+                    let got = call_tokenizer(f, userdata, &full, settings.model.vocab_size)?;
+                    text_tokens = got.len() as u64;
+                    tokenizer = format!("n={} fnv={}", got.len(), Fnv::default().i32s(&got).hex());
+                    ids = Some(got);
+                }
+            }
+        }
+        let mut embed = "builtin".to_string();
+        if let (Some((f, userdata)), Some(ids)) = (settings.embedder, ids) {
+            let floats = call_embedder(f, userdata, ids, settings.model.hidden_size)?;
+            embed = format!("fnv={}", Fnv::default().f32s(&floats).hex());
+        }
+        Ok(Prefill { tokens: text_tokens + payload.fixed_tokens(), tokenizer, embed })
+    }
+
     fn run(&self) -> Outcome {
-        let model = &self.handle.settings.model;
+        let settings = &self.handle.settings;
+        let model = &settings.model;
+        let prefill = match self.prefill() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("E rkllm-sim: rkllm_run: {e}");
+                return self.error(false, 0, 0);
+            }
+        };
+        let prompt_tokens = prefill.tokens;
+        let history_before = self.session.history_tokens;
+        if history_before + prompt_tokens > settings.max_context_len as u64 {
+            eprintln!(
+                "E rkllm-sim: rkllm_run: {history_before} history + {prompt_tokens} prompt tokens exceed max_context_len {}",
+                settings.max_context_len
+            );
+            return self.error(false, 0, 0);
+        }
         if self.fault(FaultPoint::Prefill) {
-            return self.error(false, 0);
+            return self.error(false, 0, 0);
         }
-        if !self.sleep(self.prompt_tokens.saturating_mul(model.prefill_us_per_token)) {
-            return Outcome { ending: Ending::Aborted, prefilled: false, emitted: 0 };
+        if !self.sleep(prompt_tokens.saturating_mul(model.prefill_us_per_token)) {
+            return Outcome { ending: Ending::Aborted, prefilled: false, emitted: 0, prompt_tokens };
         }
+        let (mut ending, emitted) = match self.request.mode {
+            MODE_GENERATE => self.generate(&prefill),
+            mode => self.rows(mode, prompt_tokens),
+        };
+        if ending == Ending::Failed {
+            return Outcome { ending, prefilled: true, emitted, prompt_tokens };
+        }
+        // An abort asked for during the last callback still suppresses FINISH.
+        if ending == Ending::Finished && self.aborted() {
+            ending = Ending::Aborted;
+        }
+        if let Some(addr) = self.request.save_path_addr {
+            if let Err(e) = self.save_cache(addr, prompt_tokens) {
+                eprintln!("E rkllm-sim: rkllm_run: {e}");
+                return self.error(true, emitted, prompt_tokens);
+            }
+        }
+        if ending == Ending::Finished {
+            let kv_tokens = history_before + prompt_tokens + emitted;
+            let perf = PerfStat {
+                prefill_time_ms: (prompt_tokens as f64 * model.prefill_us_per_token as f64 / 1000.0) as f32,
+                prefill_tokens: prompt_tokens as i32,
+                generate_time_ms: (emitted as f64 * model.decode_us_per_token as f64 / 1000.0) as f32,
+                generate_tokens: emitted as i32,
+                memory_usage_mb: ((settings.model_file_bytes as f64
+                    + kv_tokens as f64 * model.kv_bytes_per_token as f64
+                    + LEAKED_BYTES.load(Ordering::SeqCst) as f64)
+                    / MIB) as f32,
+            };
+            self.sink.send(call_state::FINISH, None, -1, perf);
+        }
+        Outcome { ending, prefilled: true, emitted, prompt_tokens }
+    }
+
+    /// Mode 0: the reply's tokens. Returns how it ended and the callbacks sent.
+    fn generate(&self, prefill: &Prefill) -> (Ending, u64) {
+        let settings = &self.handle.settings;
+        let request = self.request;
+        let session = self.session;
+        let text = reply::expand(
+            &settings.model.reply,
+            &ReplyContext {
+                prompt: request.payload.prompt(),
+                turn: session.turns + 1,
+                role: &request.role,
+                system: &session.system,
+                tools: &session.tools,
+                lora: self.lora,
+                enable_thinking: request.enable_thinking,
+                sampling: &request.sampling.as_ref().map_or_else(|| "init".to_string(), reply::describe_sampling),
+                input: &request.payload.describe(settings.model.hidden_size),
+                prefill: prefill.tokens,
+                tokenizer: &prefill.tokenizer,
+                embed: &prefill.embed,
+                cross_attn: &self.cross_attn,
+            },
+        );
         let mut ending = Ending::Finished;
         let mut emitted = 0u64;
-        for piece in &self.pieces {
+        for piece in &pieces(&text, settings.waiting) {
             if self.max_tokens.is_some_and(|max| emitted >= max) {
                 break;
             }
@@ -281,9 +497,10 @@ impl Generation<'_> {
                 break;
             }
             if self.fault(FaultPoint::Token(emitted)) {
-                return self.error(true, emitted);
+                self.sink.send(call_state::ERROR, None, -1, PerfStat::default());
+                return (Ending::Failed, emitted);
             }
-            if !self.sleep(model.decode_us_per_token) {
+            if !self.sleep(settings.model.decode_us_per_token) {
                 ending = Ending::Aborted;
                 break;
             }
@@ -298,35 +515,36 @@ impl Generation<'_> {
                 break;
             }
         }
-        // An abort asked for during the last callback still suppresses FINISH.
-        if ending == Ending::Finished && self.aborted() {
-            ending = Ending::Aborted;
+        (ending, emitted)
+    }
+
+    /// Modes 1 and 2: one callback with the last hidden layer (all prefill
+    /// tokens) or the logits (the last token), then nothing generated.
+    fn rows(&self, mode: i32, prompt_tokens: u64) -> (Ending, u64) {
+        if self.aborted() {
+            return (Ending::Aborted, 0);
         }
-        if let Some(addr) = self.save_path_addr {
-            if let Err(e) = self.save_cache(addr) {
-                eprintln!("E rkllm-sim: rkllm_run: {e}");
-                return self.error(true, emitted);
-            }
+        let model = &self.handle.settings.model;
+        let (rows, width) =
+            if mode == MODE_HIDDEN { (prompt_tokens, model.hidden_size) } else { (1, model.vocab_size) };
+        let mut data = input::rows(self.request.payload.hash(), rows, width);
+        let block = FloatRows { data: &data, width: width as i32, rows: rows as i32 };
+        let code = if mode == MODE_HIDDEN {
+            self.sink.send_rows(Some(block), None)
+        } else {
+            self.sink.send_rows(None, Some(block))
+        };
+        for v in data.iter_mut() {
+            // SAFETY: `v` is a valid exclusive reference; volatile so the
+            // store is not removed as dead before the free.
+            unsafe { std::ptr::write_volatile(v, f32::NAN) };
         }
-        if ending == Ending::Finished {
-            let kv_tokens = self.history_before + self.prompt_tokens + emitted;
-            let perf = PerfStat {
-                prefill_time_ms: (self.prompt_tokens as f64 * model.prefill_us_per_token as f64 / 1000.0) as f32,
-                prefill_tokens: self.prompt_tokens as i32,
-                generate_time_ms: (emitted as f64 * model.decode_us_per_token as f64 / 1000.0) as f32,
-                generate_tokens: emitted as i32,
-                memory_usage_mb: ((self.handle.settings.model_file_bytes as f64
-                    + kv_tokens as f64 * model.kv_bytes_per_token as f64
-                    + LEAKED_BYTES.load(Ordering::SeqCst) as f64)
-                    / MIB) as f32,
-            };
-            self.sink.send(call_state::FINISH, None, -1, perf);
-        }
-        Outcome { ending, prefilled: true, emitted }
+        drop(data);
+        (if code == 1 { Ending::Paused } else { Ending::Finished }, 0)
     }
 
     /// Reads the kept path pointer now, at the end of the run, and writes.
-    fn save_cache(&self, addr: usize) -> Result<(), String> {
+    fn save_cache(&self, addr: usize, prompt_tokens: u64) -> Result<(), String> {
         if self.fault(FaultPoint::CacheSave) {
             return Err("injected fault at cache_save".into());
         }
@@ -338,10 +556,58 @@ impl Generation<'_> {
         let path = unsafe { CStr::from_ptr(addr as *const c_char) };
         let path = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
         let model = &self.handle.settings.model;
-        cache::write(path, self.prompt_tokens, model.kv_bytes_per_token, &model.name)?;
+        cache::write(path, prompt_tokens, model.kv_bytes_per_token, &model.name)?;
         CACHES_WRITTEN.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
+}
+
+/// Calls 1.3's tokenizer callback once on `text` and checks its answer.
+fn call_tokenizer(
+    f: crate::abi::TokenizerCallback,
+    userdata: usize,
+    text: &str,
+    vocab_size: u64,
+) -> Result<Vec<i32>, String> {
+    let len = i32::try_from(text.len())
+        .ok()
+        .filter(|l| *l <= i32::MAX - 16)
+        .ok_or("prompt text too long for the tokenizer")?;
+    let max = len + 16;
+    let c = CString::new(text).map_err(|_| "prompt text holds a NUL byte")?;
+    let mut buf = vec![0i32; max as usize];
+    // SAFETY: the callback was registered at init with this signature; the
+    // text is NUL-terminated and `buf` holds `max` ints.
+    let n = unsafe { f(userdata as *mut c_void, c.as_ptr(), len, buf.as_mut_ptr(), max) };
+    if n < 0 || n > max {
+        return Err(format!("tokenizer_callback returned {n} (not in 0..={max})"));
+    }
+    buf.truncate(n as usize);
+    input::check_ids(&buf, vocab_size).map_err(|e| format!("tokenizer_callback: {e}"))?;
+    Ok(buf)
+}
+
+/// Calls 1.3's embedding callback once for `ids` and checks what it wrote.
+fn call_embedder(
+    f: crate::abi::EmbedCallback,
+    userdata: usize,
+    mut ids: Vec<i32>,
+    hidden: u64,
+) -> Result<Vec<f32>, String> {
+    let n = (ids.len() as u64).checked_mul(hidden).filter(|n| *n <= 1 << 28).ok_or("too many tokens to embed")?;
+    let mut buf = vec![f32::NAN; n as usize];
+    // SAFETY: the callback was registered at init with this signature; the
+    // ids and the buffer (len_bytes bytes) are valid for the call.
+    let rc = unsafe {
+        f(userdata as *mut c_void, ids.as_mut_ptr(), ids.len() as u64, buf.as_mut_ptr() as *mut c_void, n * 4)
+    };
+    if rc != 0 {
+        return Err(format!("embed_callback returned {rc}"));
+    }
+    if let Some(i) = buf.iter().position(|v| !v.is_finite()) {
+        return Err(format!("embed_callback left float {i} = {} (not finite)", buf[i]));
+    }
+    Ok(buf)
 }
 
 /// Decrements the handle's running count however the run ends.
@@ -360,7 +626,7 @@ impl Drop for Running<'_> {
 pub unsafe fn run(h: &Handle, input: *const c_void, infer: *const c_void, userdata: *mut c_void) -> i32 {
     let settings = &h.settings;
     // SAFETY: forwarded from this function's contract.
-    let request = match unsafe { decode(settings.abi, input, infer, userdata as usize, h) } {
+    let request = match unsafe { decode(input, infer, userdata as usize, h) } {
         Ok(r) => r,
         Err(e) => {
             eprintln!("E rkllm-sim: rkllm_run: {e}");
@@ -378,50 +644,32 @@ pub unsafe fn run(h: &Handle, input: *const c_void, infer: *const c_void, userda
         Some(name) => name.as_str(),
         None => "",
     };
+    let cross_attn = match session.cross_attn_addr {
+        None => "none".to_string(),
+        // SAFETY: the pointer given to rkllm_set_cross_attn_params, which the
+        // caller keeps valid for the runs after it.
+        Some(addr) => match unsafe { read_cross_attn(addr, settings.model.cross_attn_floats_per_token) } {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("E rkllm-sim: rkllm_run: {e}");
+                return -1;
+            }
+        },
+    };
 
     RUNS_STARTED.fetch_add(1, Ordering::SeqCst);
     h.abort.clear();
     h.running.fetch_add(1, Ordering::SeqCst);
     let _running = Running(h);
-    let sink = Sink { callback: settings.callback, userdata: request.userdata };
-    let prefilled = reply::prefilled_text(
-        session.history_tokens == 0,
-        &session.system,
-        &session.prefix,
-        &request.prompt,
-        &session.postfix,
-    );
-    let prompt_tokens = reply::prompt_token_count(&prefilled);
-    if session.history_tokens + prompt_tokens > settings.max_context_len as u64 {
-        eprintln!(
-            "E rkllm-sim: rkllm_run: {} history + {prompt_tokens} prompt tokens exceed max_context_len {}",
-            session.history_tokens, settings.max_context_len
-        );
-        sink.send(call_state::ERROR, None, -1, PerfStat::default());
-        return -1;
-    }
-    let text = reply::expand(
-        &settings.model.reply,
-        &ReplyContext {
-            prompt: &request.prompt,
-            turn: session.turns + 1,
-            role: &request.role,
-            system: &session.system,
-            tools: &session.tools,
-            lora,
-            enable_thinking: request.enable_thinking,
-            sampling: &request.sampling.as_ref().map_or_else(|| "init".to_string(), reply::describe_sampling),
-        },
-    );
     let max_tokens = request.max_new_tokens.unwrap_or(settings.max_new_tokens);
     let generation = Generation {
         handle: h,
-        sink,
-        pieces: pieces(&text, settings.waiting),
-        prompt_tokens,
-        history_before: session.history_tokens,
+        sink: Sink { callback: settings.callback, userdata: request.userdata },
+        request: &request,
+        session: &session,
+        lora,
+        cross_attn,
         max_tokens: (max_tokens > 0).then_some(max_tokens as u64),
-        save_path_addr: request.save_path_addr,
     };
     let outcome = match settings.model.callback_thread {
         CallbackThread::Caller => generation.run(),
@@ -445,7 +693,7 @@ pub unsafe fn run(h: &Handle, input: *const c_void, infer: *const c_void, userda
     let sticky_save = settings.model.sticky_kv && request.save_path_addr.is_some();
     if (request.keep_history || sticky_save) && outcome.prefilled && outcome.ending != Ending::Failed {
         let mut s = h.session();
-        s.history_tokens = session.history_tokens + prompt_tokens + outcome.emitted;
+        s.history_tokens = session.history_tokens + outcome.prompt_tokens + outcome.emitted;
         s.turns = session.turns + 1;
     }
     grow(settings.model.grow_kb_per_run);

@@ -122,7 +122,7 @@ pub unsafe fn set_chat_template(
 ///
 /// # Safety
 /// Each pointer is NULL or a C string.
-#[cfg_attr(feature = "family-1-1", allow(dead_code))]
+#[cfg_attr(any(feature = "family-1-1", feature = "no-function-tools"), allow(dead_code))]
 pub unsafe fn set_function_tools(
     h: &Handle,
     system: *const c_char,
@@ -136,6 +136,25 @@ pub unsafe fn set_function_tools(
         required(tools, "tools")?
     };
     h.session().tools = tools;
+    Ok(())
+}
+
+/// `rkllm_set_cross_attn_params`: checks the struct and keeps the pointer.
+///
+/// # Safety
+/// `params` is NULL or points at a 40-byte `RKLLMCrossAttnParam`.
+#[cfg_attr(any(feature = "family-1-1", feature = "family-1-2-0"), allow(dead_code))]
+pub unsafe fn set_cross_attn(h: &Handle, params: *const std::ffi::c_void) -> Result<(), String> {
+    if !h.settings.use_cross_attn {
+        return Err("init's extend_param.use_cross_attn was 0".into());
+    }
+    if params.is_null() {
+        return Err("params is NULL".into());
+    }
+    // SAFETY: non-NULL and of the 40-byte layout per the contract.
+    let p = unsafe { std::ptr::read_unaligned(params as *const crate::abi::CrossAttnParam) };
+    crate::run::check_cross_attn(&p)?;
+    h.session().cross_attn_addr = Some(params as usize);
     Ok(())
 }
 

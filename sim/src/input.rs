@@ -413,3 +413,181 @@ pub fn value(hash: u64, t: u64, j: u64) -> f32 {
 pub fn rows(hash: u64, rows: u64, width: u64) -> Vec<f32> {
     (0..rows).flat_map(|t| (0..width).map(move |j| value(hash, t, j))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ptr;
+
+    #[test]
+    fn fnv_1a_64_known_values() {
+        assert_eq!(Fnv::default().bytes(b"").0, 0xcbf2_9ce4_8422_2325);
+        assert_eq!(Fnv::default().bytes(b"a").hex(), "af63dc4c8601ec8c");
+        assert_eq!(Fnv::default().bytes(b"foobar").hex(), "85944171f73967e8");
+        // Integers and floats hash as their little-endian bytes.
+        assert_eq!(Fnv::default().i32s(&[1, -2]).0, Fnv::default().bytes(&[1, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff]).0);
+        assert_eq!(Fnv::default().f32s(&[1.0]).0, Fnv::default().bytes(&[0, 0, 0x80, 0x3f]).0);
+    }
+
+    #[test]
+    fn the_value_formula() {
+        // seed = (h ^ (h >> 32)) as u32
+        let h = 0x0000_0001_0000_0002u64;
+        assert_eq!(value(h, 0, 0), ((3u32 % 2003) as f32 - 1001.0) / 1024.0);
+        assert_eq!(value(h, 2, 5), (((3 + 262 + 35) % 2003) as f32 - 1001.0) / 1024.0);
+        // u32 wrapping arithmetic
+        let h = 0xffff_ffffu64;
+        let seed = 0xffff_ffffu32;
+        let want = ((seed.wrapping_add(131 + 7 * 3) % 2003) as f32 - 1001.0) / 1024.0;
+        assert_eq!(value(h, 1, 3), want);
+        let r = rows(h, 2, 3);
+        assert_eq!(r.len(), 6);
+        assert_eq!(r[3 + 2], value(h, 1, 2));
+        assert!(r.iter().all(|v| (-1001.0 / 1024.0..=1001.0 / 1024.0).contains(v)));
+    }
+
+    #[test]
+    fn placeholders_of_each_kind() {
+        assert_eq!(Payload::Prompt("hi".into()).describe(64), "prompt");
+        let ids = Payload::Tokens(vec![1, 2]);
+        assert_eq!(ids.describe(64), format!("tokens n=2 fnv={}", Fnv::default().i32s(&[1, 2]).hex()));
+        assert_eq!(ids.prompt(), "");
+        assert_eq!(ids.fixed_tokens(), 2);
+        let e = Payload::Embed { floats: vec![0.5; 8], n_tokens: 2 };
+        assert_eq!(e.describe(4), format!("embed n=2 dim=4 fnv={}", Fnv::default().f32s(&[0.5; 8]).hex()));
+        let part = |count, frames, size, tags: [&str; 3]| MediaPart {
+            count,
+            frames,
+            tokens: 3,
+            size,
+            tags: tags.map(String::from),
+            floats: vec![1.0; 2],
+        };
+        let m = Payload::Multimodal(Box::new(Multimodal {
+            prompt: "<image>x<video>".into(),
+            image: Some(part(1, 1, Some((4, 5)), ["<s>", "</s>", "<c>"])),
+            video: Some(part(2, 6, Some((7, 8)), ["<v>", "</v>", "<f>"])),
+            v13: true,
+        }));
+        let fnv = Fnv::default().bytes(b"<image>x<video>").f32s(&[1.0; 4]).hex();
+        assert_eq!(
+            m.describe(64),
+            format!(
+                "multimodal images=1 tokens=3 size=4x5 tags=<s>|</s>|<c> videos=2 frames=6 frame_tokens=3 \
+                 frame=7x8 video_tags=<v>|</v>|<f> fnv={fnv}"
+            )
+        );
+        assert_eq!(m.text().as_deref(), Some("x"));
+        assert_eq!(m.fixed_tokens(), 3 + 2 * 6 * 3);
+        let old = Payload::Multimodal(Box::new(Multimodal {
+            prompt: "a<video><image>".into(),
+            image: Some(part(1, 1, None, ["a", "b", "c"])),
+            video: None,
+            v13: false,
+        }));
+        assert!(old.describe(64).starts_with("multimodal images=1 tokens=3 size=?x? tags=a|b|c fnv="));
+        assert_eq!(old.text().as_deref(), Some("a<video>"));
+    }
+
+    fn array(data: *const std::ffi::c_void, len: usize) -> ArrayInput {
+        ArrayInput { data, len }
+    }
+
+    #[test]
+    fn token_and_embed_checks() {
+        let ids = [0i32, 5, 255];
+        // SAFETY (this test's calls): each pointer is NULL or points at `len` elements.
+        unsafe {
+            assert!(read_tokens(array(ids.as_ptr().cast(), 3), 256).is_ok());
+            assert!(read_tokens(array(ids.as_ptr().cast(), 3), 255).unwrap_err().contains("token 2 = 255"));
+            assert!(read_tokens(array(ptr::null(), 3), 256).unwrap_err().contains("NULL"));
+            assert!(read_tokens(array(ids.as_ptr().cast(), 0), 256).unwrap_err().contains("0"));
+            let neg = [-1i32];
+            assert!(read_tokens(array(neg.as_ptr().cast(), 1), 256).is_err());
+            let floats = [0.25f32; 6];
+            assert_eq!(
+                read_embed(array(floats.as_ptr().cast(), 2), 3).unwrap(),
+                Payload::Embed { floats: floats.to_vec(), n_tokens: 2 }
+            );
+            assert!(read_embed(array(floats.as_ptr().cast(), 0), 3).is_err());
+            assert!(read_embed(array(ptr::null(), 1), 3).is_err());
+            let bad = [0.0f32, f32::NAN];
+            assert!(read_embed(array(bad.as_ptr().cast(), 1), 2).unwrap_err().contains("float 1"));
+        }
+    }
+
+    fn v13(prompt: &std::ffi::CStr, floats: &[f32]) -> MultimodalV13 {
+        MultimodalV13 {
+            prompt: prompt.as_ptr(),
+            image_embed: floats.as_ptr(),
+            n_image_tokens: 2,
+            n_image: 1,
+            image_start: c"<s>".as_ptr(),
+            image_end: c"</s>".as_ptr(),
+            image_content: c"<c>".as_ptr(),
+            image_width: 3,
+            image_height: 4,
+            video_embed: floats.as_ptr(),
+            n_frame_tokens: 1,
+            n_frame_per_video: 2,
+            n_video: 0,
+            video_start: ptr::null(),
+            video_end: ptr::null(),
+            video_content: ptr::null(),
+            frame_width: 0,
+            frame_height: 0,
+        }
+    }
+
+    #[test]
+    fn multimodal_checks() {
+        let floats = [0.5f32; 8];
+        let tags = [c"<i>".as_ptr() as usize, c"</i>".as_ptr() as usize, c"<u>".as_ptr() as usize];
+        // SAFETY (this test's calls): the structs point at live strings and
+        // at least as many floats as they describe (hidden size 2).
+        unsafe {
+            let m = v13(c"look <image>", &floats);
+            assert!(read_v13(m, 2).unwrap().describe(2).contains("images=1 tokens=2 size=3x4 tags=<s>|</s>|<c> fnv="));
+            assert!(read_v13(MultimodalV13 { n_image: 0, ..m }, 2).unwrap_err().contains("nothing multimodal"));
+            assert!(read_v13(MultimodalV13 { n_image: 2, ..m }, 2).unwrap_err().contains("1 <image> marker"));
+            assert!(read_v13(MultimodalV13 { image_end: ptr::null(), ..m }, 2).unwrap_err().contains("image_end"));
+            assert!(read_v13(MultimodalV13 { image_embed: ptr::null(), ..m }, 2).unwrap_err().contains("NULL"));
+            assert!(read_v13(MultimodalV13 { n_image_tokens: 0, ..m }, 2).is_err());
+            // Video only: the NULL image fields are not used.
+            let v = MultimodalV13 {
+                prompt: c"a <video>".as_ptr(),
+                n_image: 0,
+                image_start: ptr::null(),
+                n_video: 1,
+                video_start: c"<v>".as_ptr(),
+                video_end: c"</v>".as_ptr(),
+                video_content: c"<f>".as_ptr(),
+                ..m
+            };
+            let p = read_v13(v, 2).unwrap();
+            assert_eq!(p.fixed_tokens(), 2);
+            assert!(p.describe(2).starts_with("multimodal images=0 tokens=0 size=0x0 tags=|| videos=1 frames=2"));
+            assert!(read_v13(MultimodalV13 { video_end: ptr::null(), ..v }, 2).unwrap_err().contains("video_end"));
+            assert!(read_v13(MultimodalV13 { n_frame_per_video: 0, ..v }, 2).is_err());
+
+            let m12 = MultimodalV12 {
+                prompt: c"<image><image>".as_ptr(),
+                image_embed: floats.as_ptr(),
+                n_image_tokens: 2,
+                n_image: 2,
+                image_width: 9,
+                image_height: 8,
+            };
+            let p = read_v12(m12, tags, 2).unwrap();
+            assert!(p.describe(2).starts_with("multimodal images=2 tokens=2 size=9x8 tags=<i>|</i>|<u> fnv="));
+            assert_eq!(p.text().as_deref(), Some(""));
+            assert!(read_v12(MultimodalV12 { n_image: 0, ..m12 }, tags, 2).is_err());
+            assert!(read_v12(m12, [0, tags[1], tags[2]], 2).unwrap_err().contains("img_start"));
+            let m120 = MultimodalV120 { prompt: c"<image>?".as_ptr(), image_embed: floats.as_ptr(), n_image_tokens: 4 };
+            let p = read_v120(m120, tags, 2).unwrap();
+            assert!(p.describe(2).starts_with("multimodal images=1 tokens=4 size=?x? tags=<i>|</i>|<u> fnv="));
+            assert!(read_v120(MultimodalV120 { prompt: c"no marker".as_ptr(), ..m120 }, tags, 2).is_err());
+            assert!(read_v120(MultimodalV120 { prompt: ptr::null(), ..m120 }, tags, 2).is_err());
+        }
+    }
+}

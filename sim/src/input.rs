@@ -433,8 +433,10 @@ mod tests {
     fn the_value_formula() {
         // seed = (h ^ (h >> 32)) as u32
         let h = 0x0000_0001_0000_0002u64;
-        assert_eq!(value(h, 0, 0), ((3u32 % 2003) as f32 - 1001.0) / 1024.0);
-        assert_eq!(value(h, 2, 5), (((3 + 262 + 35) % 2003) as f32 - 1001.0) / 1024.0);
+        assert_eq!(value(h, 0, 0), (3.0 - 1001.0) / 1024.0);
+        assert_eq!(value(h, 2, 5), (300.0 - 1001.0) / 1024.0);
+        // the modulus: seed 2000, t 1 gives 2131 % 2003 = 128
+        assert_eq!(value(2000, 1, 0), (128.0 - 1001.0) / 1024.0);
         // u32 wrapping arithmetic
         let h = 0xffff_ffffu64;
         let seed = 0xffff_ffffu32;

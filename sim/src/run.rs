@@ -713,3 +713,28 @@ fn grow(kb: u64) {
     LEAKED_BYTES.fetch_add(block.len() as u64, Ordering::SeqCst);
     LEAKED.lock().unwrap_or_else(PoisonError::into_inner).push(block);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_attention_is_checked_and_hashed_in_order() {
+        let (k, v, mask, pos) = ([1.0f32, 2.0], [3.0f32, 4.0], [0.5f32], [7i32]);
+        let p = CrossAttnParam {
+            encoder_k_cache: k.as_ptr(),
+            encoder_v_cache: v.as_ptr(),
+            encoder_mask: mask.as_ptr(),
+            encoder_pos: pos.as_ptr(),
+            num_tokens: 1,
+        };
+        assert!(check_cross_attn(&p).is_ok());
+        assert!(check_cross_attn(&CrossAttnParam { num_tokens: 0, ..p }).unwrap_err().contains("num_tokens"));
+        let no_pos = CrossAttnParam { encoder_pos: std::ptr::null(), ..p };
+        assert!(check_cross_attn(&no_pos).unwrap_err().contains("encoder_pos"));
+        let want = Fnv::default().f32s(&k).f32s(&v).f32s(&mask).i32s(&pos).hex();
+        // SAFETY: `p` and its arrays live for the call; 2 floats per token.
+        let got = unsafe { read_cross_attn(&p as *const CrossAttnParam as usize, 2) };
+        assert_eq!(got.unwrap(), format!("tokens=1 fnv={want}"));
+    }
+}

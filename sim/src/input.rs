@@ -498,7 +498,7 @@ mod tests {
     #[test]
     fn token_and_embed_checks() {
         let ids = [0i32, 5, 255];
-        // SAFETY (this test's calls): each pointer is NULL or points at `len` elements.
+        // SAFETY: (this test's calls) each pointer is NULL or points at `len` elements.
         unsafe {
             assert!(read_tokens(array(ids.as_ptr().cast(), 3), 256).is_ok());
             assert!(read_tokens(array(ids.as_ptr().cast(), 3), 255).unwrap_err().contains("token 2 = 255"));
@@ -545,7 +545,7 @@ mod tests {
     fn multimodal_checks() {
         let floats = [0.5f32; 8];
         let tags = [c"<i>".as_ptr() as usize, c"</i>".as_ptr() as usize, c"<u>".as_ptr() as usize];
-        // SAFETY (this test's calls): the structs point at live strings and
+        // SAFETY: (this test's calls) the structs point at live strings and
         // at least as many floats as they describe (hidden size 2).
         unsafe {
             let m = v13(c"look <image>", &floats);

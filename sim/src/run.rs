@@ -166,7 +166,7 @@ unsafe fn ptr_read<T>(ptr: *const T) -> T {
 unsafe fn decode_payload(input_type: i32, raw: RawPayload, h: &Handle) -> Result<Payload, String> {
     let model = &h.settings.model;
     let tags = h.settings.image_tag_addrs;
-    // SAFETY (all arms): every union member is plain data, read as the
+    // SAFETY: (all arms) every union member is plain data, read as the
     // member input_type names; its pointers are valid per the contract.
     unsafe {
         match (input_type, raw) {

@@ -385,6 +385,41 @@ typedef int32_t rkl_role;
 #endif // __cplusplus
 
 /**
+ * What a request feeds the model (::rkl_generate_params `input_kind`).
+ */
+enum rkl_input_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The prompt text (the default).
+     */
+    RKL_INPUT_TEXT = 0,
+    /**
+     * Token ids: `tokens`, `n_tokens`; no prompt.
+     */
+    RKL_INPUT_TOKENS = 1,
+    /**
+     * Embedding rows: `embeddings`, `n_embedding_tokens`, `embedding_dim`;
+     * no prompt.
+     */
+    RKL_INPUT_EMBEDDINGS = 2,
+    /**
+     * The prompt with one `<image>` marker per image (and one `<video>` per
+     * video, release 1.3), and `images` and/or `videos`.
+     */
+    RKL_INPUT_MULTIMODAL = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum rkl_input_kind rkl_input_kind;
+#else
+typedef int32_t rkl_input_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An open model. Opaque: only ever used through pointers returned by
  * `rkl_open()`, which are tokens the library looks up, never addresses.
  */
@@ -415,6 +450,47 @@ typedef void (*rkl_log_fn)(rkl_log_level level,
                            const char *target,
                            const char *message,
                            void *userdata);
+
+/**
+ * Tokenizes text for the runtime (release 1.3, in-process models).
+ *
+ * @param text        the text to tokenize: `len` bytes of UTF-8, also
+ *                    NUL-terminated; valid only during the call.
+ * @param len         its length in bytes.
+ * @param tokens      where to write the ids: room for `max_tokens`.
+ * @param max_tokens  the room.
+ * @param userdata    `rkl_open_params.tokenizer_userdata`, unchanged.
+ * @return how many ids were written (0..=`max_tokens`), or a negative
+ *         number when the text cannot be tokenized (the run then fails).
+ *
+ * Runs on the runtime's thread in the middle of a run, so it must be
+ * thread-safe; calls on models of the same runtime from inside it return
+ * ::RKL_REENTRANT. It must return normally (no longjmp, no C++ exception).
+ */
+typedef int64_t (*rkl_tokenize_fn)(const char *text,
+                                   size_t len,
+                                   int32_t *tokens,
+                                   size_t max_tokens,
+                                   void *userdata);
+
+/**
+ * Computes embedding rows for the runtime (release 1.3, in-process models).
+ *
+ * @param tokens    the token ids, `n_tokens` of them; valid during the call.
+ * @param n_tokens  how many.
+ * @param out       where to write `n_tokens` rows of the model's embedding
+ *                  size: `n_floats` floats in all.
+ * @param n_floats  the room.
+ * @param userdata  `rkl_open_params.embedder_userdata`, unchanged.
+ * @return 0 when `out` is filled; anything else fails the run.
+ *
+ * Same thread rules as ::rkl_tokenize_fn.
+ */
+typedef int (*rkl_embed_fn)(const int32_t *tokens,
+                            size_t n_tokens,
+                            float *out,
+                            size_t n_floats,
+                            void *userdata);
 
 /**
  * How to open a model. Fill with rkl_open_params_init(), then set
@@ -571,6 +647,63 @@ typedef struct rkl_open_params {
      * removed. 0 (default): no cap.
      */
     uint64_t cache_max_bytes;
+    /**
+     * Version 4 of the struct starts here. 1: a cross-attention model
+     * (requests pass `rkl_generate_params.cross_attn`; runtime 1.2.1 or
+     * later); 0 (default): not.
+     */
+    int32_t use_cross_attn;
+    /**
+     * Unused; must be 0.
+     */
+    uint32_t _reserved4;
+    /**
+     * Image tags: the strings the runtime puts before (`image_start`, e.g.
+     * "<|vision_start|>"), after (`image_end`) and inside (`image_content`,
+     * the placeholder token) each image of a multimodal prompt. All three
+     * or none (default: the runtime's on 1.2, empty strings on 1.3).
+     * Release 1.2 takes them at open, 1.3 with every request; rkl does
+     * both from this one setting. Copied during rkl_open().
+     */
+    const char *image_start;
+    /**
+     * See `image_start`.
+     */
+    const char *image_end;
+    /**
+     * See `image_start`.
+     */
+    const char *image_content;
+    /**
+     * Video tags (release 1.3), as the image tags.
+     */
+    const char *video_start;
+    /**
+     * See `video_start`.
+     */
+    const char *video_end;
+    /**
+     * See `video_start`.
+     */
+    const char *video_content;
+    /**
+     * The caller's tokenizer (release 1.3, in-process models), or NULL
+     * (default): the model's. Kept until rkl_close().
+     */
+    rkl_tokenize_fn tokenizer;
+    /**
+     * Passed to `tokenizer` unchanged; never dereferenced by rkl.
+     */
+    void *tokenizer_userdata;
+    /**
+     * The caller's embedding lookup (release 1.3, in-process models), or
+     * NULL (default): the model's. Kept until rkl_close().
+     */
+    rkl_embed_fn embedder;
+    /**
+     * Passed to `embedder` unchanged; never dereferenced by rkl.
+     */
+    void *embedder_userdata;
 } rkl_open_params;
 
 /**
@@ -661,8 +794,90 @@ typedef struct rkl_sampling_params {
 } rkl_sampling_params;
 
 /**
+ * Image or video embeddings of a multimodal request, as the vision
+ * encoder made them (running the encoder is the caller's part). Fill with
+ * rkl_media_input_init(). Compatibility rules as for ::rkl_open_params.
+ */
+typedef struct rkl_media_input {
+    /**
+     * Size of the struct as the caller knows it.
+     */
+    size_t struct_size;
+    /**
+     * `count * frames * tokens * dim` floats, item after item, frame after
+     * frame, row after row. Copied during the call.
+     */
+    const float *embeddings;
+    /**
+     * Images (or videos); the prompt holds as many markers.
+     */
+    size_t count;
+    /**
+     * Frames per video; for images 0 or 1 (default 0).
+     */
+    size_t frames;
+    /**
+     * Embedding rows per image (or per video frame).
+     */
+    size_t tokens;
+    /**
+     * Floats per row: the model's embedding dimension.
+     */
+    size_t dim;
+    /**
+     * The images' (frames') width in pixels, for models that use it; 0
+     * (default): not given.
+     */
+    size_t width;
+    /**
+     * Their height in pixels; 0 (default): not given.
+     */
+    size_t height;
+} rkl_media_input;
+
+/**
+ * The encoder state of a cross-attention model for one request (a model
+ * opened with `rkl_open_params.use_cross_attn`; runtime 1.2.1 or later).
+ * Fill with rkl_cross_attn_params_init(). Compatibility rules as for
+ * ::rkl_open_params. The runtime keeps using the last state given until
+ * another request gives one; rkl keeps its copy alive until then.
+ */
+typedef struct rkl_cross_attn_params {
+    /**
+     * Size of the struct as the caller knows it.
+     */
+    size_t struct_size;
+    /**
+     * Encoder keys, `[layers][num_tokens][kv_heads][head_dim]`; copied.
+     */
+    const float *k_cache;
+    /**
+     * Encoder values, `[layers][kv_heads][head_dim][num_tokens]`; copied.
+     */
+    const float *v_cache;
+    /**
+     * Floats in each of `k_cache` and `v_cache`: a multiple of `num_tokens`.
+     */
+    size_t cache_floats;
+    /**
+     * `num_tokens` mask values; copied.
+     */
+    const float *mask;
+    /**
+     * `num_tokens` positions; copied.
+     */
+    const int32_t *positions;
+    /**
+     * Encoder tokens.
+     */
+    size_t num_tokens;
+} rkl_cross_attn_params;
+
+/**
  * One generation request. Fill with rkl_generate_params_init(), then set
- * `prompt` and whatever else should differ from the defaults.
+ * `prompt` (or another input, see `input_kind`) and whatever else should
+ * differ from the defaults. Every array is copied during the call, so the
+ * caller may free it as soon as the call returns.
  *
  * Compatibility rules as for ::rkl_open_params.
  */
@@ -673,7 +888,9 @@ typedef struct rkl_generate_params {
      */
     size_t struct_size;
     /**
-     * The prompt. Required; UTF-8 without NUL inside; copied during the call.
+     * The prompt: UTF-8 without NUL inside; copied during the call.
+     * Required for text and multimodal input; NULL or "" for token and
+     * embedding input.
      */
     const char *prompt;
     /**
@@ -715,6 +932,45 @@ typedef struct rkl_generate_params {
      * or NULL (default): the model's. Read during the call.
      */
     const struct rkl_sampling_params *sampling;
+    /**
+     * What is fed to the model: an ::rkl_input_kind (default
+     * ::RKL_INPUT_TEXT). Fields of the other kinds must stay NULL/0.
+     */
+    int32_t input_kind;
+    /**
+     * ::RKL_INPUT_TOKENS: `n_tokens` token ids (each >= 0).
+     */
+    const int32_t *tokens;
+    /**
+     * ::RKL_INPUT_TOKENS: how many; at least 1.
+     */
+    size_t n_tokens;
+    /**
+     * ::RKL_INPUT_EMBEDDINGS: `n_embedding_tokens * embedding_dim` floats,
+     * row after row, all finite.
+     */
+    const float *embeddings;
+    /**
+     * ::RKL_INPUT_EMBEDDINGS: rows (tokens); at least 1.
+     */
+    size_t n_embedding_tokens;
+    /**
+     * ::RKL_INPUT_EMBEDDINGS: floats per row (the model's embedding size).
+     */
+    size_t embedding_dim;
+    /**
+     * ::RKL_INPUT_MULTIMODAL: the images, or NULL.
+     */
+    const struct rkl_media_input *images;
+    /**
+     * ::RKL_INPUT_MULTIMODAL: the videos (release 1.3), or NULL. At least
+     * one of `images` and `videos` is set.
+     */
+    const struct rkl_media_input *videos;
+    /**
+     * The encoder state of a cross-attention model, or NULL (default).
+     */
+    const struct rkl_cross_attn_params *cross_attn;
 } rkl_generate_params;
 
 /**
@@ -806,6 +1062,38 @@ typedef struct rkl_stats {
      */
     rkl_cache_use cache_use;
 } rkl_stats;
+
+/**
+ * Floats the runtime computed: `tokens` rows of `dim` values, row after
+ * row, at `data`. Filled by rkl_hidden_states() and rkl_logits(); the
+ * values belong to rkl until rkl_tensor_free(). Set `struct_size` before
+ * the call (`sizeof(rkl_tensor)`); compatibility rules as for
+ * ::rkl_open_params.
+ */
+typedef struct rkl_tensor {
+    /**
+     * Size of the struct as the caller knows it.
+     */
+    size_t struct_size;
+    /**
+     * `tokens * dim` floats; NULL when the struct owns nothing.
+     */
+    const float *data;
+    /**
+     * Rows: one per token.
+     */
+    size_t tokens;
+    /**
+     * Values per row: the embedding size (hidden states) or the
+     * vocabulary size (logits).
+     */
+    size_t dim;
+    /**
+     * rkl's token for the values' storage; NULL when the struct owns
+     * nothing. Never dereferenced.
+     */
+    void *storage;
+} rkl_tensor;
 
 /**
  * Everything a prompt cache's manifest records, plus a verdict. Filled by
@@ -1133,6 +1421,32 @@ rkl_status rkl_model_info(const struct rkl_model *model, struct rkl_model_detail
 rkl_status rkl_sampling_params_init(struct rkl_sampling_params *params, size_t struct_size);
 
 /**
+ * Fills `input` with the defaults: no embeddings, every count 0.
+ *
+ * @param input        caller memory of `struct_size` bytes, written during
+ *                     the call only.
+ * @param struct_size  `sizeof(rkl_media_input)` as the caller compiled it.
+ * @return ::RKL_OK; ::RKL_NULL_ARGUMENT; ::RKL_INVALID_ARGUMENT when
+ *         `struct_size` is smaller than the first version of the struct.
+ *
+ * Thread-safe.
+ */
+rkl_status rkl_media_input_init(struct rkl_media_input *input, size_t struct_size);
+
+/**
+ * Fills `params` with the defaults: no arrays, every count 0.
+ *
+ * @param params       caller memory of `struct_size` bytes, written during
+ *                     the call only.
+ * @param struct_size  `sizeof(rkl_cross_attn_params)` as the caller compiled it.
+ * @return ::RKL_OK; ::RKL_NULL_ARGUMENT; ::RKL_INVALID_ARGUMENT when
+ *         `struct_size` is smaller than the first version of the struct.
+ *
+ * Thread-safe.
+ */
+rkl_status rkl_cross_attn_params_init(struct rkl_cross_attn_params *params, size_t struct_size);
+
+/**
  * Fills `params` with the defaults: no prompt, user role, no thinking, no
  * history kept, the model's token limit, no LoRA.
  *
@@ -1188,6 +1502,64 @@ rkl_status rkl_generate(struct rkl_model *model,
  * Thread-safe, and allowed from any thread including inside a token callback.
  */
 rkl_status rkl_abort(struct rkl_model *model);
+
+/**
+ * Runs a request and returns the last hidden layer of its input, one row
+ * per token: the embedding vectors retrieval (RAG) uses. Nothing is
+ * generated. Takes every input kind of ::rkl_generate_params.
+ *
+ * @param model   a handle from rkl_open().
+ * @param params  the request; read only during the call (rkl copies it).
+ * @param out     caller struct with `struct_size` set; filled only on
+ *                success. Free it with rkl_tensor_free().
+ * @param stats   NULL, or caller stats with `struct_size` set; filled only
+ *                on success.
+ * @return ::RKL_OK; ::RKL_BAD_HANDLE; ::RKL_NULL_ARGUMENT;
+ *         ::RKL_INVALID_ARGUMENT; ::RKL_NOT_SUPPORTED (an input the
+ *         runtime's release cannot take); ::RKL_CLOSED; ::RKL_REENTRANT;
+ *         ::RKL_ABORTED (rkl_abort() stopped it); ::RKL_CACHE_MISMATCH;
+ *         ::RKL_RUNTIME_FAILED (also when the runtime returned no hidden
+ *         states); ::RKL_RUNTIME_TIMEOUT; ::RKL_RUNTIME_CRASHED.
+ *
+ * Thread-safe, queued like rkl_generate().
+ */
+rkl_status rkl_hidden_states(struct rkl_model *model,
+                             const struct rkl_generate_params *params,
+                             struct rkl_tensor *out,
+                             struct rkl_stats *stats);
+
+/**
+ * Runs a request and returns the logits the runtime computed (rows of the
+ * vocabulary's size). Nothing is generated.
+ *
+ * @param model   a handle from rkl_open().
+ * @param params  the request; read only during the call (rkl copies it).
+ * @param out     caller struct with `struct_size` set; filled only on
+ *                success. Free it with rkl_tensor_free().
+ * @param stats   NULL, or caller stats with `struct_size` set.
+ * @return as rkl_hidden_states().
+ *
+ * Thread-safe, queued like rkl_generate().
+ */
+rkl_status rkl_logits(struct rkl_model *model,
+                      const struct rkl_generate_params *params,
+                      struct rkl_tensor *out,
+                      struct rkl_stats *stats);
+
+/**
+ * Frees the values of a struct filled by rkl_hidden_states() or
+ * rkl_logits() and sets every field but `struct_size` to NULL/0.
+ *
+ * @param tensor  the struct, or NULL (then nothing happens). A struct that
+ *                owns nothing (`storage` NULL) is left alone.
+ * @return ::RKL_OK, also for NULL and for a struct that owns nothing;
+ *         ::RKL_INVALID_ARGUMENT for a bad `struct_size`, or when `storage`
+ *         is not a live token of rkl (freed already through a copy, or
+ *         never filled by rkl): nothing is freed or written then.
+ *
+ * Thread-safe; each struct must be freed once, by one thread.
+ */
+rkl_status rkl_tensor_free(struct rkl_tensor *tensor);
 
 /**
  * Starts a generation and returns a stream to pull its text from.

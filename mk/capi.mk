@@ -37,7 +37,7 @@ ASAN_ENV      := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
 VALGRIND      := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
                  --show-leak-kinds=definite --track-origins=no
 
-C_TESTS := test_api test_misuse test_cache test_isolation
+C_TESTS := test_api test_misuse test_cache test_isolation test_inputs
 
 .PHONY: install stage demo c-check c-build c-asan c-valgrind c-cxx c-static header check-header lib-build
 
@@ -120,6 +120,22 @@ check-c-examples: stage
 	@$(CBUILD)/chat > /dev/null 2>&1; \
 	  s=$$?; [ $$s -eq 2 ] || { echo "chat: exit $$s without arguments, expected 2"; exit 1; }
 	@echo "examples/c/chat.c: exit statuses as documented"
+	$(CC) $(C_STD_FLAGS) examples/c/image_chat.c -o $(CBUILD)/image_chat \
+	  $$($(STAGE_PC) --cflags --libs rkl) -Wl,-rpath,$$($(STAGE_PC) --variable=libdir rkl)
+	$(CC) $(C_STD_FLAGS) examples/c/embed.c -o $(CBUILD)/embed \
+	  $$($(STAGE_PC) --cflags --libs rkl) -lm -Wl,-rpath,$$($(STAGE_PC) --variable=libdir rkl)
+	@printf 'RKLLM-SIM 1\ntime_scale = 0\nhidden_size = 16\nreply = I see {input} for: {prompt}\n' > $(CBUILD)/tmp/vl-model.txt
+	@python3 -c 'import struct,sys; sys.stdout.buffer.write(struct.pack("<%df" % (4*16), *[i/64 for i in range(4*16)]))' \
+	  > $(CBUILD)/tmp/image.f32
+	@RKL_RUNTIME=$(SIM_LIB) $(CBUILD)/image_chat $(CBUILD)/tmp/vl-model.txt $(CBUILD)/tmp/image.f32 4 16 "What is this?" \
+	  > $(CBUILD)/tmp/image_chat.out && grep -q 'I see multimodal images=1 tokens=4 .* for: <image>What is this?' $(CBUILD)/tmp/image_chat.out \
+	  || { cat $(CBUILD)/tmp/image_chat.out; echo "image_chat: unexpected answer"; exit 1; }
+	@RKL_RUNTIME=$(SIM_LIB) $(CBUILD)/image_chat $(CBUILD)/tmp/vl-model.txt $(CBUILD)/tmp/image.f32 5 16 "x" > /dev/null 2>&1; \
+	  s=$$?; [ $$s -eq 1 ] || { echo "image_chat: exit $$s on a short file, expected 1"; exit 1; }
+	@RKL_RUNTIME=$(SIM_LIB) $(CBUILD)/embed $(CBUILD)/tmp/vl-model.txt "Retrieve me." > $(CBUILD)/tmp/embed.out \
+	  && grep -q '^[0-9]* tokens -> 16 dims:' $(CBUILD)/tmp/embed.out \
+	  || { cat $(CBUILD)/tmp/embed.out; echo "embed: unexpected output"; exit 1; }
+	@echo "examples/c/image_chat.c and embed.c: answer as documented"
 
 # ---------------------------------------------------------------- C tests
 

@@ -1,6 +1,8 @@
 //! What a caller asks for: how to open a model and what to generate.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::hooks::RuntimeHooks;
+use crate::input::{CrossAttention, Input, MediaTags};
 use crate::runtime::{Family, ModelParams, Sampling, DEFAULT_RUNTIME};
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
@@ -72,6 +74,14 @@ pub struct OpenConfig {
     /// directory, saving one the first time. `None` (default): off.
     #[serde(default)]
     pub auto_cache: Option<AutoCache>,
+    /// The strings around and inside each image and video of a multimodal
+    /// prompt (see [`MediaTags`]). Default: the runtime's (1.2), empty (1.3).
+    #[serde(default)]
+    pub media_tags: MediaTags,
+    /// A tokenizer and an embedder of the caller's own (1.3, in-process
+    /// only); see [`RuntimeHooks`].
+    #[serde(skip)]
+    pub hooks: RuntimeHooks,
 }
 
 /// Where automatic prompt caches live and how much room they may take.
@@ -98,6 +108,8 @@ impl Default for OpenConfig {
             restart: RestartPolicy::default(),
             host_path: None,
             auto_cache: None,
+            media_tags: MediaTags::default(),
+            hooks: RuntimeHooks::default(),
         }
     }
 }
@@ -236,6 +248,15 @@ pub struct GenerateRequest {
     /// runtime refuses them with [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported)).
     #[serde(default)]
     pub sampling: Option<Sampling>,
+    /// What is fed to the model: the prompt text (default), token ids,
+    /// embeddings, or the prompt with image and video embeddings.
+    #[serde(default)]
+    pub input: Input,
+    /// The encoder state of a cross-attention model for this request (a
+    /// model opened with [`ModelParams::use_cross_attn`]). The runtime keeps
+    /// using the last one given until another is.
+    #[serde(default)]
+    pub cross_attn: Option<CrossAttention>,
 }
 
 impl GenerateRequest {

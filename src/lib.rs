@@ -23,7 +23,8 @@
 //! cache/        prompt-cache files: manifests, checks, the save protocol
 //! runtime/      librkllmrt.so: loading, release layouts, the dispatcher
 //!               (cache/ and runtime/ stand side by side)
-//! outcome, callback_scope, error, utf8: plain ground types
+//! input, hooks: what a request feeds the model, the runtime's call-backs
+//! outcome, callback_scope, error, utf8, wire: plain ground types
 //! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -34,6 +35,8 @@ mod callback_scope;
 mod config;
 mod error;
 mod facade;
+mod hooks;
+mod input;
 #[doc(hidden)]
 pub mod ffi;
 mod isolation;
@@ -43,12 +46,17 @@ mod outcome;
 mod runtime;
 #[doc(hidden)]
 pub mod utf8;
+mod wire;
 
 pub use cache::{CacheInfo, Verdict};
 pub use config::{AutoCache, GenerateRequest, OpenConfig, RestartPolicy, Role};
 pub use error::{Error, ErrorKind, Result};
 pub use facade::{Model, Stream, StreamAborter};
-pub use outcome::{CacheUse, FinishReason, Stats, Step, StreamEvent};
+pub use hooks::{Embedder, RuntimeHooks, Tokenizer};
+pub use input::{
+    CrossAttention, Embeddings, Images, Input, MediaTags, Multimodal, Tags, Videos, IMAGE_MARKER, VIDEO_MARKER,
+};
+pub use outcome::{CacheUse, FinishReason, Output, Stats, Step, StreamEvent, Tensor};
 pub use runtime::{Family, ModelParams, Sampling};
 
 /// Checks that `bytes` are UTF-8 text without NUL bytes (the C API's rule

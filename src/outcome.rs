@@ -89,3 +89,37 @@ pub enum Step {
     /// The generation is over.
     Finished(Stats),
 }
+
+/// A float array the runtime computed for a request: `tokens` rows of
+/// `dim` values, row after row. From [`Model::hidden_states`](crate::Model::hidden_states)
+/// (`dim` = the embedding size) and [`Model::logits`](crate::Model::logits)
+/// (`dim` = the vocabulary size).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tensor {
+    /// `tokens * dim` values.
+    #[serde(with = "crate::wire::numbers")]
+    pub values: Vec<f32>,
+    /// Rows: one per token.
+    pub tokens: usize,
+    /// Values per row.
+    pub dim: usize,
+}
+
+impl Tensor {
+    /// Row `token`, if there is one.
+    pub fn row(&self, token: usize) -> Option<&[f32]> {
+        (token < self.tokens).then(|| &self.values[token * self.dim..(token + 1) * self.dim])
+    }
+}
+
+/// What a request asks the runtime for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    /// Generated text (the usual case).
+    #[default]
+    Text,
+    /// The last hidden layer of the prompt's tokens.
+    HiddenStates,
+    /// The logits.
+    Logits,
+}

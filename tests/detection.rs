@@ -13,6 +13,7 @@ fn detects_the_simulated_release_without_help() {
     let expected = match sim_abi() {
         Family::V1_2 => "1.2.3",
         Family::V1_3 => "1.3.0",
+        other => unreachable!("the default simulator build does not imitate {other}"),
     };
     assert_eq!(model.runtime_version(), Some(expected));
     assert_eq!(model.runtime_path(), sim_library("").to_str().unwrap());
@@ -30,7 +31,7 @@ fn a_matching_override_is_accepted() {
 fn a_wrong_override_is_refused_before_init() {
     let wrong = match sim_abi() {
         Family::V1_2 => Family::V1_3,
-        Family::V1_3 => Family::V1_2,
+        _ => Family::V1_2,
     };
     let mut cfg = config(&model_file("override-wrong", &[]));
     cfg.runtime_abi = Some(wrong);
@@ -48,16 +49,26 @@ fn release_1_1_is_refused_by_its_symbols() {
     cfg.runtime_path = Some(sim_library("family-1-1"));
     let err = Model::open(&cfg).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RuntimeUnsupported);
-    assert!(err.message().contains("1.1"), "{err}");
+    assert!(err.message().contains("family 1.1 or older"), "{err}");
+    for old in ["1.1", "1.1.4", "1.0.1"] {
+        let e = old.parse::<Family>().unwrap_err();
+        assert!(e.contains("1.1 or older"), "{old}: {e}");
+    }
 }
 
 #[test]
-fn release_1_2_0_is_refused_by_its_symbols() {
+fn release_1_2_0_is_told_by_its_symbols_and_no_override_changes_that() {
     let mut cfg = config(&model_file("v120", &[]));
     cfg.runtime_path = Some(sim_library("family-1-2-0"));
-    let err = Model::open(&cfg).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::RuntimeUnsupported);
-    assert!(err.message().contains("1.2.0"), "{err}");
+    let model = Model::open(&cfg).unwrap();
+    assert_eq!(model.family(), Family::V1_2_0);
+    for wrong in [Family::V1_2, Family::V1_3] {
+        cfg.runtime_abi = Some(wrong);
+        let err = Model::open(&cfg).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RuntimeUnsupported, "{wrong}: {err}");
+    }
+    cfg.runtime_abi = Some("1.2.1b1".parse().unwrap());
+    assert_eq!(Model::open(&cfg).unwrap().family(), Family::V1_2_0);
 }
 
 #[test]

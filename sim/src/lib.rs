@@ -213,7 +213,7 @@ pub unsafe extern "C" fn rkllm_release_prompt_cache(handle: LlmHandle) -> i32 {
 ///
 /// # Safety
 /// None beyond the C signature: the pointers are never used.
-#[cfg(not(feature = "family-1-2-0"))]
+#[cfg(not(any(feature = "family-1-1", feature = "family-1-2-0")))]
 #[no_mangle]
 pub unsafe extern "C" fn rkllm_clear_kv_cache(
     handle: LlmHandle,
@@ -258,6 +258,7 @@ pub unsafe extern "C" fn rkllm_get_kv_cache_size(handle: LlmHandle, sizes: *mut 
 ///
 /// # Safety
 /// Each pointer is NULL or a C string.
+#[cfg(not(feature = "family-1-1"))]
 #[no_mangle]
 pub unsafe extern "C" fn rkllm_set_chat_template(
     handle: LlmHandle,

@@ -101,6 +101,7 @@ pub unsafe fn kv_cache_size(h: &Handle, sizes: *mut i32) -> Result<(), String> {
 ///
 /// # Safety
 /// Each pointer is NULL or a C string.
+#[cfg_attr(feature = "family-1-1", allow(dead_code))] // 1.1 has no such export
 pub unsafe fn set_chat_template(
     h: &Handle,
     system: *const c_char,

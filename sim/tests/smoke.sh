@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the simulator and a C smoke program against it, then runs the program
 # for both imitated releases and every waiting mode; then the family-1-2-0
-# build (with no-function-tools, as 1.2.0 really is) and smoke.c built for it
+# build and smoke.c built for it
 # (-DOLD_FAMILY) for 1.2.0, 1.2.1b1 and silent, by RKLLM_SIM_RELEASE and by
 # the model file's `release` key. Exits non-zero on any failure.
 # Usage: bash sim/tests/smoke.sh (from anywhere).
@@ -14,7 +14,7 @@ libdir="$target/debug"
 olddir="$target/sim-smoke-1-2-0/debug"
 
 (cd "$root" && cargo build -q -p rkllm-sim)
-(cd "$root" && cargo build -q -p rkllm-sim --features family-1-2-0,no-function-tools --target-dir "$target/sim-smoke-1-2-0")
+(cd "$root" && cargo build -q -p rkllm-sim --features family-1-2-0 --target-dir "$target/sim-smoke-1-2-0")
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -33,6 +33,10 @@ pub struct AutoKey<'a> {
     pub role: &'a str,
     pub enable_thinking: bool,
     pub max_context_len: Option<i32>,
+    /// The digest of the images and videos the prefix holds, if it holds
+    /// any (left out otherwise, so text-only keys stay as they were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<&'a str>,
 }
 
 /// Start of every automatic cache's file name.
@@ -166,6 +170,7 @@ mod tests {
             role: "user",
             enable_thinking: false,
             max_context_len: None,
+            media: None,
         };
         let dir = Path::new("/c");
         let one = manifest_path(dir, &base);
@@ -174,6 +179,7 @@ mod tests {
         let variants = [
             AutoKey { fingerprint: "g", ..base },
             AutoKey { model_size: 2, ..base },
+            AutoKey { media: Some("d"), ..base },
             AutoKey { family: "1.2", ..base },
             AutoKey { runtime_version: None, ..base },
             AutoKey { chat_template: Some(&template), ..base },

@@ -39,5 +39,5 @@ pub mod bench {
 }
 
 pub(crate) use check::check_files;
-pub(crate) use identity::{model_identity, prompt_hash};
+pub(crate) use identity::{hex128, model_identity, prompt_hash};
 pub(crate) use save::PendingSave;

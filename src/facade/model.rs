@@ -9,7 +9,7 @@ use crate::config::{GenerateRequest, OpenConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::isolation::IsolatedModel;
 use crate::local::LocalModel;
-use crate::outcome::{Stats, Step};
+use crate::outcome::{Output, Stats, Step, Tensor};
 use crate::runtime::Family;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -141,6 +141,20 @@ impl Model {
                 Step::Timeout => {}
             }
         }
+    }
+
+    /// Runs `request` and returns the last hidden layer of its input: one
+    /// row per prompt token (embeddings, for retrieval), with the run's
+    /// figures. Nothing is generated. Fails with
+    /// [`ErrorKind::RuntimeFailed`] when the runtime returns none.
+    pub fn hidden_states(&self, request: &GenerateRequest) -> Result<(Tensor, Stats)> {
+        both!(self.output(request, Output::HiddenStates))
+    }
+
+    /// Runs `request` and returns the logits the runtime computed (rows of
+    /// the vocabulary's size), with the run's figures. Nothing is generated.
+    pub fn logits(&self, request: &GenerateRequest) -> Result<(Tensor, Stats)> {
+        both!(self.output(request, Output::Logits))
     }
 
     /// Stops every generation of this model that is queued or running. Returns

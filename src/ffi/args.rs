@@ -213,3 +213,55 @@ pub fn require<T>(ptr: *mut T, what: &str) -> FfiResult<()> {
         Ok(())
     }
 }
+
+/// Most elements one array from C may hold (1 GiB of floats).
+pub const MAX_ARRAY: usize = crate::input::MAX_INPUT_FLOATS;
+
+/// `factors` multiplied, refused (naming `what`) when a factor is 0 or
+/// the product overflows or passes [`MAX_ARRAY`].
+pub fn shape(what: &str, factors: &[(&str, usize)]) -> FfiResult<usize> {
+    let mut total = 1usize;
+    for &(name, n) in factors {
+        if n == 0 {
+            return Err(FfiError::invalid(format!("{what}: {name} is 0")));
+        }
+        total = total.checked_mul(n).filter(|&t| t <= MAX_ARRAY).ok_or_else(|| {
+            let shape: Vec<String> = factors.iter().map(|(n, v)| format!("{n} {v}")).collect();
+            FfiError::invalid(format!("{what}: {} is more than {MAX_ARRAY} elements", shape.join(" x ")))
+        })?;
+    }
+    Ok(total)
+}
+
+/// Copies `count` elements from C (owned from here on, whatever the caller
+/// does with its array after the call returns). NULL with a count, or a
+/// misaligned pointer, is refused; `count` must be 1..=[`MAX_ARRAY`].
+///
+/// # Safety
+/// `ptr` is NULL or points to `count` readable elements.
+pub unsafe fn array<T: Copy>(ptr: *const T, count: usize, what: &str) -> FfiResult<std::sync::Arc<[T]>> {
+    if count == 0 {
+        return Err(FfiError::invalid(format!("{what}: the count is 0")));
+    }
+    if ptr.is_null() {
+        return Err(FfiError::null(what));
+    }
+    if count > MAX_ARRAY {
+        return Err(FfiError::invalid(format!("{what}: {count} elements is more than {MAX_ARRAY}")));
+    }
+    if (ptr as usize) % std::mem::align_of::<T>() != 0 {
+        return Err(FfiError::invalid(format!("{what}: the array is not aligned for its element type")));
+    }
+    // SAFETY: non-NULL, aligned, `count` readable elements (the caller's
+    // promise), and count * size_of::<T>() is at most 4 GiB, far below isize::MAX.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, count) }.into())
+}
+
+/// Refuses a pointer the chosen input kind does not use, so a field set by
+/// mistake is never silently ignored.
+pub fn unused<T>(ptr: *const T, count: usize, what: &str, kind: &str) -> FfiResult<()> {
+    if !ptr.is_null() || count != 0 {
+        return Err(FfiError::invalid(format!("{what} is set, but input_kind is {kind}, which does not use it")));
+    }
+    Ok(())
+}

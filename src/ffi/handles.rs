@@ -11,7 +11,8 @@
 //!
 //! This file has the generic [`Registry`] and the tags. Each registry lives
 //! with its type: `MODELS` in `model.rs`, `STREAMS` in `stream.rs`, and the
-//! storage tokens of `rkl_cache_info` in `cache.rs`.
+//! storage tokens of `rkl_cache_info` in `cache.rs` and of `rkl_tensor` in
+//! `output.rs`.
 
 use super::error::{FfiError, FfiResult};
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ mod layout {
     pub(super) const MODEL_TAG: usize = 0x6b6d; // "km"
     pub(super) const STREAM_TAG: usize = 0x6b73; // "ks"
     pub(super) const CACHE_TAG: usize = 0x6b63; // "kc"
+    pub(super) const TENSOR_TAG: usize = 0x6b74; // "kt"
 }
 
 #[cfg(not(target_pointer_width = "64"))]
@@ -32,6 +34,7 @@ mod layout {
     pub(super) const MODEL_TAG: usize = 0xa5;
     pub(super) const STREAM_TAG: usize = 0x5a;
     pub(super) const CACHE_TAG: usize = 0;
+    pub(super) const TENSOR_TAG: usize = 0x3c;
 }
 
 /// The tag of model handles.
@@ -42,6 +45,9 @@ pub(crate) const STREAM_TAG: usize = layout::STREAM_TAG;
 /// registries do not name it in their messages: such a token passed as a
 /// model or stream handle is "not a handle issued by rkl".
 pub(crate) const CACHE_TAG: usize = layout::CACHE_TAG;
+
+/// The tag of the storage tokens of `rkl_tensor` (`output.rs`).
+pub(crate) const TENSOR_TAG: usize = layout::TENSOR_TAG;
 
 const ID_MASK: usize = (1usize << layout::ID_BITS) - 1;
 

@@ -4,8 +4,9 @@
 use super::args::{self, Versioned};
 use super::error::{FfiError, FfiResult};
 use super::handles::{self, Registry, MODEL_TAG};
+use super::hooks::{rkl_embed_fn, rkl_tokenize_fn, CEmbedder, CTokenizer};
 use super::status::rkl_status;
-use crate::{AutoCache, ErrorKind, Family, Model, ModelParams, OpenConfig};
+use crate::{AutoCache, ErrorKind, Family, MediaTags, Model, ModelParams, OpenConfig, RuntimeHooks, Tags};
 use std::ffi::{c_char, CStr, CString};
 use std::path::PathBuf;
 use std::ptr;
@@ -131,6 +132,39 @@ pub struct rkl_open_params {
     /// caches may take together; past it the least recently used are
     /// removed. 0 (default): no cap.
     pub cache_max_bytes: u64,
+    /// Version 4 of the struct starts here. 1: a cross-attention model
+    /// (requests pass `rkl_generate_params.cross_attn`; runtime 1.2.1 or
+    /// later); 0 (default): not.
+    pub use_cross_attn: i32,
+    /// Unused; must be 0.
+    pub _reserved4: u32,
+    /// Image tags: the strings the runtime puts before (`image_start`, e.g.
+    /// "<|vision_start|>"), after (`image_end`) and inside (`image_content`,
+    /// the placeholder token) each image of a multimodal prompt. All three
+    /// or none (default: the runtime's on 1.2, empty strings on 1.3).
+    /// Release 1.2 takes them at open, 1.3 with every request; rkl does
+    /// both from this one setting. Copied during rkl_open().
+    pub image_start: *const c_char,
+    /// See `image_start`.
+    pub image_end: *const c_char,
+    /// See `image_start`.
+    pub image_content: *const c_char,
+    /// Video tags (release 1.3), as the image tags.
+    pub video_start: *const c_char,
+    /// See `video_start`.
+    pub video_end: *const c_char,
+    /// See `video_start`.
+    pub video_content: *const c_char,
+    /// The caller's tokenizer (release 1.3, in-process models), or NULL
+    /// (default): the model's. Kept until rkl_close().
+    pub tokenizer: rkl_tokenize_fn,
+    /// Passed to `tokenizer` unchanged; never dereferenced by rkl.
+    pub tokenizer_userdata: *mut std::ffi::c_void,
+    /// The caller's embedding lookup (release 1.3, in-process models), or
+    /// NULL (default): the model's. Kept until rkl_close().
+    pub embedder: rkl_embed_fn,
+    /// Passed to `embedder` unchanged; never dereferenced by rkl.
+    pub embedder_userdata: *mut std::ffi::c_void,
 }
 
 // SAFETY: repr(C), starts with usize; pointers, integers and floats are
@@ -151,7 +185,10 @@ const _: () = assert!(
     V1_OPEN_PARAMS_SIZE == 104
         && std::mem::offset_of!(rkl_open_params, flags) == 104
         && std::mem::offset_of!(rkl_open_params, cache_dir) == 120
-        && std::mem::size_of::<rkl_open_params>() == 136
+        && std::mem::offset_of!(rkl_open_params, use_cross_attn) == 136
+        && std::mem::offset_of!(rkl_open_params, image_start) == 144
+        && std::mem::offset_of!(rkl_open_params, tokenizer) == 192
+        && std::mem::size_of::<rkl_open_params>() == 224
 );
 
 impl rkl_open_params {
@@ -185,7 +222,60 @@ impl rkl_open_params {
             max_restarts: 0,
             cache_dir: ptr::null(),
             cache_max_bytes: 0,
+            use_cross_attn: 0,
+            _reserved4: 0,
+            image_start: ptr::null(),
+            image_end: ptr::null(),
+            image_content: ptr::null(),
+            video_start: ptr::null(),
+            video_end: ptr::null(),
+            video_content: ptr::null(),
+            tokenizer: None,
+            tokenizer_userdata: ptr::null_mut(),
+            embedder: None,
+            embedder_userdata: ptr::null_mut(),
         }
+    }
+
+    /// Reads the media tags and the hooks into `config`.
+    ///
+    /// # Safety
+    /// The tag strings are NULL or NUL-terminated, valid for the call.
+    unsafe fn apply_media(&self, config: &mut OpenConfig) -> FfiResult<()> {
+        if self._reserved4 != 0 {
+            return Err(FfiError::invalid("params->_reserved4 must be 0"));
+        }
+        config.params.use_cross_attn = match self.use_cross_attn {
+            0 => None,
+            1 => Some(true),
+            other => return Err(FfiError::invalid(format!("params->use_cross_attn = {other}: expected 0 or 1"))),
+        };
+        let tags = |what: &str, [start, end, content]: [*const c_char; 3]| -> FfiResult<Option<Tags>> {
+            // SAFETY: forwarded from the caller.
+            let read = |p, part: &str| unsafe { args::optional_text(p, &format!("params->{what}_{part}")) };
+            match (read(start, "start")?, read(end, "end")?, read(content, "content")?) {
+                (None, None, None) => Ok(None),
+                (Some(start), Some(end), Some(content)) => {
+                    Ok(Some(Tags { start: start.into(), end: end.into(), content: content.into() }))
+                }
+                _ => Err(FfiError::invalid(format!(
+                    "params->{what}_start, _end and _content are set together or not at all"
+                ))),
+            }
+        };
+        config.media_tags = MediaTags {
+            image: tags("image", [self.image_start, self.image_end, self.image_content])?,
+            video: tags("video", [self.video_start, self.video_end, self.video_content])?,
+        };
+        config.hooks = RuntimeHooks {
+            tokenizer: self
+                .tokenizer
+                .map(|function| std::sync::Arc::new(CTokenizer { function, userdata: self.tokenizer_userdata }) as _),
+            embedder: self
+                .embedder
+                .map(|function| std::sync::Arc::new(CEmbedder { function, userdata: self.embedder_userdata }) as _),
+        };
+        Ok(())
     }
 
     /// Applies the reliability fields to `config`.
@@ -238,6 +328,7 @@ impl rkl_open_params {
             enabled_cpus_num: cpus,
             enabled_cpus_mask: (self.enabled_cpus_mask != 0).then_some(self.enabled_cpus_mask),
             base_domain_id: int(self.base_domain_id),
+            use_cross_attn: None,
         })
     }
 }
@@ -324,6 +415,8 @@ pub unsafe extern "C" fn rkl_open(params: *const rkl_open_params, out: *mut *mut
             ..OpenConfig::default()
         };
         p.apply_reliability(&mut config)?;
+        // SAFETY: the strings in `p` are NUL-terminated and valid for the call.
+        unsafe { p.apply_media(&mut config)? };
         // SAFETY: as above.
         if let Some(dir) = unsafe { args::optional_text(p.cache_dir, "params->cache_dir")? } {
             config.auto_cache = Some(AutoCache { dir: PathBuf::from(dir), max_bytes: p.cache_max_bytes });
@@ -433,6 +526,7 @@ unsafe impl Versioned for rkl_model_details {
 
 fn family_text(family: Family) -> &'static CStr {
     match family {
+        Family::V1_2_0 => c"1.2.0",
         Family::V1_2 => c"1.2",
         Family::V1_3 => c"1.3",
     }

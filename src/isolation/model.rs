@@ -13,6 +13,7 @@ use crate::callback_scope::in_callback_of;
 use crate::config::{GenerateRequest, OpenConfig, RestartPolicy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::locked::locked;
+use crate::outcome::{Output, Stats, Tensor};
 use crate::runtime::Family;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,13 @@ impl IsolatedModel {
     pub fn open(config: &OpenConfig) -> Result<IsolatedModel> {
         config.checked_model_path()?;
         config.params.validate()?;
+        if config.hooks.any() {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                "tokenizer and embedding callbacks run in-process only: isolation mode's worker process cannot \
+                 call functions of this one",
+            ));
+        }
         let runtime_path = config.resolved_runtime_path()?;
         let runtime_abi = config.resolved_abi()?;
         let program = locate(config.host_path.as_deref())?;
@@ -138,6 +146,8 @@ impl IsolatedModel {
             host_path: None,
             // The worker caches for itself, in the same directory.
             auto_cache: config.auto_cache.clone(),
+            media_tags: config.media_tags.clone(),
+            hooks: Default::default(),
         };
         let limits = Limits { call_timeout: config.call_timeout, abort_grace: config.abort_grace };
         let (worker, family, runtime_path, runtime_version) = start_worker(&program, &cwd, &worker_config, limits)?;
@@ -463,6 +473,14 @@ impl IsolatedModel {
         match self.call("saving the prompt cache", true, call)? {
             Value::Cache(info) => Ok(*info),
             other => Err(Error::new(ErrorKind::Internal, format!("cache_save answered {other:?}"))),
+        }
+    }
+
+    pub fn output(&self, request: &GenerateRequest, output: Output) -> Result<(Tensor, Stats)> {
+        let call = Call::Output { request: request.clone(), output };
+        match self.call("computing the run's floats", true, call)? {
+            Value::Tensor(result) => Ok(*result),
+            other => Err(Error::new(ErrorKind::Internal, format!("output answered {other:?}"))),
         }
     }
 

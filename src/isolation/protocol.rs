@@ -10,7 +10,7 @@
 use crate::cache::CacheInfo;
 use crate::config::{GenerateRequest, OpenConfig};
 use crate::error::Error;
-use crate::outcome::Stats;
+use crate::outcome::{Output, Stats, Tensor};
 use crate::runtime::Family;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -42,13 +42,37 @@ pub enum Request {
 /// The model methods that answer with one value.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Call {
-    ClearHistory { keep_system_prompt: bool },
+    ClearHistory {
+        keep_system_prompt: bool,
+    },
     KvCacheTokens,
-    SetChatTemplate { system: String, prefix: String, postfix: String },
-    SetFunctionTools { system: String, tools_json: String, tool_response: String },
-    LoadLora { path: PathBuf, name: String, scale: f32 },
-    CacheSave { request: GenerateRequest, path: PathBuf },
-    CacheLoad { path: PathBuf },
+    SetChatTemplate {
+        system: String,
+        prefix: String,
+        postfix: String,
+    },
+    SetFunctionTools {
+        system: String,
+        tools_json: String,
+        tool_response: String,
+    },
+    LoadLora {
+        path: PathBuf,
+        name: String,
+        scale: f32,
+    },
+    CacheSave {
+        request: GenerateRequest,
+        path: PathBuf,
+    },
+    /// A run that returns floats (hidden states or logits).
+    Output {
+        request: GenerateRequest,
+        output: Output,
+    },
+    CacheLoad {
+        path: PathBuf,
+    },
     CacheRelease,
 }
 
@@ -113,6 +137,7 @@ pub enum Value {
     Unit,
     Tokens(u32),
     Cache(Box<CacheInfo>),
+    Tensor(Box<(Tensor, Stats)>),
 }
 
 /// Frames `message` (length prefix + JSON) into one buffer, so it can go

@@ -318,5 +318,6 @@ fn execute(model: &LocalModel, call: Call, aborts: u64) -> Result<Value> {
         }
         Call::CacheLoad { path } => model.cache_load(&path).map(|info| Value::Cache(Box::new(info))),
         Call::CacheRelease => model.cache_release().map(unit),
+        Call::Output { request, output } => model.output(&request, output).map(|t| Value::Tensor(Box::new(t))),
     }
 }

@@ -7,6 +7,7 @@ use super::model::LocalModel;
 use crate::cache::{auto_manifest_path, prune, touch, AutoKey};
 use crate::config::GenerateRequest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::input::{markers, Input, IMAGE_MARKER, VIDEO_MARKER};
 use crate::outcome::CacheUse;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +34,8 @@ impl LocalModel {
             )));
         }
         let prefix = &prompt[..bytes];
-        let path = self.auto_path(&auto.dir, request, prefix);
+        let media = self.auto_media(request, prefix)?;
+        let path = self.auto_path(&auto.dir, request, prefix, media.as_deref());
         if loaded.as_ref().is_some_and(|l| l.automatic.as_ref() == Some(&path) && l.bytes == bytes) {
             touch(&path);
             return Ok(CacheUse::Hit);
@@ -57,6 +59,8 @@ impl LocalModel {
             prompt: prefix.to_string(),
             role: request.role,
             enable_thinking: request.enable_thinking,
+            // A prefix holding the images is saved with them.
+            input: if media.is_some() { request.input.clone() } else { Input::Text },
             ..GenerateRequest::default()
         };
         self.cache_save(&save, &path)?;
@@ -70,8 +74,31 @@ impl LocalModel {
         Ok(CacheUse::Saved)
     }
 
+    /// The digest of the images and videos `prefix` holds: all of the
+    /// request's, or none (`None`).
+    fn auto_media(&self, request: &GenerateRequest, prefix: &str) -> Result<Option<String>> {
+        match &request.input {
+            Input::Text => Ok(None),
+            Input::Tokens(_) | Input::Embeddings(_) => Err(Error::invalid(format!(
+                "automatic prompt caching takes text or multimodal input, not {} input; leave cache_prefix unset",
+                request.input.kind()
+            ))),
+            Input::Multimodal(m) => {
+                let held = markers(prefix, IMAGE_MARKER) + markers(prefix, VIDEO_MARKER);
+                let total = markers(&request.prompt, IMAGE_MARKER) + markers(&request.prompt, VIDEO_MARKER);
+                match held {
+                    0 => Ok(None),
+                    _ if held == total => Ok(Some(m.digest())),
+                    _ => Err(Error::invalid(format!(
+                        "cache_prefix holds {held} of the prompt's {total} image and video markers; it must hold all or none"
+                    ))),
+                }
+            }
+        }
+    }
+
     /// Where the automatic cache of `prefix`, with `request`'s settings, lives.
-    fn auto_path(&self, dir: &Path, request: &GenerateRequest, prefix: &str) -> PathBuf {
+    fn auto_path(&self, dir: &Path, request: &GenerateRequest, prefix: &str, media: Option<&str>) -> PathBuf {
         let identity = self.inner().identity();
         let template = self.inner().chat_template();
         let family = self.family();
@@ -87,6 +114,7 @@ impl LocalModel {
                 role: request.role.as_str(),
                 enable_thinking: request.enable_thinking,
                 max_context_len: self.inner().max_context_len(),
+                media,
             },
         )
     }

@@ -5,12 +5,13 @@
 
 use super::cached_prefix::LoadedPrompt;
 use super::model::LocalModel;
+use super::run_input::recorded_prompt_hash;
 use crate::cache::{
-    check_files, prompt_hash, CacheInfo, KvSettings, Manifest, PayloadRecord, PendingSave, PromptRecord, Verdict,
-    FORMAT_VERSION,
+    check_files, CacheInfo, KvSettings, Manifest, PayloadRecord, PendingSave, PromptRecord, Verdict, FORMAT_VERSION,
 };
 use crate::config::{cstring, GenerateRequest};
 use crate::error::{Error, ErrorKind, Result};
+use crate::input::Input;
 use crate::outcome::{FinishReason, Step};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,6 +44,13 @@ impl LocalModel {
         }
         if self.inner().loaded_prompt().is_some() {
             return Err(Error::invalid("a prompt cache is loaded; release it before saving another"));
+        }
+        if matches!(request.input, Input::Tokens(_) | Input::Embeddings(_)) {
+            return Err(Error::invalid(format!(
+                "prompt caches are saved from text or multimodal input, not {} input (rkl could not check later \
+                 requests against it)",
+                request.input.kind()
+            )));
         }
         if request.prompt.is_empty() {
             return Err(Error::invalid("the prompt to cache is empty"));
@@ -139,7 +147,7 @@ impl LocalModel {
             runtime_version: self.runtime_version().map(str::to_string),
             model: self.inner().identity().clone(),
             prompt: PromptRecord {
-                hash: prompt_hash(request.prompt.as_bytes()),
+                hash: recorded_prompt_hash(request),
                 bytes: request.prompt.len() as u64,
                 preview: request.prompt.chars().take(PREVIEW_CHARS).collect(),
             },

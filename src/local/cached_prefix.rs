@@ -14,6 +14,16 @@ pub(crate) struct LoadedPrompt {
     pub(crate) automatic: Option<std::path::PathBuf>,
 }
 
+/// The hash of a prompt holding images or videos, bound to their
+/// embeddings' `digest`: such a cache fits only a request with the same ones.
+pub(crate) fn media_prompt_hash(prompt: &str, digest: &str) -> String {
+    let mut bytes = Vec::with_capacity(prompt.len() + digest.len() + 8);
+    bytes.extend_from_slice(prompt.as_bytes());
+    bytes.extend_from_slice(b"\0media:");
+    bytes.extend_from_slice(digest.as_bytes());
+    prompt_hash(&bytes)
+}
+
 /// The continuation to send when `prompt` starts with the loaded cache's
 /// prompt; an error otherwise.
 pub(crate) fn strip_cached_prefix<'a>(prompt: &'a str, loaded: &LoadedPrompt) -> Result<&'a str> {

@@ -4,6 +4,7 @@
 use super::cached_prefix::LoadedPrompt;
 use crate::cache::ModelIdentity;
 use crate::config::AutoCache;
+use crate::input::MediaTags;
 use crate::locked::locked;
 use crate::runtime::{RawModel, RunShared};
 use std::path::PathBuf;
@@ -33,6 +34,10 @@ pub(crate) struct ModelInner {
     /// sees it change knows it was aborted between its steps.
     pub(super) aborts: AtomicU64,
     pub(super) abort_grace: Duration,
+    /// Tags passed with each multimodal run (1.3).
+    pub(super) media_tags: MediaTags,
+    /// Opened as a cross-attention model.
+    pub(super) use_cross_attn: bool,
 }
 
 impl ModelInner {

@@ -13,6 +13,8 @@ mod cache;
 mod cached_prefix;
 mod inner;
 mod model;
+mod output;
+mod run_input;
 mod stream;
 
 pub(crate) use model::LocalModel;

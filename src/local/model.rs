@@ -1,7 +1,6 @@
 //! `LocalModel`: an open model on a runtime loaded into this process, and
 //! everything done with it (the in-process backend of `crate::Model`).
 
-use super::cached_prefix::strip_cached_prefix;
 use super::inner::ModelInner;
 use super::stream::LocalStream;
 use crate::cache::{model_identity, prepare_auto_dir};
@@ -9,7 +8,8 @@ use crate::callback_scope::in_callback_of;
 use crate::config::{cstring, GenerateRequest, OpenConfig, MAX_PROMPT_BYTES};
 use crate::error::{Error, ErrorKind, Result};
 use crate::locked::locked;
-use crate::runtime::{Family, RunRequest, RunShared, Runtime};
+use crate::outcome::Output;
+use crate::runtime::{infer_mode, CrossAttnBuffers, Family, InitExtras, RunRequest, RunShared, Runtime};
 use std::ffi::CString;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,8 +35,19 @@ impl LocalModel {
         if let Some(auto) = &config.auto_cache {
             prepare_auto_dir(&auto.dir)?;
         }
+        let image_tags = match &config.media_tags.image {
+            Some(tags) => {
+                tags.check("image")?;
+                Some([cstring("tag", &tags.start)?, cstring("tag", &tags.end)?, cstring("tag", &tags.content)?])
+            }
+            None => None,
+        };
+        if let Some(tags) = &config.media_tags.video {
+            tags.check("video")?;
+        }
         let runtime = Runtime::load(&runtime_path, abi)?;
-        let raw = runtime.init(model_path, &config.params, config.call_timeout)?;
+        let extras = InitExtras { image_tags, hooks: config.hooks.clone() };
+        let raw = runtime.init(model_path, &config.params, config.call_timeout, extras)?;
         Ok(LocalModel {
             inner: Arc::new(ModelInner {
                 raw,
@@ -53,6 +64,8 @@ impl LocalModel {
                 inflight: Mutex::new(Vec::new()),
                 aborts: AtomicU64::new(0),
                 abort_grace: config.abort_grace,
+                media_tags: config.media_tags.clone(),
+                use_cross_attn: config.params.use_cross_attn == Some(true),
             }),
         })
     }
@@ -117,19 +130,29 @@ impl LocalModel {
     /// With automatic prompt caching, the prefix's cache is made the loaded
     /// one first (see `auto_cache.rs`).
     pub fn stream(&self, request: &GenerateRequest) -> Result<LocalStream> {
+        self.stream_for(request, Output::Text)
+    }
+
+    /// [`LocalModel::stream`] for any output (see `output.rs`).
+    pub(crate) fn stream_for(&self, request: &GenerateRequest, output: Output) -> Result<LocalStream> {
         if self.inner.auto_cache.is_none() {
-            return self.start_stream(request, None);
+            return self.start_run(request, None, output);
         }
         let started_at = std::time::Instant::now();
         let _choosing = locked(&self.inner.auto_lock);
         let cache = self.prepare_auto_cache(request)?;
-        let mut stream = self.start_stream(request, None)?;
+        let mut stream = self.start_run(request, None, output)?;
         stream.set_auto_cache(cache, started_at);
         Ok(stream)
     }
 
     /// Starts a run, optionally saving its prompt cache to `save_to`.
     pub(crate) fn start_stream(&self, request: &GenerateRequest, save_to: Option<CString>) -> Result<LocalStream> {
+        self.start_run(request, save_to, Output::Text)
+    }
+
+    /// Starts a run for `output`, optionally saving its prompt cache to `save_to`.
+    fn start_run(&self, request: &GenerateRequest, save_to: Option<CString>, output: Output) -> Result<LocalStream> {
         self.check_usable()?;
         if request.prompt.len() > MAX_PROMPT_BYTES {
             return Err(Error::invalid(format!(
@@ -170,12 +193,22 @@ impl LocalModel {
                 Some(sampling.over(&self.inner.raw.sampling()))
             }
         };
-        let prompt = match self.inner.loaded_prompt() {
-            Some(loaded) => strip_cached_prefix(&request.prompt, &loaded)?,
-            None => request.prompt.as_str(),
+        self.check_input(request)?;
+        let data = self.run_data(request, self.inner.loaded_prompt().as_ref())?;
+        let mode = match output {
+            Output::Text => infer_mode::GENERATE,
+            Output::HiddenStates => infer_mode::LAST_HIDDEN_LAYER,
+            Output::Logits => infer_mode::LOGITS,
         };
         let run = RunRequest {
-            prompt: cstring("prompt", prompt)?,
+            data,
+            mode,
+            cross_attn: request.cross_attn.as_ref().map(|c| CrossAttnBuffers {
+                k_cache: c.k_cache.clone(),
+                v_cache: c.v_cache.clone(),
+                mask: c.mask.clone(),
+                positions: c.positions.clone(),
+            }),
             role: cstring("role", request.role.as_str())?,
             enable_thinking: request.enable_thinking,
             keep_history: request.keep_history,
@@ -184,7 +217,7 @@ impl LocalModel {
             save_cache_path: save_to,
             sampling,
         };
-        let shared = RunShared::new(limit);
+        let shared = RunShared::with_mode(limit, mode);
         let stream = LocalStream::new(self.inner.clone(), shared.clone(), limit);
         self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner()).push(shared.clone());
         // Closing may have started after the check above: look again now that

@@ -329,3 +329,10 @@ impl Drop for LocalStream {
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+impl LocalStream {
+    /// The float rows the run reported (hidden states or logits), taken out.
+    pub(crate) fn take_floats(&self) -> crate::runtime::Floats {
+        self.shared.take_floats()
+    }
+}

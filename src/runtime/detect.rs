@@ -1,7 +1,8 @@
 //! Working out which release family a loaded runtime is, before `rkllm_init`.
 //!
-//! 1.1 and 1.2.0 are told apart by missing symbols; 1.2 and 1.3 have the same
-//! symbols and are told apart by the bytes `rkllm_createDefaultParam` writes
+//! 1.1 and 1.2.0 are told apart by missing symbols (1.1 is refused; 1.2.0
+//! and 1.2.1b1 form their own family); 1.2 and 1.3 have the same symbols and
+//! are told apart by the bytes `rkllm_createDefaultParam` writes
 //! (see `shared/rkllm-abi.md`, "Probe"), which each layout file judges for
 //! its own release. Every signal must agree; otherwise the runtime is refused
 //! with a message that says what was seen.
@@ -10,22 +11,47 @@ use super::family::Family;
 use super::layout;
 use super::layout_common::{DefaultParamBytes, ProbeSignals};
 
-/// What the symbol table says about the release.
-pub fn family_from_symbols(has_function_tools: bool, has_kv_cache_size: bool) -> Result<(), String> {
-    if !has_function_tools {
-        return Err("the runtime has no rkllm_set_function_tools, so it is release 1.1 or older, which rkl does not support; use 1.2.1 or later".into());
+/// Which symbols a runtime exports, of those that tell releases apart.
+#[derive(Clone, Copy, Debug)]
+pub struct Symbols {
+    /// `rkllm_clear_kv_cache` and `rkllm_set_chat_template` (from 1.2.0).
+    pub has_clear_and_template: bool,
+    /// `rkllm_get_kv_cache_size` (from 1.2.1; with it come
+    /// `rkllm_set_function_tools` and `rkllm_set_cross_attn_params`).
+    pub has_kv_cache_size: bool,
+}
+
+/// What the symbol table says: `Ok(Some(V1_2_0))` for 1.2.0 and 1.2.1b1,
+/// `Ok(None)` when the probe decides (1.2.1 and later), an error naming
+/// the family for older releases.
+pub fn family_from_symbols(symbols: Symbols) -> Result<Option<Family>, String> {
+    if !symbols.has_clear_and_template {
+        return Err("the runtime has no rkllm_clear_kv_cache or rkllm_set_chat_template, so it is of release family \
+             1.1 or older, which rkl does not support; use 1.2.0 or later"
+            .into());
     }
-    if !has_kv_cache_size {
-        return Err("the runtime has no rkllm_get_kv_cache_size, so it is release 1.2.0, which rkl does not support (its callback and clear_kv_cache differ); use 1.2.1 or later".into());
+    Ok((!symbols.has_kv_cache_size).then_some(Family::V1_2_0))
+}
+
+/// Combines what the symbols said with the probe: 1.2.0-family runtimes
+/// write 1.2.1's default params, so their probe must say 1.2.
+pub fn from_symbols_and_probe(by_symbols: Option<Family>, probe: Result<Family, String>) -> Result<Family, String> {
+    match (by_symbols, probe) {
+        (None, probe) => probe,
+        (Some(Family::V1_2_0), Ok(Family::V1_2)) => Ok(Family::V1_2_0),
+        (Some(family), Ok(other)) => Err(format!(
+            "the runtime's symbols are those of release family {family}, but its default params are {other}'s; \
+             refusing a runtime whose release cannot be told"
+        )),
+        (Some(family), Err(why)) => Err(format!("the runtime's symbols are release family {family}'s, but {why}")),
     }
-    Ok(())
 }
 
 /// The family whose layout the default-param image shows: exactly one
 /// layout must recognise the signals; otherwise a description of them.
 pub fn family_from_probe(image: &DefaultParamBytes) -> Result<Family, String> {
     let signals = ProbeSignals::read(image);
-    let mut found = Family::ALL.into_iter().filter(|&family| layout::of(family).looks_like(&signals));
+    let mut found = Family::PROBED.into_iter().filter(|&family| layout::of(family).looks_like(&signals));
     match (found.next(), found.next()) {
         (Some(family), None) => Ok(family),
         _ => Err(format!(
@@ -111,9 +137,14 @@ mod tests {
     }
 
     #[test]
-    fn old_releases_refused_by_symbols() {
-        assert!(family_from_symbols(false, false).unwrap_err().contains("1.1"));
-        assert!(family_from_symbols(true, false).unwrap_err().contains("1.2.0"));
-        assert!(family_from_symbols(true, true).is_ok());
+    fn releases_by_symbols() {
+        let symbols = |has_clear_and_template, has_kv_cache_size| Symbols { has_clear_and_template, has_kv_cache_size };
+        assert!(family_from_symbols(symbols(false, false)).unwrap_err().contains("1.1 or older"));
+        assert_eq!(family_from_symbols(symbols(true, false)), Ok(Some(Family::V1_2_0)));
+        assert_eq!(family_from_symbols(symbols(true, true)), Ok(None));
+        assert_eq!(from_symbols_and_probe(Some(Family::V1_2_0), Ok(Family::V1_2)), Ok(Family::V1_2_0));
+        assert!(from_symbols_and_probe(Some(Family::V1_2_0), Ok(Family::V1_3)).is_err());
+        assert!(from_symbols_and_probe(Some(Family::V1_2_0), Err("odd".into())).is_err());
+        assert_eq!(from_symbols_and_probe(None, Ok(Family::V1_3)), Ok(Family::V1_3));
     }
 }

@@ -4,11 +4,12 @@
 
 use super::family::Family;
 use super::layout_common::Layout;
-use super::{layout_v1_2, layout_v1_3};
+use super::{layout_v1_2, layout_v1_2_0, layout_v1_3};
 
 /// The layout of `family`.
 pub fn of(family: Family) -> &'static dyn Layout {
     match family {
+        Family::V1_2_0 => &layout_v1_2_0::V1_2_0,
         Family::V1_2 => &layout_v1_2::V1_2,
         Family::V1_3 => &layout_v1_3::V1_3,
     }

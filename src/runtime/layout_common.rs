@@ -1,4 +1,4 @@
-//! What every supported release (1.2.1+ and 1.3) shares: the structs whose
+//! What every supported release (1.2.0 to 1.3) shares: the structs whose
 //! layout is the same in all of them, the [`Layout`] trait each release's
 //! layout file implements, and the signals of the default-param probe.
 //!
@@ -25,6 +25,30 @@ unsafe impl Sync for HandleAddr {}
 
 /// The runtime's result callback: `int cb(RKLLMResult*, void* userdata, int state)`.
 pub type ResultCallback = unsafe extern "C" fn(result: *mut RkllmResult, userdata: *mut c_void, state: i32) -> i32;
+
+/// The result callback of 1.2.0 and 1.2.1b1: returns nothing, and their
+/// result is the 48-byte [`ResultHead`] (no perf).
+pub type VoidResultCallback = unsafe extern "C" fn(result: *mut ResultHead, userdata: *mut c_void, state: i32);
+
+/// 1.3's tokenizer callback: `int (void* ud, const char* text, int32_t
+/// text_len, int32_t* tokens, int32_t n_tokens_max)`, the count or < 0.
+pub type TokenizerCallback =
+    unsafe extern "C" fn(userdata: *mut c_void, text: *const c_char, text_len: i32, tokens: *mut i32, max: i32) -> i32;
+
+/// 1.3's embedding callback: `int (void* ud, int32_t* tokens, uint64_t
+/// num_tokens, void* embed, uint64_t len_bytes)`, 0 on success.
+pub type EmbedCallback =
+    unsafe extern "C" fn(userdata: *mut c_void, tokens: *mut i32, n: u64, embed: *mut c_void, len_bytes: u64) -> i32;
+
+/// `RKLLMInferParam.mode`.
+pub mod infer_mode {
+    /// Generate text.
+    pub const GENERATE: i32 = 0;
+    /// Return the last hidden layer.
+    pub const LAST_HIDDEN_LAYER: i32 = 1;
+    /// Return the logits.
+    pub const LOGITS: i32 = 2;
+}
 
 /// Callback states passed as the third argument of [`ResultCallback`].
 pub mod call_state {
@@ -92,14 +116,122 @@ pub struct FloatBlock {
     pub count_b: i32,
 }
 
-/// `RKLLMResult`, 72 bytes (1.2.1 and later).
+/// `RKLLMResult` of 1.2.0 and 1.2.1b1 (48 bytes): what every release's
+/// result starts with.
 #[repr(C)]
-pub struct RkllmResult {
+pub struct ResultHead {
     pub text: *const c_char,
     pub token_id: i32,
     pub last_hidden_layer: FloatBlock,
     pub logits: FloatBlock,
+}
+
+/// `RKLLMResult`, 72 bytes (1.2.1 and later).
+#[repr(C)]
+pub struct RkllmResult {
+    pub head: ResultHead,
     pub perf: PerfStat,
+}
+
+/// `RKLLMTokenInput` (16 bytes, every release): token ids.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TokenInput {
+    pub input_ids: *const i32,
+    pub n_tokens: usize,
+}
+
+/// `RKLLMEmbedInput` (16 bytes, every release): `n_tokens` rows of the
+/// model's embedding dimension.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EmbedInput {
+    pub embed: *const f32,
+    pub n_tokens: usize,
+}
+
+/// `RKLLMMultiModelInput` of 1.2.1b1 to 1.2.3 (48 bytes; 1.2.3 renamed it).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MultimodalV1_2 {
+    pub prompt: *const c_char,
+    pub image_embed: *const f32,
+    pub n_image_tokens: usize,
+    pub n_image: usize,
+    pub image_width: usize,
+    pub image_height: usize,
+}
+
+/// `RKLLMInput.input_type`.
+pub mod input_type {
+    pub const PROMPT: i32 = 0;
+    pub const TOKEN: i32 = 1;
+    pub const EMBED: i32 = 2;
+    pub const MULTIMODAL: i32 = 3;
+}
+
+impl RunPayload<'_> {
+    /// Its `input_type`.
+    pub fn input_type(&self) -> i32 {
+        match self {
+            RunPayload::Prompt(_) => input_type::PROMPT,
+            RunPayload::Tokens(_) => input_type::TOKEN,
+            RunPayload::Embeddings { .. } => input_type::EMBED,
+            RunPayload::Multimodal { .. } => input_type::MULTIMODAL,
+        }
+    }
+
+    /// The token and embedding members, which every release lays out alike;
+    /// `None` for the other kinds.
+    pub fn tokens(&self) -> Option<TokenInput> {
+        match self {
+            RunPayload::Tokens(ids) => Some(TokenInput { input_ids: ids.as_ptr(), n_tokens: ids.len() }),
+            _ => None,
+        }
+    }
+
+    /// See [`RunPayload::tokens`].
+    pub fn embeddings(&self) -> Option<EmbedInput> {
+        match self {
+            RunPayload::Embeddings { values, n_tokens } => {
+                Some(EmbedInput { embed: values.as_ptr(), n_tokens: *n_tokens })
+            }
+            _ => None,
+        }
+    }
+
+    /// The 1.2.1b1–1.2.3 multimodal member (images only); `None` for the
+    /// other kinds.
+    pub fn multimodal_v1_2(&self) -> Option<MultimodalV1_2> {
+        let RunPayload::Multimodal { prompt, images, .. } = self else { return None };
+        let image = images.as_ref();
+        Some(MultimodalV1_2 {
+            prompt: prompt.as_ptr(),
+            image_embed: image.map_or(std::ptr::null(), |i| i.values.as_ptr()),
+            n_image_tokens: image.map_or(0, |i| i.tokens),
+            n_image: image.map_or(0, |i| i.count),
+            image_width: image.map_or(0, |i| i.width),
+            image_height: image.map_or(0, |i| i.height),
+        })
+    }
+}
+
+/// Why a 1.2-era release refuses what `shape` asks (videos are 1.3's).
+pub fn check_run_v1_2(shape: &RunShape, release: &str) -> Result<(), String> {
+    if shape.videos {
+        return Err(format!("video input needs a 1.3 runtime; this one is {release}"));
+    }
+    Ok(())
+}
+
+/// `RKLLMCrossAttnParam` (40 bytes, 1.2.1 and later).
+#[repr(C)]
+pub struct CrossAttnParam {
+    pub encoder_k_cache: *const f32,
+    pub encoder_v_cache: *const f32,
+    pub encoder_mask: *const f32,
+    pub encoder_pos: *const i32,
+    pub num_tokens: i32,
 }
 
 /// What `rkllm_createDefaultParam` wrote (see `default_params.rs`), larger
@@ -155,6 +287,21 @@ pub trait Layout: Sync {
     /// Whether `rkllm_run` takes per-run sampling parameters.
     fn samples_per_run(&self) -> bool;
 
+    /// Whether this release (as it printed its `version`, if it did) can
+    /// take a run of `shape`; else why not, for the caller's error.
+    fn check_run(&self, shape: &RunShape, version: Option<&str>) -> Result<(), String>;
+
+    /// Whether init takes the init-time features in `features`; else why not.
+    fn check_init(&self, features: &InitFeatures) -> Result<(), String>;
+
+    /// `rkllm_clear_kv_cache` with this release's arguments (1.2.0 takes
+    /// only the handle and `keep_system_prompt`).
+    ///
+    /// # Safety
+    /// `clear` is this runtime's `rkllm_clear_kv_cache`, `handle` live, on
+    /// the dispatcher thread.
+    unsafe fn clear_kv_cache(&self, clear: UntypedFn, handle: LlmHandle, keep_system_prompt: bool) -> i32;
+
     /// Builds this release's `RKLLMParam` from the runtime's defaults, with
     /// the set [`ModelParams`], the model path and `is_async` = 0, and calls
     /// `rkllm_init` with it. Returns init's code and the structs the runtime
@@ -184,15 +331,80 @@ pub struct InitInput<'a> {
     pub params: &'a ModelParams,
     /// The model file.
     pub model_path: &'a CStr,
-    /// The result callback to register.
+    /// The result callback to register (1.2.1 and later).
     pub callback: ResultCallback,
+    /// The result callback for releases whose callback returns nothing.
+    pub void_callback: VoidResultCallback,
+    /// The image tags, for releases that take them at init (start, end,
+    /// content); `None`: the runtime's defaults.
+    pub image_tags: Option<[&'a CStr; 3]>,
+    /// A tokenizer callback and its userdata (1.3).
+    pub tokenizer: Option<(TokenizerCallback, *mut c_void)>,
+    /// An embedding callback and its userdata (1.3).
+    pub embedder: Option<(EmbedCallback, *mut c_void)>,
+}
+
+/// Init-time features a release may lack.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InitFeatures {
+    /// `extend_param.use_cross_attn`.
+    pub cross_attn: bool,
+    /// Tokenizer or embedding callbacks.
+    pub hooks: bool,
+}
+
+/// What a run asks of the release, for [`Layout::check_run`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunShape {
+    /// Images in a multimodal input.
+    pub images: usize,
+    /// Whether the images' size is given.
+    pub image_size: bool,
+    /// Whether a multimodal input has videos.
+    pub videos: bool,
+    /// The role is not "user".
+    pub tool_role: bool,
+    /// Thinking mode.
+    pub thinking: bool,
+}
+
+/// One image or video part of a multimodal run, as the runtime takes it.
+pub struct MediaRun<'a> {
+    /// The embeddings.
+    pub values: &'a [f32],
+    /// Images or videos.
+    pub count: usize,
+    /// Frames per video (1 for images).
+    pub frames: usize,
+    /// Embedding tokens per image or frame.
+    pub tokens: usize,
+    /// Pixels (0: not given).
+    pub width: usize,
+    /// Pixels (0: not given).
+    pub height: usize,
+    /// Start, end and content tags, for releases that take them per run.
+    pub tags: [&'a CStr; 3],
+}
+
+/// What `rkllm_run` is fed, by input kind.
+pub enum RunPayload<'a> {
+    /// Prompt text.
+    Prompt(&'a CStr),
+    /// Token ids.
+    Tokens(&'a [i32]),
+    /// `n_tokens` embedding rows.
+    Embeddings { values: &'a [f32], n_tokens: usize },
+    /// A prompt with image (and 1.3: video) embeddings.
+    Multimodal { prompt: &'a CStr, images: Option<MediaRun<'a>>, videos: Option<MediaRun<'a>> },
 }
 
 /// What `rkllm_run` is built from, in every release. Everything borrowed
 /// here lives until `rkllm_run` has returned.
 pub struct RunInput<'a> {
-    /// The prompt text.
-    pub prompt: &'a CStr,
+    /// What is fed.
+    pub payload: RunPayload<'a>,
+    /// An [`infer_mode`] value.
+    pub mode: i32,
     /// "user" or "tool".
     pub role: &'a CStr,
     /// Qwen3 thinking mode.
@@ -207,6 +419,9 @@ pub struct RunInput<'a> {
     pub prompt_cache: Option<&'a mut PromptCacheParam>,
     /// The run's own sampling values, for releases that take them.
     pub sampling: Option<super::params::SamplingValues>,
+    /// The version the runtime printed, if it did (1.2.0 and 1.2.1b1 need
+    /// it to lay out multimodal input).
+    pub release: Option<&'a str>,
 }
 
 /// The layout signals read from a default-param image: the same bytes for
@@ -302,6 +517,10 @@ macro_rules! apply_params {
         if let Some(v) = m.base_domain_id {
             p.extend_param.base_domain_id = v;
         }
+        // Releases without the field refuse it in `check_init`.
+        if let Some(v) = m.use_cross_attn {
+            p.extend_param.use_cross_attn = v as i8;
+        }
         // rkl never uses asynchronous mode: rkllm_run must block.
         p.is_async = 0;
     }};
@@ -337,12 +556,31 @@ const _: () = {
     assert!(offset_of!(PerfStat, memory_usage_mb) == 16);
 
     assert!(size_of::<FloatBlock>() == 16);
+    assert!(size_of::<ResultHead>() == 48);
+    assert!(offset_of!(ResultHead, text) == 0);
+    assert!(offset_of!(ResultHead, token_id) == 8);
+    assert!(offset_of!(ResultHead, last_hidden_layer) == 16);
+    assert!(offset_of!(ResultHead, logits) == 32);
     assert!(size_of::<RkllmResult>() == 72);
-    assert!(offset_of!(RkllmResult, text) == 0);
-    assert!(offset_of!(RkllmResult, token_id) == 8);
-    assert!(offset_of!(RkllmResult, last_hidden_layer) == 16);
-    assert!(offset_of!(RkllmResult, logits) == 32);
+    assert!(offset_of!(RkllmResult, head) == 0);
     assert!(offset_of!(RkllmResult, perf) == 48);
+
+    assert!(size_of::<TokenInput>() == 16);
+    assert!(size_of::<EmbedInput>() == 16);
+    assert!(size_of::<MultimodalV1_2>() == 48);
+    assert!(offset_of!(MultimodalV1_2, prompt) == 0);
+    assert!(offset_of!(MultimodalV1_2, image_embed) == 8);
+    assert!(offset_of!(MultimodalV1_2, n_image_tokens) == 16);
+    assert!(offset_of!(MultimodalV1_2, n_image) == 24);
+    assert!(offset_of!(MultimodalV1_2, image_width) == 32);
+    assert!(offset_of!(MultimodalV1_2, image_height) == 40);
+
+    assert!(size_of::<CrossAttnParam>() == 40);
+    assert!(offset_of!(CrossAttnParam, encoder_k_cache) == 0);
+    assert!(offset_of!(CrossAttnParam, encoder_v_cache) == 8);
+    assert!(offset_of!(CrossAttnParam, encoder_mask) == 16);
+    assert!(offset_of!(CrossAttnParam, encoder_pos) == 24);
+    assert!(offset_of!(CrossAttnParam, num_tokens) == 32);
 
     assert!(size_of::<DefaultParamBytes>() == DEFAULT_PARAM_SLOT);
 };

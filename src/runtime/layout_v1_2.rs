@@ -2,8 +2,9 @@
 //! builds them for `rkllm_init` and `rkllm_run` ([`V1_2`]).
 
 use super::layout_common::{
-    apply_params, ExtendParam, InitInput, Layout, LlmHandle, LoraParam, ProbeSignals, PromptCacheParam, RunFn,
-    RunInput, UntypedInitFn, MIN_POINTER,
+    apply_params, check_run_v1_2, EmbedInput, ExtendParam, InitFeatures, InitInput, Layout, LlmHandle, LoraParam,
+    MultimodalV1_2, ProbeSignals, PromptCacheParam, RunFn, RunInput, RunPayload, RunShape, TokenInput, UntypedFn,
+    UntypedInitFn, MIN_POINTER,
 };
 use std::ffi::{c_char, c_void};
 use std::mem::{offset_of, size_of};
@@ -44,11 +45,13 @@ pub struct Input {
     pub payload: InputPayload,
 }
 
-/// The input union of 1.2: only the prompt member is used by rkl, the rest is
-/// padding of the size of the largest member (multimodal, 48 bytes).
+/// The input union of 1.2 (48 bytes, the multimodal member's size).
 #[repr(C)]
 pub union InputPayload {
     pub prompt: *const c_char,
+    pub tokens: TokenInput,
+    pub embed: EmbedInput,
+    pub multimodal: MultimodalV1_2,
     pub raw: [u64; 6],
 }
 
@@ -76,6 +79,23 @@ struct InitStructs {
     param: Param,
 }
 
+/// The clear call of 1.2.1 and later.
+type ClearFn = unsafe extern "C" fn(LlmHandle, i32, *mut i32, *mut i32) -> i32;
+
+impl InputPayload {
+    /// The union member for `payload`.
+    pub fn of(payload: &RunPayload<'_>) -> InputPayload {
+        let mut union = InputPayload { raw: [0; 6] };
+        match payload {
+            RunPayload::Prompt(prompt) => union.prompt = prompt.as_ptr(),
+            RunPayload::Tokens(_) => union.tokens = payload.tokens().expect("tokens"),
+            RunPayload::Embeddings { .. } => union.embed = payload.embeddings().expect("embeddings"),
+            RunPayload::Multimodal { .. } => union.multimodal = payload.multimodal_v1_2().expect("multimodal"),
+        }
+        union
+    }
+}
+
 // SAFETY: the raw pointers inside point at the runtime's static default
 // strings or at the model path its owner keeps; nothing here is thread-affine.
 unsafe impl Send for InitStructs {}
@@ -87,6 +107,25 @@ impl Layout for V1_2 {
 
     fn samples_per_run(&self) -> bool {
         false
+    }
+
+    fn check_run(&self, shape: &RunShape, _version: Option<&str>) -> Result<(), String> {
+        check_run_v1_2(shape, "1.2")
+    }
+
+    fn check_init(&self, features: &InitFeatures) -> Result<(), String> {
+        if features.hooks {
+            return Err("tokenizer and embedding callbacks need a 1.3 runtime; this one is 1.2".into());
+        }
+        Ok(())
+    }
+
+    unsafe fn clear_kv_cache(&self, clear: UntypedFn, handle: LlmHandle, keep_system_prompt: bool) -> i32 {
+        // SAFETY: the caller promises this runtime's rkllm_clear_kv_cache,
+        // which takes four arguments from 1.2.1 on.
+        let clear = unsafe { std::mem::transmute::<UntypedFn, ClearFn>(clear) };
+        // SAFETY: live handle; NULL ranges mean "everything".
+        unsafe { clear(handle, keep_system_prompt as i32, ptr::null_mut(), ptr::null_mut()) }
     }
 
     fn looks_like(&self, signals: &ProbeSignals) -> bool {
@@ -108,6 +147,10 @@ impl Layout for V1_2 {
         let p = &mut structs.param;
         apply_params!(&mut *p, input.params);
         p.model_path = input.model_path.as_ptr();
+        if let Some([start, end, content]) = input.image_tags {
+            // The caller keeps the strings until after rkllm_destroy.
+            (p.img_start, p.img_end, p.img_content) = (start.as_ptr(), end.as_ptr(), content.as_ptr());
+        }
         // SAFETY: the caller promises a 1.2 runtime's rkllm_init, and this is
         // its signature.
         let init = unsafe { std::mem::transmute::<UntypedInitFn, InitFn>(init) };
@@ -123,12 +166,11 @@ impl Layout for V1_2 {
         let mut prompt = Input {
             role: input.role.as_ptr(),
             enable_thinking: input.enable_thinking as u8,
-            input_type: 0,
-            payload: InputPayload { raw: [0; 6] },
+            input_type: input.payload.input_type(),
+            payload: InputPayload::of(&input.payload),
         };
-        prompt.payload.prompt = input.prompt.as_ptr();
         let mut infer = InferParam {
-            mode: 0,
+            mode: input.mode,
             lora_params: input.lora.map_or(ptr::null_mut(), |l| l as *mut LoraParam),
             prompt_cache_params: input.prompt_cache.map_or(ptr::null_mut(), |c| c as *mut PromptCacheParam),
             keep_history: input.keep_history as i32,

@@ -2,8 +2,9 @@
 //! for `rkllm_init` and `rkllm_run` ([`V1_3`]).
 
 use super::layout_common::{
-    apply_params, ExtendParam, InitInput, Layout, LlmHandle, LoraParam, ProbeSignals, PromptCacheParam, ResultCallback,
-    RunFn, RunInput, UntypedInitFn,
+    apply_params, EmbedCallback, EmbedInput, ExtendParam, InitFeatures, InitInput, Layout, LlmHandle, LoraParam,
+    MediaRun, ProbeSignals, PromptCacheParam, ResultCallback, RunFn, RunInput, RunPayload, RunShape, TokenInput,
+    TokenizerCallback, UntypedFn, UntypedInitFn,
 };
 use std::ffi::{c_char, c_void};
 use std::mem::{offset_of, size_of};
@@ -42,12 +43,105 @@ pub struct Input {
     pub payload: InputPayload,
 }
 
-/// The input union of 1.3: only the prompt member is used by rkl, the rest is
-/// padding of the size of the largest member (multimodal, 144 bytes).
+/// The image part of 1.3's multimodal input (64 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ImagePart {
+    pub image_embed: *const f32,
+    pub n_image_tokens: usize,
+    pub n_image: usize,
+    pub image_start: *const c_char,
+    pub image_end: *const c_char,
+    pub image_content: *const c_char,
+    pub image_width: usize,
+    pub image_height: usize,
+}
+
+/// The video part of 1.3's multimodal input (72 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct VideoPart {
+    pub video_embed: *const f32,
+    pub n_frame_tokens: usize,
+    pub n_frame_per_video: usize,
+    pub n_video: usize,
+    pub video_start: *const c_char,
+    pub video_end: *const c_char,
+    pub video_content: *const c_char,
+    pub frame_width: usize,
+    pub frame_height: usize,
+}
+
+/// 1.3's multimodal input (144 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Multimodal {
+    pub prompt: *const c_char,
+    pub image: ImagePart,
+    pub video: VideoPart,
+}
+
+/// The input union of 1.3 (144 bytes, the multimodal member's size).
 #[repr(C)]
 pub union InputPayload {
     pub prompt: *const c_char,
+    pub tokens: TokenInput,
+    pub embed: EmbedInput,
+    pub multimodal: Multimodal,
     pub raw: [u64; 18],
+}
+
+impl ImagePart {
+    fn of(part: Option<&MediaRun<'_>>) -> ImagePart {
+        let tag = |i: usize| part.map_or(ptr::null(), |p| p.tags[i].as_ptr());
+        ImagePart {
+            image_embed: part.map_or(ptr::null(), |p| p.values.as_ptr()),
+            n_image_tokens: part.map_or(0, |p| p.tokens),
+            n_image: part.map_or(0, |p| p.count),
+            image_start: tag(0),
+            image_end: tag(1),
+            image_content: tag(2),
+            image_width: part.map_or(0, |p| p.width),
+            image_height: part.map_or(0, |p| p.height),
+        }
+    }
+}
+
+impl VideoPart {
+    fn of(part: Option<&MediaRun<'_>>) -> VideoPart {
+        let tag = |i: usize| part.map_or(ptr::null(), |p| p.tags[i].as_ptr());
+        VideoPart {
+            video_embed: part.map_or(ptr::null(), |p| p.values.as_ptr()),
+            n_frame_tokens: part.map_or(0, |p| p.tokens),
+            n_frame_per_video: part.map_or(0, |p| p.frames),
+            n_video: part.map_or(0, |p| p.count),
+            video_start: tag(0),
+            video_end: tag(1),
+            video_content: tag(2),
+            frame_width: part.map_or(0, |p| p.width),
+            frame_height: part.map_or(0, |p| p.height),
+        }
+    }
+}
+
+impl InputPayload {
+    /// The union member for `payload`.
+    fn of(payload: &RunPayload<'_>) -> InputPayload {
+        let mut union = InputPayload { raw: [0; 18] };
+        match payload {
+            RunPayload::Prompt(prompt) => union.prompt = prompt.as_ptr(),
+            RunPayload::Tokens(_) => union.tokens = payload.tokens().expect("tokens"),
+            RunPayload::Embeddings { .. } => union.embed = payload.embeddings().expect("embeddings"),
+            RunPayload::Multimodal { prompt, images, videos } => {
+                union.multimodal = Multimodal {
+                    prompt: prompt.as_ptr(),
+                    image: ImagePart::of(images.as_ref()),
+                    video: VideoPart::of(videos.as_ref()),
+                }
+            }
+        }
+        union
+    }
 }
 
 /// `RKLLMSamplingParam` (36 bytes): per-run sampling overrides.
@@ -81,9 +175,9 @@ pub struct InferParam {
 pub struct Callbacks {
     pub result_callback: Option<ResultCallback>,
     pub result_userdata: *mut c_void,
-    pub tokenizer_callback: *const c_void,
+    pub tokenizer_callback: Option<TokenizerCallback>,
     pub tokenizer_userdata: *mut c_void,
-    pub embed_callback: *const c_void,
+    pub embed_callback: Option<EmbedCallback>,
     pub embed_userdata: *mut c_void,
 }
 
@@ -100,9 +194,12 @@ struct InitStructs {
 }
 
 // SAFETY: the raw pointers inside point at the runtime's static default
-// strings, at the model path its owner keeps, or are NULL; nothing here is
-// thread-affine.
+// strings, at the model path or the hooks its owner keeps, or are NULL;
+// nothing here is thread-affine.
 unsafe impl Send for InitStructs {}
+
+/// The clear call of 1.3.
+type ClearFn = unsafe extern "C" fn(LlmHandle, i32, *mut i32, *mut i32) -> i32;
 
 impl Layout for V1_3 {
     fn limits_tokens_per_run(&self) -> bool {
@@ -111,6 +208,22 @@ impl Layout for V1_3 {
 
     fn samples_per_run(&self) -> bool {
         true
+    }
+
+    fn check_run(&self, _shape: &RunShape, _version: Option<&str>) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn check_init(&self, _features: &InitFeatures) -> Result<(), String> {
+        Ok(())
+    }
+
+    unsafe fn clear_kv_cache(&self, clear: UntypedFn, handle: LlmHandle, keep_system_prompt: bool) -> i32 {
+        // SAFETY: the caller promises this runtime's rkllm_clear_kv_cache,
+        // which takes four arguments in 1.3.
+        let clear = unsafe { std::mem::transmute::<UntypedFn, ClearFn>(clear) };
+        // SAFETY: live handle; NULL ranges mean "everything".
+        unsafe { clear(handle, keep_system_prompt as i32, ptr::null_mut(), ptr::null_mut()) }
     }
 
     fn looks_like(&self, signals: &ProbeSignals) -> bool {
@@ -135,10 +248,10 @@ impl Layout for V1_3 {
             callbacks: Callbacks {
                 result_callback: Some(input.callback),
                 result_userdata: ptr::null_mut(),
-                tokenizer_callback: ptr::null(),
-                tokenizer_userdata: ptr::null_mut(),
-                embed_callback: ptr::null(),
-                embed_userdata: ptr::null_mut(),
+                tokenizer_callback: input.tokenizer.map(|(f, _)| f),
+                tokenizer_userdata: input.tokenizer.map_or(ptr::null_mut(), |(_, ud)| ud),
+                embed_callback: input.embedder.map(|(f, _)| f),
+                embed_userdata: input.embedder.map_or(ptr::null_mut(), |(_, ud)| ud),
             },
         });
         let InitStructs { param: p, callbacks } = &mut *structs;
@@ -168,12 +281,11 @@ impl Layout for V1_3 {
         let mut prompt = Input {
             role: input.role.as_ptr(),
             enable_thinking: input.enable_thinking as u8,
-            input_type: 0,
-            payload: InputPayload { raw: [0; 18] },
+            input_type: input.payload.input_type(),
+            payload: InputPayload::of(&input.payload),
         };
-        prompt.payload.prompt = input.prompt.as_ptr();
         let mut infer = InferParam {
-            mode: 0,
+            mode: input.mode,
             lora_params: input.lora.map_or(ptr::null_mut(), |l| l as *mut LoraParam),
             prompt_cache_params: input.prompt_cache.map_or(ptr::null_mut(), |c| c as *mut PromptCacheParam),
             sampling_params: sampling.as_mut().map_or(ptr::null_mut(), |s| s as *mut SamplingParam),
@@ -214,6 +326,28 @@ const _: () = {
     assert!(offset_of!(Input, input_type) == 12);
     assert!(offset_of!(Input, payload) == 16);
 
+    assert!(size_of::<ImagePart>() == 64);
+    assert!(size_of::<VideoPart>() == 72);
+    assert!(size_of::<Multimodal>() == 144);
+    assert!(offset_of!(Multimodal, prompt) == 0);
+    assert!(offset_of!(Multimodal, image) + offset_of!(ImagePart, image_embed) == 8);
+    assert!(offset_of!(Multimodal, image) + offset_of!(ImagePart, n_image_tokens) == 16);
+    assert!(offset_of!(Multimodal, image) + offset_of!(ImagePart, n_image) == 24);
+    assert!(offset_of!(Multimodal, image) + offset_of!(ImagePart, image_start) == 32);
+    assert!(offset_of!(Multimodal, image) + offset_of!(ImagePart, image_end) == 40);
+    assert!(offset_of!(Multimodal, image) + offset_of!(ImagePart, image_content) == 48);
+    assert!(offset_of!(Multimodal, image) + offset_of!(ImagePart, image_width) == 56);
+    assert!(offset_of!(Multimodal, image) + offset_of!(ImagePart, image_height) == 64);
+    assert!(offset_of!(Multimodal, video) + offset_of!(VideoPart, video_embed) == 72);
+    assert!(offset_of!(Multimodal, video) + offset_of!(VideoPart, n_frame_tokens) == 80);
+    assert!(offset_of!(Multimodal, video) + offset_of!(VideoPart, n_frame_per_video) == 88);
+    assert!(offset_of!(Multimodal, video) + offset_of!(VideoPart, n_video) == 96);
+    assert!(offset_of!(Multimodal, video) + offset_of!(VideoPart, video_start) == 104);
+    assert!(offset_of!(Multimodal, video) + offset_of!(VideoPart, video_end) == 112);
+    assert!(offset_of!(Multimodal, video) + offset_of!(VideoPart, video_content) == 120);
+    assert!(offset_of!(Multimodal, video) + offset_of!(VideoPart, frame_width) == 128);
+    assert!(offset_of!(Multimodal, video) + offset_of!(VideoPart, frame_height) == 136);
+
     assert!(size_of::<SamplingParam>() == 36);
     assert!(offset_of!(SamplingParam, top_k) == 0);
     assert!(offset_of!(SamplingParam, mirostat_eta) == 32);
@@ -230,5 +364,7 @@ const _: () = {
     assert!(offset_of!(Callbacks, result_callback) == 0);
     assert!(offset_of!(Callbacks, result_userdata) == 8);
     assert!(offset_of!(Callbacks, tokenizer_callback) == 16);
+    assert!(offset_of!(Callbacks, tokenizer_userdata) == 24);
+    assert!(offset_of!(Callbacks, embed_callback) == 32);
     assert!(offset_of!(Callbacks, embed_userdata) == 40);
 };

@@ -7,7 +7,7 @@ use super::detect;
 use super::dispatch::Dispatcher;
 use super::family::Family;
 use super::layout;
-use super::layout_common::Layout;
+use super::layout_common::{Layout, RunShape};
 use super::symbols::{self, Api};
 use crate::error::{Error, ErrorKind, Result};
 use libloading::os::unix::Library;
@@ -74,22 +74,31 @@ impl Runtime {
         // A library without even the core entry points is not a runtime of an
         // older release; say which symbols are missing.
         if !symbols::has_symbol(&library, "rkllm_init") || !symbols::has_symbol(&library, "rkllm_run") {
-            return Err(symbols::resolve(&library, path).err().expect("core symbols are missing"));
+            return Err(symbols::resolve(&library, path, true).err().expect("core symbols are missing"));
         }
-        detect::family_from_symbols(
-            symbols::has_symbol(&library, symbols::FUNCTION_TOOLS),
-            symbols::has_symbol(&library, symbols::KV_CACHE_SIZE),
-        )
+        let by_symbols = detect::family_from_symbols(detect::Symbols {
+            has_clear_and_template: symbols::has_symbol(&library, symbols::CLEAR_KV_CACHE)
+                && symbols::has_symbol(&library, symbols::CHAT_TEMPLATE),
+            has_kv_cache_size: symbols::has_symbol(&library, symbols::KV_CACHE_SIZE),
+        })
         .map_err(unsupported)?;
-        let api = Arc::new(symbols::resolve(&library, path)?);
+        let api = Arc::new(symbols::resolve(&library, path, by_symbols.is_none())?);
         let id = NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed);
         let dispatcher = Dispatcher::start(format!("rkl-runtime-{id}"))?;
         let probe_api = api.clone();
         // SAFETY: the symbol is rkllm_createDefaultParam.
         let image = dispatcher.call(move || unsafe { default_params(probe_api.create_default_param) })?;
         let image = image.map_err(&unsupported)?;
-        let probed = detect::family_from_probe(&image);
+        let probed = detect::from_symbols_and_probe(by_symbols, detect::family_from_probe(&image));
         let family = detect::decide(probed.clone(), requested).map_err(unsupported)?;
+        if by_symbols.is_some_and(|by_symbols| by_symbols != family) {
+            // The symbols are certain: an override cannot make a 1.2.0
+            // runtime speak another release's layout.
+            return Err(unsupported(format!(
+                "its symbols are those of release family 1.2.0 (1.2.0 or 1.2.1b1), not {family}; \
+                 fix or unset RKL_RUNTIME_ABI / runtime_abi"
+            )));
+        }
         log::info!("loaded RKLLM runtime '{path}' as ABI {family}");
         Ok(Arc::new(Runtime {
             id,
@@ -135,6 +144,19 @@ impl Runtime {
     /// Whether a run takes its own sampling parameters.
     pub fn samples_per_run(&self) -> bool {
         self.layout.samples_per_run()
+    }
+
+    /// Whether the runtime can take a run of `shape` (as far as its
+    /// printed version tells); else why not.
+    pub fn check_run(&self, shape: &RunShape) -> std::result::Result<(), String> {
+        self.layout.check_run(shape, self.version())
+    }
+
+    /// Whether the runtime has `rkllm_get_kv_cache_size`,
+    /// `rkllm_set_function_tools` and `rkllm_set_cross_attn_params`
+    /// (1.2.1 and later).
+    pub fn has_later_calls(&self) -> bool {
+        self.api.get_kv_cache_size.is_some()
     }
 
     /// The error to report when the runtime got stuck in a call that never

@@ -45,6 +45,11 @@ pub struct ModelParams {
     pub enabled_cpus_mask: Option<u32>,
     /// NPU domain id (default 0).
     pub base_domain_id: Option<i32>,
+    /// A cross-attention model: requests pass the encoder state
+    /// ([`GenerateRequest::cross_attn`](crate::GenerateRequest::cross_attn));
+    /// 1.2.1 and later (default false).
+    #[serde(default)]
+    pub use_cross_attn: Option<bool>,
 }
 
 /// Sampling settings of one request, for runtimes that take them per run

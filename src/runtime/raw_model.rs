@@ -2,19 +2,34 @@
 //! calls on it, and destroying it once, after every call queued before.
 
 use super::default_params::default_params;
-use super::layout_common::{default_sampling, HandleAddr, InitInput, Layout, LlmHandle, LoraAdapter};
+use super::hook_calls::{self, HookTable};
+use super::layout_common::{
+    default_sampling, EmbedCallback, HandleAddr, InitFeatures, InitInput, Layout, LlmHandle, LoraAdapter,
+    TokenizerCallback,
+};
 use super::loaded::Runtime;
 use super::params::{ModelParams, SamplingValues};
-use super::run::{self, RunRequest};
+use super::run::{self, CrossAttnSlot, RunRequest, RunTarget};
 use super::symbols::Api;
 use super::trampoline::{self, RunShared};
 use super::version_line;
 use crate::error::{Error, ErrorKind, Result};
-use std::ffi::CString;
+use crate::hooks::RuntimeHooks;
+use std::ffi::{c_void, CString};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// What init takes besides the model path and parameters.
+#[derive(Default)]
+pub struct InitExtras {
+    /// Image tags (start, end, content) for releases that take them at
+    /// init; `None`: the runtime's defaults.
+    pub image_tags: Option<[CString; 3]>,
+    /// Tokenizer and embedder (1.3).
+    pub hooks: RuntimeHooks,
+}
 
 impl Runtime {
     /// Creates a runtime handle for the model at `model_path`. `limit` is how
@@ -25,12 +40,15 @@ impl Runtime {
         model_path: CString,
         params: &ModelParams,
         limit: Option<Duration>,
+        extras: InitExtras,
     ) -> Result<RawModel> {
+        let features = InitFeatures { cross_attn: params.use_cross_attn == Some(true), hooks: extras.hooks.any() };
+        self.layout.check_init(&features).map_err(|why| Error::new(ErrorKind::NotSupported, why))?;
         let api = self.api.clone();
         let layout = self.layout;
         let params = params.clone();
         let path_for_error = model_path.to_string_lossy().into_owned();
-        let owned = InitStorage::new(model_path);
+        let owned = InitStorage::new(model_path, extras, self.id());
         let listen = self.version.get().is_none();
         let (owned, outcome, log) = self.dispatcher.call_limited(limit, move || {
             let mut owned = owned;
@@ -62,6 +80,7 @@ impl Runtime {
             destroyed: AtomicBool::new(false),
             handle_gone: Arc::new(AtomicBool::new(false)),
             owned: Mutex::new(Some(owned)),
+            cross_attn: CrossAttnSlot::default(),
         })
     }
 }
@@ -70,6 +89,9 @@ impl Runtime {
 /// here, at a stable heap address, until after `rkllm_destroy`.
 struct InitStorage {
     model_path: CString,
+    image_tags: Option<[CString; 3]>,
+    /// The hooks the runtime gets a pointer to, if any.
+    hooks: Option<Box<HookTable>>,
     /// The model's sampling values: the runtime's defaults with the set
     /// parameters over them (what a run without its own uses).
     sampling: Option<SamplingValues>,
@@ -78,8 +100,9 @@ struct InitStorage {
 }
 
 impl InitStorage {
-    fn new(model_path: CString) -> InitStorage {
-        InitStorage { model_path, sampling: None, structs: None }
+    fn new(model_path: CString, extras: InitExtras, key: usize) -> InitStorage {
+        let hooks = extras.hooks.any().then(|| Box::new(HookTable { hooks: extras.hooks, key }));
+        InitStorage { model_path, image_tags: extras.image_tags, hooks, sampling: None, structs: None }
     }
 
     /// Runs on the dispatcher: default params, overrides, `rkllm_init`, and a
@@ -94,8 +117,23 @@ impl InitStorage {
         let image = unsafe { default_params(api.create_default_param) }?;
         self.sampling = Some(params.sampling_over(&default_sampling(&image)));
         let mut handle: LlmHandle = ptr::null_mut();
-        let input =
-            InitInput { defaults: &image, params, model_path: &self.model_path, callback: trampoline::result_callback };
+        let table = self.hooks.as_deref().map_or(ptr::null_mut(), |t| t as *const HookTable as *mut c_void);
+        let hooks = self.hooks.as_deref().map(|t| &t.hooks);
+        let tokenizer = hooks
+            .and_then(|h| h.tokenizer.as_ref())
+            .map(|_| (hook_calls::tokenizer_callback as TokenizerCallback, table));
+        let embedder =
+            hooks.and_then(|h| h.embedder.as_ref()).map(|_| (hook_calls::embed_callback as EmbedCallback, table));
+        let input = InitInput {
+            defaults: &image,
+            params,
+            model_path: &self.model_path,
+            callback: trampoline::result_callback,
+            void_callback: trampoline::result_callback_void,
+            image_tags: self.image_tags.as_ref().map(|[a, b, c]| [a.as_c_str(), b.as_c_str(), c.as_c_str()]),
+            tokenizer,
+            embedder,
+        };
         // SAFETY: `layout` is the one of this runtime's detected release and
         // `image` its defaults; the model path and the structs returned are
         // kept in self until after rkllm_destroy.
@@ -107,16 +145,20 @@ impl InitStorage {
         if handle.is_null() {
             return Err("rkllm_init returned 0 but no handle".into());
         }
-        let mut sizes = [0i32; 16];
-        // SAFETY: the handle was just created; `sizes` has room for n_batch
-        // (at most 8) entries.
-        let probe = unsafe { (api.get_kv_cache_size)(handle, sizes.as_mut_ptr()) };
+        let (probe, what) = match api.get_kv_cache_size {
+            Some(size) => {
+                let mut sizes = [0i32; 16];
+                // SAFETY: the handle was just created; `sizes` has room for
+                // n_batch (at most 8) entries.
+                (unsafe { size(handle, sizes.as_mut_ptr()) }, "rkllm_get_kv_cache_size")
+            }
+            // SAFETY: the handle was just created; its history is empty.
+            None => (unsafe { layout.clear_kv_cache(api.clear_kv_cache, handle, false) }, "rkllm_clear_kv_cache"),
+        };
         if probe != 0 {
             // SAFETY: the handle is live and destroyed exactly once, here.
             unsafe { (api.destroy)(handle) };
-            return Err(format!(
-                "rkllm_init reported success but the handle does not work (rkllm_get_kv_cache_size returned {probe})"
-            ));
+            return Err(format!("rkllm_init reported success but the handle does not work ({what} returned {probe})"));
         }
         Ok(HandleAddr(handle))
     }
@@ -136,6 +178,8 @@ pub struct RawModel {
     /// behind the destroy, sees it there and never touches the handle.
     handle_gone: Arc<AtomicBool>,
     owned: Mutex<Option<InitStorage>>,
+    /// The last cross-attention parameters, which the runtime may point at.
+    cross_attn: CrossAttnSlot,
 }
 
 impl RawModel {
@@ -187,7 +231,14 @@ impl RawModel {
     pub fn start_run(&self, request: RunRequest, shared: Arc<RunShared>) -> Result<()> {
         self.check_live()?;
         shared.attach_watch(self.runtime.dispatcher.watch().clone());
-        let job = run::job(self.runtime.api.clone(), self.runtime.layout, self.handle, request, shared);
+        let target = RunTarget {
+            api: self.runtime.api.clone(),
+            layout: self.runtime.layout,
+            handle: self.handle,
+            release: self.runtime.version().map(str::to_string),
+            cross_attn: self.cross_attn.clone(),
+        };
+        let job = run::job(target, request, shared);
         self.runtime.dispatcher.submit_limited(self.limit, job)
     }
 
@@ -205,20 +256,33 @@ impl RawModel {
         });
     }
 
-    /// `rkllm_clear_kv_cache(handle, keep_system_prompt, NULL, NULL)`.
+    /// `rkllm_clear_kv_cache(handle, keep_system_prompt, NULL, NULL)` (in
+    /// the release's form).
     pub fn clear_kv_cache(&self, keep_system_prompt: bool) -> Result<()> {
-        // SAFETY: live handle on the dispatcher; NULL ranges mean "everything".
+        let layout = self.runtime.layout;
+        // SAFETY: live handle on the dispatcher; the layout calls the
+        // release's form; NULL ranges mean "everything".
         self.call_status("rkllm_clear_kv_cache", move |api, h| unsafe {
-            (api.clear_kv_cache)(h, keep_system_prompt as i32, ptr::null_mut(), ptr::null_mut())
+            layout.clear_kv_cache(api.clear_kv_cache, h, keep_system_prompt)
+        })
+    }
+
+    fn later_call<T>(&self, call: Option<T>, name: &str) -> Result<T> {
+        call.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotSupported,
+                format!("{name} needs runtime 1.2.1 or later; this one is {}", self.runtime.family()),
+            )
         })
     }
 
     /// Tokens currently in the KV cache (first batch slot).
     pub fn kv_cache_size(&self) -> Result<i32> {
-        let (code, size) = self.call(|api, h| {
+        let size = self.later_call(self.runtime.api.get_kv_cache_size, "rkllm_get_kv_cache_size")?;
+        let (code, size) = self.call(move |_, h| {
             let mut sizes = [0i32; 16];
             // SAFETY: live handle; room for the at most 8 batch slots.
-            let code = unsafe { (api.get_kv_cache_size)(h, sizes.as_mut_ptr()) };
+            let code = unsafe { size(h, sizes.as_mut_ptr()) };
             (code, sizes[0])
         })?;
         match code {
@@ -237,9 +301,10 @@ impl RawModel {
 
     /// `rkllm_set_function_tools`.
     pub fn set_function_tools(&self, system: CString, tools: CString, tool_response: CString) -> Result<()> {
+        let set = self.later_call(self.runtime.api.set_function_tools, "rkllm_set_function_tools")?;
         // SAFETY: live handle; the strings are owned by the closure for the call.
-        self.call_status("rkllm_set_function_tools", move |api, h| unsafe {
-            (api.set_function_tools)(h, system.as_ptr(), tools.as_ptr(), tool_response.as_ptr())
+        self.call_status("rkllm_set_function_tools", move |_, h| unsafe {
+            set(h, system.as_ptr(), tools.as_ptr(), tool_response.as_ptr())
         })
     }
 
@@ -276,9 +341,11 @@ impl RawModel {
             // runtime instead.
             log::warn!("not destroying a model handle: its runtime is stuck in an earlier call");
             std::mem::forget(self.owned.lock().unwrap_or_else(|p| p.into_inner()).take());
+            std::mem::forget(self.cross_attn.lock().unwrap_or_else(|p| p.into_inner()).take());
             return Ok(());
         }
         let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let cross_attn = self.cross_attn.clone();
         let api = self.runtime.api.clone();
         let handle = self.handle;
         let gone = self.handle_gone.clone();
@@ -287,8 +354,10 @@ impl RawModel {
             gone.store(true, Ordering::Release);
             // SAFETY: the flag above makes this the only destroy of a live handle.
             let code = unsafe { (api.destroy)(h.0) };
-            // The init strings may be referenced by the runtime until now.
+            // The init strings and the cross-attention parameters may be
+            // referenced by the runtime until now.
             drop(owned);
+            drop(cross_attn.lock().unwrap_or_else(|p| p.into_inner()).take());
             code
         });
         match result {

@@ -5,7 +5,7 @@
 //! ignored instead of touching freed memory.
 
 use super::dispatch::Watch;
-use super::layout_common::{call_state, PerfStat, RkllmResult};
+use super::layout_common::{call_state, infer_mode, FloatBlock, PerfStat, ResultHead, RkllmResult};
 use super::run_queue::{Batch, RunEvent, RunQueue};
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -29,6 +29,57 @@ pub struct RunShared {
     aborted_at: OnceLock<Instant>,
     /// The dispatcher's progress watch, told of every callback.
     watch: OnceLock<Arc<Watch>>,
+    /// The run's `infer_mode`: other than GENERATE, its float blocks are
+    /// collected into `floats` and text is not expected.
+    mode: i32,
+    floats: Mutex<Floats>,
+}
+
+/// Most floats rkl takes from one run's hidden states or logits (1 GiB).
+pub const MAX_OUTPUT_FLOATS: usize = 1 << 28;
+
+/// The rows of float blocks a run reported, or what was wrong with them.
+#[derive(Default)]
+pub struct Floats {
+    /// Row after row.
+    pub values: Vec<f32>,
+    /// Rows so far.
+    pub tokens: usize,
+    /// Values per row (0 until the first block).
+    pub dim: usize,
+    /// A block that could not be taken, and why.
+    pub error: Option<String>,
+}
+
+impl Floats {
+    /// Appends `block` (valid only during the callback: copied here).
+    ///
+    /// # Safety
+    /// `block.data` points at `count_a * count_b` readable floats when both
+    /// counts are positive, as the runtime promises during a callback.
+    unsafe fn append(&mut self, block: FloatBlock) {
+        if self.error.is_some() || block.data.is_null() || block.count_a <= 0 || block.count_b <= 0 {
+            return;
+        }
+        let (dim, tokens) = (block.count_a as usize, block.count_b as usize);
+        if self.dim != 0 && self.dim != dim {
+            self.error = Some(format!("the runtime's rows changed width from {} to {dim}", self.dim));
+            return;
+        }
+        let Some(total) = dim.checked_mul(tokens).and_then(|n| n.checked_add(self.values.len())) else {
+            self.error = Some("the runtime reported more floats than fit in memory".into());
+            return;
+        };
+        if total > MAX_OUTPUT_FLOATS {
+            self.error = Some(format!("the runtime reported {total} floats; rkl takes at most {MAX_OUTPUT_FLOATS}"));
+            return;
+        }
+        // SAFETY: the caller's promise: dim * tokens floats at data.
+        let values = unsafe { std::slice::from_raw_parts(block.data, dim * tokens) };
+        self.values.extend_from_slice(values);
+        self.tokens += tokens;
+        self.dim = dim;
+    }
 }
 
 static NEXT_RUN_ID: AtomicUsize = AtomicUsize::new(1);
@@ -53,8 +104,16 @@ impl RunShared {
     }
 
     /// A new run; its events are read with [`RunShared::next_event`].
+    #[cfg(test)]
     pub fn new(token_limit: u32) -> Arc<RunShared> {
+        RunShared::with_mode(token_limit, infer_mode::GENERATE)
+    }
+
+    /// A new run in `mode` (an `infer_mode` value).
+    pub fn with_mode(token_limit: u32, mode: i32) -> Arc<RunShared> {
         Arc::new(RunShared {
+            mode,
+            floats: Mutex::new(Floats::default()),
             id: NEXT_RUN_ID.fetch_add(1, Ordering::Relaxed),
             events: RunQueue::default(),
             abort_requested: AtomicBool::new(false),
@@ -64,6 +123,11 @@ impl RunShared {
             aborted_at: OnceLock::new(),
             watch: OnceLock::new(),
         })
+    }
+
+    /// The float rows the run reported (hidden states or logits).
+    pub fn take_floats(&self) -> Floats {
+        std::mem::take(&mut *self.floats.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Reports every callback of this run to `watch` as progress.
@@ -136,11 +200,24 @@ impl RunShared {
         Some(code)
     }
 
-    fn on_callback(&self, result: *const RkllmResult, state: i32) {
+    /// `perf` is `None` for releases whose result has none.
+    fn on_callback(&self, result: *const ResultHead, perf: Option<PerfStat>, state: i32) {
         if let Some(watch) = self.watch.get() {
             watch.touch();
         }
         match state {
+            call_state::NORMAL | call_state::WAITING if self.mode != infer_mode::GENERATE => {
+                if self.abort_requested() || result.is_null() {
+                    return;
+                }
+                // SAFETY: the runtime passes a valid result for the duration
+                // of the callback; its blocks point at their floats as long.
+                unsafe {
+                    let block =
+                        if self.mode == infer_mode::LOGITS { (*result).logits } else { (*result).last_hidden_layer };
+                    self.floats.lock().unwrap_or_else(|p| p.into_inner()).append(block);
+                }
+            }
             call_state::NORMAL | call_state::WAITING => {
                 if self.abort_requested() {
                     return;
@@ -167,36 +244,45 @@ impl RunShared {
                     self.events.wait_handled(number);
                 }
             }
-            call_state::FINISH => {
-                let perf = if result.is_null() {
-                    PerfStat::default()
-                } else {
-                    // SAFETY: as above, `result` is valid during the callback;
-                    // PerfStat is plain data and is copied out.
-                    unsafe { (*result).perf }
-                };
-                self.send(RunEvent::Finish(perf));
-            }
+            call_state::FINISH => self.send(RunEvent::Finish(perf.unwrap_or_default())),
             call_state::ERROR => self.send(RunEvent::Error),
             other => log::warn!("ignored a runtime callback with unknown state {other}"),
         }
     }
 }
 
-/// The result callback registered with the runtime for every handle.
-pub unsafe extern "C" fn result_callback(result: *mut RkllmResult, userdata: *mut c_void, state: i32) -> i32 {
+/// Hands a callback to its run, if rkl knows the run.
+fn deliver(result: *const ResultHead, perf: impl FnOnce() -> Option<PerfStat>, userdata: *mut c_void, state: i32) {
     // Unwinding into the runtime's C frames would be undefined behaviour.
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let id = userdata as usize;
         // Not under the table's lock: a callback may wait for its reader.
         let run = active().iter().find(|r| r.id == id).cloned();
         if let Some(run) = run {
-            run.on_callback(result, state);
+            let perf = if state == call_state::FINISH { perf() } else { None };
+            run.on_callback(result, perf, state);
         } else {
             log::debug!("ignored a runtime callback for unknown run {id:#x} (state {state})");
         }
     }));
+}
+
+/// The result callback registered with runtimes of 1.2.1 and later.
+pub unsafe extern "C" fn result_callback(result: *mut RkllmResult, userdata: *mut c_void, state: i32) -> i32 {
+    let perf = || {
+        // SAFETY: a non-NULL result is valid during the callback, with
+        // perf in these releases; PerfStat is plain data, copied out.
+        (!result.is_null()).then(|| unsafe { (*result).perf })
+    };
+    // The head is the result's first field.
+    deliver(result.cast::<ResultHead>(), perf, userdata, state);
     0
+}
+
+/// The result callback of 1.2.0 and 1.2.1b1, whose result has no perf and
+/// whose callback returns nothing.
+pub unsafe extern "C" fn result_callback_void(result: *mut ResultHead, userdata: *mut c_void, state: i32) {
+    deliver(result, || None, userdata, state);
 }
 
 #[cfg(test)]

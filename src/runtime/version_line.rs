@@ -26,7 +26,8 @@ const MARK: &str = "rkllm-runtime version: ";
 /// The version in a runtime's log text, if it printed one.
 pub fn parse(log: &str) -> Option<String> {
     let rest = &log[log.find(MARK)? + MARK.len()..];
-    let version: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    // Pre-releases carry letters ("1.2.1b1"), which tell their layouts apart.
+    let version: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
     (!version.is_empty() && version.chars().next().is_some_and(|c| c.is_ascii_digit())).then_some(version)
 }
 

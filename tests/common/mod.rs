@@ -122,3 +122,31 @@ pub fn sim_stats(lib: &Path) -> [u64; 4] {
         out
     }
 }
+
+/// FNV-1a 64, as the simulator hashes inputs (`{input}`, the value formula).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The little-endian bytes of floats, as the simulator hashes them.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The little-endian bytes of ids, as the simulator hashes them.
+pub fn i32_bytes(values: &[i32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Element [t][j] of the simulator's hidden states and logits for an input
+/// whose hash is `h` (sim/README.md, "Infer modes").
+pub fn sim_value(h: u64, t: usize, j: usize) -> f32 {
+    let seed = (h ^ (h >> 32)) as u32;
+    let n = seed.wrapping_add(131u32.wrapping_mul(t as u32).wrapping_add(7u32.wrapping_mul(j as u32)));
+    ((n % 2003) as f32 - 1001.0) / 1024.0
+}

@@ -40,6 +40,7 @@ mod isolation;
 mod local;
 mod locked;
 mod outcome;
+mod probe;
 mod runtime;
 #[doc(hidden)]
 pub mod utf8;
@@ -49,6 +50,7 @@ pub use config::{AutoCache, GenerateRequest, OpenConfig, RestartPolicy, Role};
 pub use error::{Error, ErrorKind, Result};
 pub use facade::{Model, Stream, StreamAborter};
 pub use outcome::{CacheUse, FinishReason, Stats, Step, StreamEvent};
+pub use probe::{probe_runtime, RuntimeProbe};
 pub use runtime::{Family, ModelParams, Sampling};
 
 /// Checks that `bytes` are UTF-8 text without NUL bytes (the C API's rule

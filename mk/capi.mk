@@ -3,11 +3,12 @@
 #
 #   make install PREFIX=/usr/local DESTDIR=   release build: librkl.so.X.Y.Z (+ .so.X, .so
 #                                             links), librkl.a, rkl.h, rkl.hpp, rkl.pc, and
-#                                             the rkl-cache tool in $(BINDIR), and rkl-host
+#                                             the rkl and rkl-cache tools in $(BINDIR), and rkl-host
 #                                             (isolation mode's worker) in $(LIBEXECDIR)
 #   make demo                                 examples/c/chat.c, then examples/c/cache_demo.c
-#                                             (TTFT without and with a prompt cache), against
-#                                             the simulator
+#                                             (TTFT without and with a prompt cache), then
+#                                             `rkl serve` answering one streamed curl request,
+#                                             against the simulator
 #   make c-check                              all C tests (part of `make check`)
 #   make header                               regenerate include/rkl.h (then commit it)
 #   make check-header                         fail if include/rkl.h is stale
@@ -48,8 +49,10 @@ CHECK_EXTRA += check-header c-check
 lib-build:
 ifeq ($(RKL_PROFILE),release)
 	$(CARGO) build -p rkl --lib --bin rkl-cache --bin rkl-host --release
+	$(CARGO) build -p rkl-cli --release
 else
 	$(CARGO) build -p rkl --lib --bin rkl-cache --bin rkl-host
+	$(CARGO) build -p rkl-cli
 endif
 
 # Libs.private for the static library, as rustc reports it. Asked once (it
@@ -67,6 +70,7 @@ $(NATIVE_LIBS): Cargo.toml
 install: lib-build $(NATIVE_LIBS)
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl-cache $(DESTDIR)$(BINDIR)/rkl-cache
+	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl $(DESTDIR)$(BINDIR)/rkl
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl-host $(DESTDIR)$(LIBEXECDIR)/rkl-host
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/librkl.so $(DESTDIR)$(LIBDIR)/librkl.so.$(RKL_VERSION)
 	ln -sf librkl.so.$(RKL_VERSION) $(DESTDIR)$(LIBDIR)/librkl.so.$(RKL_SOMAJOR)
@@ -100,6 +104,9 @@ demo: stage
 	RKL_RUNTIME=$(SIM_LIB) $(CBUILD)/cache_demo examples/c/cache-demo-model.txt $(CBUILD)/demo-cache
 	@echo
 	$(STAGE)/bin/rkl-cache list $(CBUILD)/demo-cache
+	@echo
+	@scripts/ensure-cli-tools.sh
+	RKL_RUNTIME=$(SIM_LIB) scripts/demo-serve.sh $(STAGE)/bin/rkl examples/c/demo-model.txt $(CBUILD)/demo-serve
 
 # The examples' exit status: chat answers (0), fails a generation (1),
 # cannot open the model (1), is misused (2).

@@ -43,6 +43,7 @@ mod isolation;
 mod local;
 mod locked;
 mod outcome;
+mod probe;
 mod runtime;
 #[doc(hidden)]
 pub mod utf8;
@@ -57,6 +58,7 @@ pub use input::{
     CrossAttention, Embeddings, Images, Input, MediaTags, Multimodal, Tags, Videos, IMAGE_MARKER, VIDEO_MARKER,
 };
 pub use outcome::{CacheUse, FinishReason, Output, Stats, Step, StreamEvent, Tensor};
+pub use probe::{probe_runtime, RuntimeProbe};
 pub use runtime::{Family, ModelParams, Sampling};
 
 /// Checks that `bytes` are UTF-8 text without NUL bytes (the C API's rule

@@ -59,8 +59,9 @@ bench-drivers:
 # $(BENCH_OUT)/rust-auto-cache.txt (benches/auto_cache.rs: automatic caching
 # at the real time scale; the smoke run shrinks it with BENCH_SMOKE_AUTO_ENV).
 # cli/benches/serve.rs (rkl serve vs the library, TTFT with automatic
-# caching through the server) writes $(BENCH_OUT)/rust-serve.txt; it is
-# printed, not yet part of BENCHMARKS.md.
+# caching through the server) writes $(BENCH_OUT)/rust-serve.txt and
+# benches/image_input.rs (passing a 576 x 1536 image) rust-image.txt; they
+# are printed, not yet part of BENCHMARKS.md.
 BENCH_MODE ?= full
 BENCH_MD    ?= $(CURDIR)/BENCHMARKS.md
 BENCH_PLOTS ?= $(CURDIR)/bench/plots
@@ -91,6 +92,8 @@ bench: build-release bindings-tools examples/node/node_modules/.ready $(BENCH_VE
 	RKL_BENCH_CACHE_MIB=$(BENCH_CACHE_MIB) $(CARGO) bench --bench cache_load > $(BENCH_BUILD)/release/rust-cache.txt
 	RKL_BENCH_SIM=$(TARGET)/release/librkllmrt.so RKLLM_SIM_ABI=1.3 \
 	  $(CARGO) bench --bench auto_cache > $(BENCH_BUILD)/release/rust-auto-cache.txt
+	RKL_BENCH_SIM=$(TARGET)/release/librkllmrt.so RKLLM_SIM_ABI=1.3 \
+	  $(CARGO) bench --bench image_input > $(BENCH_BUILD)/release/rust-image.txt
 	RKLLM_SIM_ABI=1.3 $(CARGO) bench -p rkl-cli --bench serve > $(BENCH_BUILD)/release/rust-serve.txt
 	@cat $(BENCH_BUILD)/release/rust-serve.txt
 	@$(MAKE) --no-print-directory bench-run BENCH_MODE=full BENCH_PROFILE=release \
@@ -108,6 +111,9 @@ bench-smoke: stage bindings-tools examples/node/node_modules/.ready $(BENCH_VENV
 	  $(CARGO) bench -q --profile dev --bench auto_cache > $(BENCH_SMOKE)/rust-auto-cache.txt
 	$(CARGO) build -q -p rkl-cli -p rkllm-sim
 	$(CARGO) build -q -p rkl --bin rkl-host
+	RKL_BENCH_SIM=$(TARGET)/debug/librkllmrt.so RKL_BENCH_HOST=$(TARGET)/debug/rkl-host RKLLM_SIM_ABI=1.3 \
+	  RKL_BENCH_ROUNDS=2 $(CARGO) bench -q --profile dev --bench image_input > $(BENCH_SMOKE)/rust-image.txt
+	@grep -q '"name":"image_isolated_image_cost_ms"' $(BENCH_SMOKE)/rust-image.txt
 	RKLLM_SIM_ABI=1.3 RKL_BENCH_ROUNDS=5 RKL_BENCH_TIME_SCALE=0.05 \
 	  $(CARGO) bench -q -p rkl-cli --profile dev --bench serve > $(BENCH_SMOKE)/rust-serve.txt
 	@grep -q '"name":"serve_ttft_second_ms"' $(BENCH_SMOKE)/rust-serve.txt

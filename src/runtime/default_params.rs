@@ -89,6 +89,10 @@ unsafe fn call_into(create: UntypedFn, slot: *mut u8) {
     unsafe { std::arch::asm!("blr {f}", f = in(reg) create as usize, in("x8") slot, clobber_abi("C")) };
 }
 
+// 32-bit ARM (armhf, ILP32: the runtime ships such builds from 1.2.1) is
+// not supported: its struct layouts differ from the LP64 numbers the layout
+// files assert (see layout_common.rs), and its result-in-memory call is
+// another convention again.
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("rkl calls rkllm_createDefaultParam through the result-in-memory ABI of x86-64 or AArch64 only");
 

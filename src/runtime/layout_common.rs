@@ -4,6 +4,11 @@
 //!
 //! Declared from the tables in `shared/rkllm-abi.md`; every field's offset and
 //! every size is asserted at compile time, so a slip fails the build.
+//!
+//! The numbers are LP64's (x86-64 and AArch64, the boards' and the build
+//! machines' data model). The runtime's 32-bit ARM (armhf, ILP32) builds lay
+//! these structs out differently; rkl does not support them, and on such a
+//! target these asserts (and `default_params.rs`) stop the build on purpose.
 
 use super::params::ModelParams;
 use std::ffi::{c_char, c_void, CStr};

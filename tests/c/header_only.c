@@ -14,12 +14,18 @@
 RKL_STATIC_ASSERT(sizeof(rkl_status) == 4, status_is_32_bits);
 RKL_STATIC_ASSERT(sizeof(rkl_finish_reason) == 4, finish_is_32_bits);
 #if UINTPTR_MAX == 0xffffffffffffffffu
-RKL_STATIC_ASSERT(sizeof(rkl_open_params) == 136, open_params_size);
+RKL_STATIC_ASSERT(sizeof(rkl_open_params) == 224, open_params_size);
 /* Each version of a struct ended where the next one's fields start; later
  * fields only follow. */
 RKL_STATIC_ASSERT(offsetof(rkl_open_params, flags) == 104, open_params_v1_size);
 RKL_STATIC_ASSERT(offsetof(rkl_open_params, cache_dir) == 120, open_params_v2_size);
-RKL_STATIC_ASSERT(sizeof(rkl_generate_params) == 56, generate_params_size);
+RKL_STATIC_ASSERT(offsetof(rkl_open_params, use_cross_attn) == 136, open_params_v3_size);
+RKL_STATIC_ASSERT(sizeof(rkl_generate_params) == 128, generate_params_size);
+RKL_STATIC_ASSERT(offsetof(rkl_generate_params, input_kind) == 56, generate_params_v2_inputs);
+RKL_STATIC_ASSERT(sizeof(rkl_media_input) == 64, media_input_size);
+RKL_STATIC_ASSERT(sizeof(rkl_cross_attn_params) == 56, cross_attn_params_size);
+RKL_STATIC_ASSERT(sizeof(rkl_tensor) == 40, tensor_size);
+RKL_STATIC_ASSERT(sizeof(rkl_input_kind) == 4, input_kind_is_32_bits);
 RKL_STATIC_ASSERT(sizeof(rkl_sampling_params) == 48, sampling_params_size);
 RKL_STATIC_ASSERT(offsetof(rkl_generate_params, cache_prefix_bytes) == 40, generate_params_v1_size);
 RKL_STATIC_ASSERT(sizeof(rkl_stats) == 88, stats_size);

@@ -260,8 +260,12 @@ static void test_bad_values(void) {
     p.runtime_abi = "9.9";
     CHECK_ST(rkl_open(&p, &m), RKL_INVALID_ARGUMENT);
     CHECK_MSG("unknown runtime ABI");
-    p.runtime_abi = "1.2.0";
+    p.runtime_abi = "1.1.4";
     CHECK_ST(rkl_open(&p, &m), RKL_INVALID_ARGUMENT);
+    CHECK_MSG("1.1 or older");
+    /* 1.2.0 is a family of its own, told by its symbols: not this runtime. */
+    p.runtime_abi = "1.2.0";
+    CHECK_ST(rkl_open(&p, &m), RKL_RUNTIME_UNSUPPORTED);
     /* An explicit ABI that contradicts certain detection. */
     p.runtime_abi = strcmp(h_abi(), "1.2") == 0 ? "1.3" : "1.2";
     CHECK_ST(rkl_open(&p, &m), RKL_RUNTIME_UNSUPPORTED);

@@ -33,12 +33,7 @@ fn open(tag: &str, reply: &str, isolated: bool) -> Model {
 }
 
 fn text(model: &Model, request: &GenerateRequest) -> rkl::Result<String> {
-    let mut text = String::new();
-    model.generate(request, |c| {
-        text.push_str(c);
-        ControlFlow::Continue(())
-    })?;
-    Ok(text)
+    generated_text(model, request)
 }
 
 fn floats(n: usize, salt: f32) -> Arc<[f32]> {

@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use rkl::{Embeddings, ErrorKind, Family, GenerateRequest, Images, Input, Model, Multimodal, Role};
-use std::ops::ControlFlow;
 
 /// A model on a private copy of the 1.2.0-family simulator that imitates
 /// `release` (each copy is its own runtime, which prints its version once).
@@ -27,12 +26,7 @@ fn open(release: &str, isolated: bool) -> Model {
 }
 
 fn text(model: &Model, request: &GenerateRequest) -> rkl::Result<String> {
-    let mut text = String::new();
-    model.generate(request, |c| {
-        text.push_str(c);
-        ControlFlow::Continue(())
-    })?;
-    Ok(text)
+    generated_text(model, request)
 }
 
 fn image(count: usize, width: usize) -> GenerateRequest {

@@ -150,3 +150,13 @@ pub fn sim_value(h: u64, t: usize, j: usize) -> f32 {
     let n = seed.wrapping_add(131u32.wrapping_mul(t as u32).wrapping_add(7u32.wrapping_mul(j as u32)));
     ((n % 2003) as f32 - 1001.0) / 1024.0
 }
+
+/// The whole text of a generation of `request`.
+pub fn generated_text(model: &Model, request: &rkl::GenerateRequest) -> rkl::Result<String> {
+    let mut text = String::new();
+    model.generate(request, |chunk| {
+        text.push_str(chunk);
+        std::ops::ControlFlow::Continue(())
+    })?;
+    Ok(text)
+}

@@ -80,6 +80,7 @@ fn main() {
     for isolated in [false, true] {
         let mut config = OpenConfig::new(&model_path);
         config.runtime_path = Some(sim.clone());
+        config.params.max_context_len = Some(4096);
         config.isolated = isolated;
         let host = std::env::var("RKL_BENCH_HOST").map(PathBuf::from).unwrap_or(root.join("target/release/rkl-host"));
         config.host_path = isolated.then_some(host);
@@ -118,6 +119,7 @@ fn c_path(model_path: &std::path::Path, sim: &std::path::Path, values: &[f32], r
         rkl_open_params_init(&mut op, std::mem::size_of::<rkl_open_params>());
         op.model_path = model_c.as_ptr();
         op.runtime_path = sim_c.as_ptr();
+        op.max_context_len = 4096;
         let mut model = std::ptr::null_mut();
         assert_eq!(rkl_open(&op, &mut model), rkl_status::RKL_OK);
         let mut image = std::mem::zeroed::<rkl_media_input>();

@@ -50,10 +50,13 @@ SYSROOT_LDFLAGS="--sysroot=$sysroot -B$sysroot/usr/lib/$ma -L$sysroot/lib/$ma -L
 TRIPLE_ENV=$(echo "$triple" | tr a-z- A-Z_)
 rustflags=""
 for f in $SYSROOT_LDFLAGS; do rustflags="$rustflags -C link-arg=$f"; done
+# A target directory per architecture: the host's build scripts and proc
+# macros are linked with the x86_64 linker setting only in the amd64 build,
+# and a shared directory would rebuild them (and all after them) every time.
 export PATH="/usr/bin:/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CARGO=/usr/bin/cargo \
-  CARGO_TARGET_DIR="$DIST_TARGET_DIR"
+  CARGO_TARGET_DIR="$DIST_TARGET_DIR/$arch"
 export "CARGO_TARGET_${TRIPLE_ENV}_LINKER=$cc" "CARGO_TARGET_${TRIPLE_ENV}_RUSTFLAGS=${rustflags# }"
-out=$DIST_TARGET_DIR/$triple/release
+out=$DIST_TARGET_DIR/$arch/$triple/release
 work=$DIST_DIR/work/$arch
 mkdir -p "$work"
 # What librkl.a needs besides itself, as rustc reports it; asked once per

@@ -4,6 +4,7 @@
 #   make check    all tests (Rust in both runtime ABIs, C under sanitizers and valgrind)
 #   make bench    benchmarks (release build)
 #   make install  PREFIX=/usr/local DESTDIR=
+#   make dist     release tarballs and .deb packages for x86_64 and aarch64 (mk/dist.mk)
 
 CARGO   ?= cargo
 PREFIX  ?= /usr/local

@@ -37,7 +37,7 @@ ASAN_ENV      := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
 VALGRIND      := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
                  --show-leak-kinds=definite --track-origins=no
 
-C_TESTS := test_api test_misuse test_cache test_isolation
+C_TESTS := test_api test_misuse test_cache test_isolation test_stream_read
 
 .PHONY: install stage demo c-check c-build c-asan c-valgrind c-cxx c-static header check-header lib-build
 
@@ -156,7 +156,8 @@ c-valgrind: c-build
 	  $(C_TEST_ENV) RKLLM_SIM_ABI=$$abi $(VALGRIND) $(CBUILD)/$$t || exit 1; \
 	done; done
 
-# The header alone as C99 and C++11, and the C++17 wrapper's test.
+# The header alone as C99 and C++11, the C++17 wrapper's test, and
+# test_stream_read.c (C99 above) as C++11.
 c-cxx: stage
 	@mkdir -p $(CBUILD)
 	@echo "== rkl.h as C99 and C++11, rkl.hpp as C++17"
@@ -166,7 +167,9 @@ c-cxx: stage
 	  $$($(STAGE_PC) --cflags --libs rkl) -lpthread -Wl,-rpath,$(STAGE)/lib
 	$(CXX) -std=c++17 $(CXX_STD_FLAGS) $(SAN_FLAGS) tests/c/test_cache_cpp.cpp -o $(CBUILD)/test_cache_cpp \
 	  $$($(STAGE_PC) --cflags --libs rkl) -lpthread -Wl,-rpath,$(STAGE)/lib
-	@for abi in 1.2 1.3; do for t in test_cpp test_cache_cpp; do \
+	$(CXX) -std=c++11 $(CXX_STD_FLAGS) $(SAN_FLAGS) -x c++ tests/c/test_stream_read.c -o $(CBUILD)/test_stream_read_cxx \
+	  $$($(STAGE_PC) --cflags --libs rkl) -lpthread -Wl,-rpath,$(STAGE)/lib
+	@for abi in 1.2 1.3; do for t in test_cpp test_cache_cpp test_stream_read_cxx; do \
 	  echo "== $$t, ABI $$abi, ASan+UBSan"; \
 	  $(C_TEST_ENV) $(ASAN_ENV) RKLLM_SIM_ABI=$$abi $(CBUILD)/$$t || exit 1; \
 	done; done

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"rkl"
+	"github.com/rkl-project/rkl/bindings/go"
 )
 
 // The fixed part of the prompts here (about 50 tokens to the simulator),

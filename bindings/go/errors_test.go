@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"rkl"
+	"github.com/rkl-project/rkl/bindings/go"
 )
 
 // Every status of rkl.h: its number, this package's sentinel, the name in

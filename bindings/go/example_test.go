@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"rkl"
+	"github.com/rkl-project/rkl/bindings/go"
 )
 
 // The prompt-cache snippet of README.md, compiled (not run: it needs a

@@ -1,3 +1,3 @@
-module rkl
+module github.com/rkl-project/rkl/bindings/go
 
 go 1.19

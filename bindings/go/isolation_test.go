@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"rkl"
+	"github.com/rkl-project/rkl/bindings/go"
 )
 
 // rewrite replaces the model file at path; a worker started afterwards

@@ -9,8 +9,14 @@
 //		return nil
 //	})
 //
-// Build with cgo; librkl is found through pkg-config (`rkl.pc`). The runtime
-// is found by librkl: WithRuntime, else RKL_RUNTIME, else the loader.
+// Install with
+//
+//	go get github.com/rkl-project/rkl/bindings/go
+//
+// and import it under that path; the package is named rkl. It builds with
+// cgo and finds librkl through pkg-config (`rkl.pc`, from `make install` of
+// the C library, or PKG_CONFIG_PATH). The runtime is found by librkl:
+// WithRuntime, else RKL_RUNTIME, else the loader.
 //
 // A *Model may be used from many goroutines at once: librkl runs their
 // generations one at a time, in the order they were asked for. Cancelling

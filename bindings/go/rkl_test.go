@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"rkl"
+	"github.com/rkl-project/rkl/bindings/go"
 )
 
 // The simulator's reply is this template with {prompt} replaced.

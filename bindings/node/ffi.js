@@ -187,6 +187,8 @@ function declare(library) {
     abort: lib.func('int32_t rkl_abort(rkl_model *model)'),
     stream_open: lib.func('int32_t rkl_stream_open(rkl_model *model, const rkl_generate_params *params, _Out_ rkl_stream **out)'),
     stream_next: lib.func('int32_t rkl_stream_next(rkl_stream *stream, int32_t timeout_ms, _Out_ const char **text, _Out_ size_t *len)'),
+    // Takes all the text queued at the moment of the call, in one crossing.
+    stream_read: lib.func('int32_t rkl_stream_read(rkl_stream *stream, int32_t timeout_ms, _Out_ uint8_t *buf, size_t cap, _Out_ size_t *len)'),
     stream_stats: lib.func('int32_t rkl_stream_stats(rkl_stream *stream, _Inout_ rkl_stats *out)'),
     stream_abort: lib.func('int32_t rkl_stream_abort(rkl_stream *stream)'),
     stream_close: lib.func('int32_t rkl_stream_close(rkl_stream *stream)'),

@@ -11,8 +11,10 @@
 // found by librkl: the runtimePath option, else RKL_RUNTIME, else the loader.
 //
 // Nothing long runs on the event loop's thread:
-// - tokens are pulled with rkl_stream_next() on koffi's worker threads
-//   (fn.async), in short slices;
+// - text is taken in batches with rkl_stream_read(): all the text queued
+//   at the moment of a call, in one crossing. A look that does not wait runs
+//   on the main thread; waiting runs on koffi's worker threads (fn.async),
+//   in short slices;
 // - prompt-cache save/load/inspect and model restart run on worker threads
 //   of our own (worker.js), where the call's error message can be read on
 //   the thread that made the call (librkl keeps it per thread);
@@ -482,14 +484,19 @@ class Model {
 
 // ------------------------------------------------------------------ stream
 
-// One rkl_stream_next() on a koffi worker thread.
-function pull(handle, timeoutMs) {
+// How much text one rkl_stream_read() takes at most: a batch this size
+// costs one crossing instead of one per token.
+const READ_CAP = 64 * 1024;
+// Batches taken in a row on the main thread before a turn of the event loop.
+const MAX_LOOKS = 16;
+
+// One rkl_stream_read() on a koffi worker thread: waits up to `timeoutMs`
+// for text, then takes everything queued. Resolves to { status, len }.
+function pull(handle, timeoutMs, buf, lenOut) {
   return new Promise((resolve, reject) => {
-    const text = [null];
-    const len = [0];
-    c.stream_next.async(handle, timeoutMs, text, len, (err, status) => {
+    c.stream_read.async(handle, timeoutMs, buf, buf.length, lenOut, (err, status) => {
       if (err) reject(err);
-      else resolve({ status, text: text[0] });
+      else resolve(status);
     });
   });
 }
@@ -504,7 +511,10 @@ class TokenStream {
   #h;
   #signal;
   #onAbort = null;
-  #pending = false; // an rkl_stream_next() is running on a worker
+  #pending = false; // an rkl_stream_read() is running on a worker
+  #buf = Buffer.allocUnsafe(READ_CAP); // written by librkl during a read only
+  #len = [0];
+  #looks = 0; // batches taken in a row without a turn of the event loop
   #closeWanted = false;
   #closed = false;
   #stats = null;
@@ -525,33 +535,48 @@ class TokenStream {
     try {
       for (;;) {
         if (this.#closeWanted || this.#closed) return;
-        this.#pending = true;
-        let r;
-        try {
-          r = await pull(this.#h, this.pollMs);
-        } finally {
-          this.#pending = false;
+        // First a look without waiting, on this thread (it returns at once:
+        // what is queued, or RKL_TIMEOUT); only when nothing is queued, a
+        // wait on a worker thread. Either way all queued text comes in one
+        // call, so a batch of tokens costs one crossing.
+        // After a run of batches taken without waiting, one turn of the event
+        // loop, so that a fast generation cannot starve timers and I/O.
+        if (++this.#looks > MAX_LOOKS) {
+          this.#looks = 0;
+          await new Promise(setImmediate);
+          if (this.#closeWanted || this.#closed) return;
         }
-        // The text is valid until the next call on the stream, and close()
-        // waits (#closeWanted) while a call runs, so it is still valid here.
-        if (this.#closeWanted) return;
-        if (r.status === Status.TIMEOUT) continue;
+        let status = c.stream_read(this.#h, 0, this.#buf, this.#buf.length, this.#len);
+        if (status === Status.TIMEOUT) {
+          this.#looks = 0;
+          this.#pending = true;
+          try {
+            status = await pull(this.#h, this.pollMs, this.#buf, this.#len);
+          } finally {
+            this.#pending = false;
+          }
+          if (this.#closeWanted) return;
+          if (status === Status.TIMEOUT) continue;
+        }
+        const r = { status };
         if (r.status !== Status.OK) {
           // The pool thread holds its last error message; the stream keeps
           // a failed generation's. Other failures (a closed handle) are
           // reported again on this thread by a look at the stream.
           const message = streamErrorMessage(this.#h);
           if (message) throw RklError.fromStatus(r.status, message);
-          const again = c.stream_next(this.#h, 0, [null], [0]);
+          const again = c.stream_read(this.#h, 0, this.#buf, this.#buf.length, [0]);
           if (again !== Status.OK && again !== Status.TIMEOUT) check(again);
-          throw RklError.fromStatus(r.status, `rkl_stream_next: ${statusStr(r.status)}`);
+          throw RklError.fromStatus(r.status, `rkl_stream_read: ${statusStr(r.status)}`);
         }
-        if (r.text === null) {
+        const n = Number(this.#len[0]);
+        if (n === 0) {
           this.#stats = this.#readStats();
           if (this.#signal && this.#signal.aborted) throw this.#signal.reason;
           return;
         }
-        yield r.text;
+        // Whole UTF-8 characters: every batch decodes on its own.
+        yield this.#buf.toString('utf8', 0, n);
       }
     } finally {
       this.close();
@@ -579,7 +604,7 @@ class TokenStream {
     if (this.#closed) return;
     if (this.#signal) this.#signal.removeEventListener('abort', this.#onAbort);
     if (this.#pending) {
-      // A worker is inside rkl_stream_next(): stop the generation now, and
+      // A worker is inside rkl_stream_read(): stop the generation now, and
       // close when that call is back (the loop sees #closeWanted).
       this.#closeWanted = true;
       c.stream_abort(this.#h);

@@ -8,7 +8,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const rkl = require('..');
+const rkl = require('rkl');
 const { expected, subDir, writeModel, collect } = require('../testlib/sim');
 
 const KV = 'time_scale = 0\nkv_bytes_per_token = 64\n';
@@ -298,7 +298,8 @@ test('saving runs off the event loop, and abort() stops it', async () => {
 });
 
 test('the README\'s prompt-cache example runs as written', async () => {
-  const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
+  // The README as installed with the package.
+  const readme = fs.readFileSync(path.join(path.dirname(require.resolve('rkl/package.json')), 'README.md'), 'utf8');
   const section = readme.slice(readme.indexOf('### Prompt caches'));
   const code = section.slice(section.indexOf('```js\n') + 6, section.indexOf('\n```', section.indexOf('```js\n')));
   const dir = subDir('readme');
@@ -325,7 +326,7 @@ test('process.exit() during a save is not held up by it', () => {
   // About 5 s of prefill, if it were left to run.
   const slow = writeModel('cache-exit', 'time_scale = 1\nprefill_us_per_token = 200000\n');
   const script = `
-    const rkl = require(${JSON.stringify(path.join(__dirname, '..'))});
+    const rkl = require(${JSON.stringify(require.resolve('rkl'))});
     const m = rkl.open(${JSON.stringify(slow)});
     m.saveCache(${JSON.stringify(path.join(dir, 'c.rklcache'))}, 'a system prompt of some length, about 5 s');
     setTimeout(() => process.exit(3), 200);`;

@@ -1,6 +1,6 @@
 // Compiled (not run) by `make node-check` with tsc --strict: the
 // declarations in index.d.ts describe the API as the tests use it.
-import * as rkl from '..';
+import * as rkl from 'rkl';
 
 async function main(): Promise<void> {
   const model: rkl.Model = rkl.open('model.rkllm', { maxNewTokens: 64, topP: 0.9, runtimeAbi: '1.3' });

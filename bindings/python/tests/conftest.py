@@ -1,14 +1,13 @@
 """Fixtures: simulator model files (sim/README.md) and their expected replies.
 
 The make rule sets RKL_RUNTIME to the simulator's librkllmrt.so, puts the
-staged librkl on LD_LIBRARY_PATH and chooses RKLLM_SIM_ABI.
+staged librkl on LD_LIBRARY_PATH and chooses RKLLM_SIM_ABI. The package is
+imported from the venv it was installed into (`pip install bindings/python`),
+never from the source tree: the rule checks that `rkl.__file__` is there.
 """
 import os
-import sys
 
 import pytest
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 # The simulator's reply is this template with {prompt} replaced by the prompt.
 REPLY = "R[{prompt}] héllo wörld ✓ 🚀 日本語 ünïcödé, and a few more words to stream"

@@ -15,7 +15,7 @@ import (
 	"os"
 	"os/signal"
 
-	"rkl"
+	"github.com/rkl-project/rkl/bindings/go"
 )
 
 func main() {

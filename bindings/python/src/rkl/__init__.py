@@ -28,7 +28,8 @@ runtime in a worker process: its crashes raise RuntimeCrashedError, its hangs
 RuntimeTimeoutError, and this process lives on.
 
 The library is found through ``RKL_LIBRARY`` (a path), else as
-``librkl.so.0`` by the dynamic loader (``LD_LIBRARY_PATH``, rpath, ldconfig).
+``librkl.so.0`` by the dynamic loader (``LD_LIBRARY_PATH``, rpath, ldconfig),
+else in the ``libdir`` pkg-config gives for ``rkl`` (``PKG_CONFIG_PATH``).
 The runtime (``librkllmrt.so``) is found by librkl: ``runtime_path=``, else
 ``RKL_RUNTIME``, else the loader.
 
@@ -480,16 +481,50 @@ TOKEN_FN = CFUNCTYPE(c_int, POINTER(c_char), c_size_t, c_void_p)
 # ----------------------------------------------------------------- the library
 
 
+def _pkg_config_libdir() -> Optional[str]:
+    """pkg-config's libdir of rkl, or None without pkg-config or rkl.pc."""
+    import shutil
+    import subprocess
+
+    tool = os.environ.get("PKG_CONFIG") or shutil.which("pkg-config")
+    if not tool:
+        return None
+    try:
+        done = subprocess.run(
+            [tool, "--variable=libdir", "rkl"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    libdir = done.stdout.strip()
+    return libdir if done.returncode == 0 and libdir else None
+
+
 def _load() -> ctypes.CDLL:
+    """librkl from RKL_LIBRARY (a path), else the loader, else pkg-config's libdir."""
     path = os.environ.get("RKL_LIBRARY")
-    names = [path] if path else ["librkl.so.0", "librkl.so"]
-    last: Optional[OSError] = None
-    for name in names:
+    if path:
+        try:
+            return ctypes.CDLL(path)
+        except OSError as e:
+            raise ImportError(f"rkl: cannot load librkl from RKL_LIBRARY={path}: {e}") from e
+    tried = []
+    for name in ("librkl.so.0", "librkl.so"):
         try:
             return ctypes.CDLL(name)
         except OSError as e:
-            last = e
-    raise ImportError(f"rkl: cannot load librkl ({'; '.join(names)}): {last}")
+            tried.append(f"{name}: {e}")
+    libdir = _pkg_config_libdir()
+    if libdir:
+        for name in ("librkl.so.0", "librkl.so"):
+            candidate = os.path.join(libdir, name)
+            try:
+                return ctypes.CDLL(candidate)
+            except OSError as e:
+                tried.append(f"{candidate}: {e}")
+    else:
+        tried.append("pkg-config: no rkl.pc (set PKG_CONFIG_PATH)")
+    raise ImportError("rkl: cannot load librkl (set RKL_LIBRARY to its path); tried " + "; ".join(tried))
 
 
 library = _load()

@@ -3,6 +3,7 @@
 #   make demo     build everything and run the C example against the simulator
 #   make check    all tests (Rust in both runtime ABIs, C under sanitizers and valgrind)
 #   make bench    benchmarks (release build)
+#   make docs     the C API reference (Doxygen) into build/docs/html
 #   make install  PREFIX=/usr/local DESTDIR=
 
 CARGO   ?= cargo

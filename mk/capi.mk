@@ -4,7 +4,8 @@
 #   make install PREFIX=/usr/local DESTDIR=   release build: librkl.so.X.Y.Z (+ .so.X, .so
 #                                             links), librkl.a, rkl.h, rkl.hpp, rkl.pc, and
 #                                             the rkl-cache tool in $(BINDIR), and rkl-host
-#                                             (isolation mode's worker) in $(LIBEXECDIR)
+#                                             (isolation mode's worker) in $(LIBEXECDIR), their
+#                                             man pages (man/) in $(MANDIR)/man1
 #   make demo                                 examples/c/chat.c, then examples/c/cache_demo.c
 #                                             (TTFT without and with a prompt cache), against
 #                                             the simulator
@@ -15,6 +16,7 @@
 PKG_CONFIG ?= pkg-config
 CXX        ?= c++
 BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
 # librkl finds rkl-host in ../libexec from its own directory (or RKL_HOST).
 LIBEXECDIR ?= $(PREFIX)/libexec
 # Which cargo profile `make install` ships; the staged install uses debug.
@@ -65,7 +67,9 @@ $(NATIVE_LIBS): Cargo.toml
 	@echo "librkl.a needs: $$(cat $@)"
 
 install: lib-build $(NATIVE_LIBS)
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) \
+	  $(DESTDIR)$(MANDIR)/man1
+	install -m 0644 man/rkl-cache.1 man/rkl-host.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl-cache $(DESTDIR)$(BINDIR)/rkl-cache
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl-host $(DESTDIR)$(LIBEXECDIR)/rkl-host
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/librkl.so $(DESTDIR)$(LIBDIR)/librkl.so.$(RKL_VERSION)
@@ -82,7 +86,7 @@ stage:
 	$(CARGO) build -p rkllm-sim
 	@$(MAKE) --no-print-directory install RKL_PROFILE=debug DESTDIR= PREFIX=$(STAGE) \
 	  LIBDIR=$(STAGE)/lib INCDIR=$(STAGE)/include PCDIR=$(STAGE)/lib/pkgconfig BINDIR=$(STAGE)/bin \
-	  LIBEXECDIR=$(STAGE)/libexec
+	  LIBEXECDIR=$(STAGE)/libexec MANDIR=$(STAGE)/share/man
 
 # ---------------------------------------------------------------- demo
 

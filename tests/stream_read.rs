@@ -72,7 +72,6 @@ fn reads_everything_queued_in_few_calls() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     let (text, calls) = read_all(s, 1 << 16);
     assert_eq!(text, want);
-    assert_eq!(calls, 1, "all queued text in one call");
     // The end again, and the figures.
     let mut buf = [0u8; 8];
     let mut n = 7;
@@ -85,6 +84,9 @@ fn reads_everything_queued_in_few_calls() {
         assert_eq!(rkl_stream_stats(s, &mut st), RKL_OK);
         assert_eq!(st.finish, rkl_finish_reason::RKL_FINISH_END);
         assert!(st.tokens > 10);
+        // Batches, not a call per token: one call, unless the machine is so
+        // slow (emulation, sanitizers) that the run had not finished yet.
+        assert!(calls >= 1 && calls * 4 < st.tokens as usize, "{calls} calls for {} tokens", st.tokens);
         assert_eq!(rkl_stream_close(s), RKL_OK);
         assert_eq!(rkl_close(o.model), RKL_OK);
     }

@@ -53,7 +53,7 @@ static int read_all(rkl_stream *s, size_t cap, char *all, size_t all_cap) {
 }
 
 static void test_read_batches(void) {
-    rkl_model *m = h_open(h_model("read", REPLY));
+    rkl_model *m = h_open(h_model("read", REPLY "time_scale = 0\n"));
     rkl_stream *s = open_stream(m, "batch");
     rkl_stats st;
     char all[1024], buf[8];
@@ -64,12 +64,14 @@ static void test_read_batches(void) {
     h_sleep_ms(100); /* the zero-cost run has queued it all */
     calls = read_all(s, 256, all, sizeof all);
     CHECK(strcmp(all, EXPECT("batch")) == 0);
-    CHECK(calls == 1);
     /* The end is reported again, and the figures are there. */
     CHECK_ST(rkl_stream_read(s, 0, buf, sizeof buf, &len), RKL_OK);
     CHECK(len == 0);
     CHECK_ST(rkl_stream_stats(s, &st), RKL_OK);
     CHECK(st.finish == RKL_FINISH_END && st.tokens > 5);
+    /* Batches, not a call per token (one call, unless the machine is so
+     * slow that the run had not finished within the sleep). */
+    CHECK(calls >= 1 && (unsigned)calls * 4 < st.tokens);
     CHECK_ST(rkl_stream_close(s), RKL_OK);
     CHECK_ST(rkl_close(m), RKL_OK);
 }

@@ -3,6 +3,7 @@
 #   make demo     build everything and run the C example against the simulator
 #   make check    all tests (Rust in both runtime ABIs, C under sanitizers and valgrind)
 #   make bench    benchmarks (release build)
+#   make docs     the C API reference (Doxygen) into build/docs/html
 #   make install  PREFIX=/usr/local DESTDIR=
 #   make dist     release tarballs and .deb packages for x86_64 and aarch64 (mk/dist.mk)
 

@@ -157,9 +157,12 @@ def bench_per_token(r, cfg, res):
         paths["go"] = lambda: r.run([r.args.go_bin, m, cfg["binding_rounds"]])
     if r.args.python:
         paths["py"] = lambda: r.run([r.args.python, ROOT / "bench/python/bench.py", m, cfg["binding_rounds"]],
-                                    env={"PYTHONPATH": str(ROOT / "examples/python")})
+                                    env={"PYTHONPATH": str(ROOT / "bindings/python/src")})
     if r.args.node:
-        paths["node"] = lambda: r.run([r.args.node, ROOT / "bench/node/bench.js", m, cfg["binding_rounds"]])
+        # The package as installed from its npm tarball (mk/bindings.mk).
+        node_env = {"NODE_PATH": r.args.node_path} if r.args.node_path else None
+        paths["node"] = lambda: r.run([r.args.node, ROOT / "bench/node/bench.js", m, cfg["binding_rounds"]],
+                                      env=node_env)
     tokens = {}
     blocks = []  # per block: case -> median
     for b in range(cfg["blocks"]):
@@ -429,7 +432,7 @@ def render(res, mach, mode, plots_rel, cmdline):
       "does the same with the length it is given. Time per token = wall time of the whole call / tokens, so a "
       "call's fixed cost is spread over the tokens (it is measured on its own in section 3). "
       "`+ns/token` is the difference of the medians, with the range of the same difference taken block by "
-      "block in brackets; the ratio divides the medians. Go, Python and Node use the example bindings in `examples/` unchanged.\n")
+      "block in brackets; the ratio divides the medians. Go, Python and Node use the bindings in `bindings/` unchanged (Node as installed from its `npm pack` tarball).\n")
     rows = []
     for p in s["per_token"]:
         d = "–" if p["case"] == "raw_tokens" else (
@@ -942,6 +945,7 @@ def main():
     ap.add_argument("--go-bin", help="the Go driver (bench/go)")
     ap.add_argument("--python", help="python for the Python binding's driver")
     ap.add_argument("--node", help="node for the Node binding's driver")
+    ap.add_argument("--node-path", help="NODE_PATH where the installed rkl package is")
     ap.add_argument("--host", help="rkl-host, for isolation mode")
     ap.add_argument("--json", help="also write every raw value here")
     ap.add_argument("--cmdline", default="make bench")

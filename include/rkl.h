@@ -1610,8 +1610,51 @@ rkl_status rkl_stream_next(struct rkl_stream *stream,
                            size_t *len);
 
 /**
- * Copies the message of the failure rkl_stream_next() reported for this
- * stream, on whichever thread it was read: for callers whose pulls run on
+ * Waits for text like rkl_stream_next(), then copies all the text queued
+ * at that moment into the caller's buffer in one call: for bindings whose
+ * every call across the FFI costs more than a token does.
+ *
+ * The call waits up to `timeout_ms` for the first text (or the end or a
+ * failure), then takes, without waiting again, every further piece the
+ * generation has already queued, until `cap` bytes are filled. Only
+ * complete UTF-8 characters are copied; text that does not fit stays queued
+ * for the next rkl_stream_read() or rkl_stream_next() on the stream, and
+ * each byte is handed out once.
+ *
+ * @param stream      a handle from rkl_stream_open().
+ * @param timeout_ms  how long to wait for the first text: negative =
+ *                    without limit, 0 = only look.
+ * @param buf         caller memory of at least `cap` bytes; receives the
+ *                    text (complete UTF-8 characters, not NUL-terminated),
+ *                    written during the call only and only on ::RKL_OK.
+ * @param cap         size of `buf` in bytes, at least 4 (one character of
+ *                    any length fits).
+ * @param len         receives the number of bytes written to `buf`: at
+ *                    least 1 with text, 0 at the end of the generation.
+ * @return ::RKL_OK with text (`*len > 0`), or with `*len == 0` at the end
+ *         (again on every later call; then rkl_stream_stats() has the
+ *         figures); ::RKL_TIMEOUT when nothing arrived in time (outputs
+ *         untouched; call again); ::RKL_RUNTIME_FAILED,
+ *         ::RKL_RUNTIME_TIMEOUT or ::RKL_RUNTIME_CRASHED once when the
+ *         generation failed, as rkl_stream_next() reports them, after the
+ *         text that came before the failure was read (the stream then
+ *         reports the end); ::RKL_BAD_HANDLE (also when another thread
+ *         closed the stream while this call waited); ::RKL_NULL_ARGUMENT
+ *         for a NULL `buf` or `len`; ::RKL_INVALID_ARGUMENT for a `cap`
+ *         below 4.
+ *
+ * Thread-safe; calls on one stream (rkl_stream_read() and
+ * rkl_stream_next() alike) are served one at a time and may be mixed.
+ */
+rkl_status rkl_stream_read(struct rkl_stream *stream,
+                           int32_t timeout_ms,
+                           char *buf,
+                           size_t cap,
+                           size_t *len);
+
+/**
+ * Copies the message of the failure rkl_stream_next() or rkl_stream_read()
+ * reported for this stream, on whichever thread it was read: for callers whose pulls run on
  * other threads (rkl_last_error_message() is per thread).
  *
  * Copies like rkl_last_error_message(): at most `len - 1` bytes (cut at a

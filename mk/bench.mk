@@ -79,12 +79,12 @@ bench-run:
 	  --work $(BENCH_OUT)/work --md $(BENCH_MD) --plots $(BENCH_PLOTS) --json $(BENCH_OUT)/results.json \
 	  --rust $(BENCH_OUT)/rust.txt --rust-cache $(BENCH_OUT)/rust-cache.txt \
 	  --rust-auto $(BENCH_OUT)/rust-auto-cache.txt --go-bin $(BENCH_OUT)/go-bench --python $(BENCH_VENV)/bin/python \
-	  --node node --host $(TARGET)/$(BENCH_PROFILE)/rkl-host --cmdline "make $(BENCH_TARGET_NAME)"
+	  --node node --node-path $(NODE_APP)/node_modules --host $(TARGET)/$(BENCH_PROFILE)/rkl-host --cmdline "make $(BENCH_TARGET_NAME)"
 
 # Everything in release mode: the workspace (librkl, rkl-cache and the
 # simulator: `cargo build --release -p rkllm-sim` is part of it), the Rust
 # bench (cargo's bench profile is the release profile), the drivers.
-bench: build-release bindings-tools examples/node/node_modules/.ready $(BENCH_VENV)/.ready
+bench: build-release bindings-tools $(NODE_APP)/.ready $(BENCH_VENV)/.ready
 	$(CARGO) build --release -p rkllm-sim
 	@$(MAKE) --no-print-directory bench-drivers BENCH_PROFILE=release BENCH_OUT=$(BENCH_BUILD)/release
 	RKL_BENCH_SIM=$(TARGET)/release/librkllmrt.so RKLLM_SIM_ABI=1.3 \
@@ -101,7 +101,7 @@ bench: build-release bindings-tools examples/node/node_modules/.ready $(BENCH_VE
 
 # The smoke run uses the debug builds `make check` has already made (the Rust
 # bench too, in the dev profile), so it adds seconds, not a release build.
-bench-smoke: stage bindings-tools examples/node/node_modules/.ready $(BENCH_VENV)/.ready
+bench-smoke: stage bindings-tools $(NODE_APP)/.ready $(BENCH_VENV)/.ready
 	@$(MAKE) --no-print-directory bench-drivers BENCH_PROFILE=debug BENCH_OUT=$(BENCH_SMOKE)
 	RKL_BENCH_SIM=$(TARGET)/debug/librkllmrt.so RKLLM_SIM_ABI=1.3 RKL_BENCH_ROUNDS=2 \
 	  $(CARGO) bench -q --profile dev --bench generate > $(BENCH_SMOKE)/rust.txt

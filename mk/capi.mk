@@ -4,7 +4,8 @@
 #   make install PREFIX=/usr/local DESTDIR=   release build: librkl.so.X.Y.Z (+ .so.X, .so
 #                                             links), librkl.a, rkl.h, rkl.hpp, rkl.pc, and
 #                                             the rkl and rkl-cache tools in $(BINDIR), and rkl-host
-#                                             (isolation mode's worker) in $(LIBEXECDIR)
+#                                             (isolation mode's worker) in $(LIBEXECDIR), their
+#                                             man pages (man/) in $(MANDIR)/man1
 #   make demo                                 examples/c/chat.c, then examples/c/cache_demo.c
 #                                             (TTFT without and with a prompt cache), then
 #                                             `rkl serve` answering one streamed curl request,
@@ -16,6 +17,7 @@
 PKG_CONFIG ?= pkg-config
 CXX        ?= c++
 BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
 # librkl finds rkl-host in ../libexec from its own directory (or RKL_HOST).
 LIBEXECDIR ?= $(PREFIX)/libexec
 # Which cargo profile `make install` ships; the staged install uses debug.
@@ -38,7 +40,7 @@ ASAN_ENV      := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
 VALGRIND      := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
                  --show-leak-kinds=definite --track-origins=no
 
-C_TESTS := test_api test_misuse test_cache test_isolation test_inputs
+C_TESTS := test_api test_misuse test_cache test_isolation test_inputs test_stream_read
 
 .PHONY: install stage demo c-check c-build c-asan c-valgrind c-cxx c-static header check-header lib-build
 
@@ -68,7 +70,9 @@ $(NATIVE_LIBS): Cargo.toml
 	@echo "librkl.a needs: $$(cat $@)"
 
 install: lib-build $(NATIVE_LIBS)
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) \
+	  $(DESTDIR)$(MANDIR)/man1
+	install -m 0644 man/rkl-cache.1 man/rkl-host.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl-cache $(DESTDIR)$(BINDIR)/rkl-cache
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl $(DESTDIR)$(BINDIR)/rkl
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl-host $(DESTDIR)$(LIBEXECDIR)/rkl-host
@@ -86,7 +90,7 @@ stage:
 	$(CARGO) build -p rkllm-sim
 	@$(MAKE) --no-print-directory install RKL_PROFILE=debug DESTDIR= PREFIX=$(STAGE) \
 	  LIBDIR=$(STAGE)/lib INCDIR=$(STAGE)/include PCDIR=$(STAGE)/lib/pkgconfig BINDIR=$(STAGE)/bin \
-	  LIBEXECDIR=$(STAGE)/libexec
+	  LIBEXECDIR=$(STAGE)/libexec MANDIR=$(STAGE)/share/man
 
 # ---------------------------------------------------------------- demo
 
@@ -179,7 +183,8 @@ c-valgrind: c-build
 	  $(C_TEST_ENV) RKLLM_SIM_ABI=$$abi $(VALGRIND) $(CBUILD)/$$t || exit 1; \
 	done; done
 
-# The header alone as C99 and C++11, and the C++17 wrapper's test.
+# The header alone as C99 and C++11, the C++17 wrapper's test, and
+# test_stream_read.c (C99 above) as C++11.
 c-cxx: stage
 	@mkdir -p $(CBUILD)
 	@echo "== rkl.h as C99 and C++11, rkl.hpp as C++17"
@@ -189,7 +194,9 @@ c-cxx: stage
 	  $$($(STAGE_PC) --cflags --libs rkl) -lpthread -Wl,-rpath,$(STAGE)/lib
 	$(CXX) -std=c++17 $(CXX_STD_FLAGS) $(SAN_FLAGS) tests/c/test_cache_cpp.cpp -o $(CBUILD)/test_cache_cpp \
 	  $$($(STAGE_PC) --cflags --libs rkl) -lpthread -Wl,-rpath,$(STAGE)/lib
-	@for abi in 1.2 1.3; do for t in test_cpp test_cache_cpp; do \
+	$(CXX) -std=c++11 $(CXX_STD_FLAGS) $(SAN_FLAGS) -x c++ tests/c/test_stream_read.c -o $(CBUILD)/test_stream_read_cxx \
+	  $$($(STAGE_PC) --cflags --libs rkl) -lpthread -Wl,-rpath,$(STAGE)/lib
+	@for abi in 1.2 1.3; do for t in test_cpp test_cache_cpp test_stream_read_cxx; do \
 	  echo "== $$t, ABI $$abi, ASan+UBSan"; \
 	  $(C_TEST_ENV) $(ASAN_ENV) RKLLM_SIM_ABI=$$abi $(CBUILD)/$$t || exit 1; \
 	done; done

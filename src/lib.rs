@@ -10,6 +10,37 @@
 //! process instead, behind the same API. The C API (`include/rkl.h`) is
 //! generated from `src/ffi`.
 //!
+//! # Example
+//!
+//! ```
+//! # // The simulator stands in for the vendor runtime (sim/README.md): a
+//! # // model file of its own format, and its librkllmrt.so from this build.
+//! # let dir = std::env::temp_dir().join(format!("rkl-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! # let model_path = dir.join("qwen3-0.6b.rkllm");
+//! # std::fs::write(&model_path, "RKLLM-SIM 1\nreply = Hi, {prompt}\ntime_scale = 0\n").unwrap();
+//! # if std::env::var_os("RKL_RUNTIME").is_none() {
+//! #     std::env::set_var("RKL_RUNTIME", concat!(env!("CARGO_MANIFEST_DIR"), "/target/debug/librkllmrt.so"));
+//! # }
+//! use rkl::{GenerateRequest, Model, OpenConfig};
+//! use std::ops::ControlFlow;
+//!
+//! let model = Model::open(&OpenConfig::new(&model_path))?;
+//! let mut reply = String::new();
+//! let stats = model.generate(&GenerateRequest::new("Hello!"), |text| {
+//!     reply.push_str(text); // whole UTF-8 characters
+//!     ControlFlow::Continue(())
+//! })?;
+//! assert_eq!(reply, "Hi, Hello!");
+//! println!("TTFT {:.0} ms, {} tokens", stats.ttft_ms, stats.tokens);
+//!
+//! // The same as a pull stream: an iterator of pieces of text.
+//! let text: String = model.stream(&GenerateRequest::new("again"))?.collect::<rkl::Result<_>>()?;
+//! assert_eq!(text, "Hi, again");
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), rkl::Error>(())
+//! ```
+//!
 //! # Layers
 //!
 //! Each layer uses only those below it:

@@ -2,6 +2,6 @@ module rklbench
 
 go 1.19
 
-require rkl v0.0.0
+require github.com/rkl-project/rkl/bindings/go v0.0.0
 
-replace rkl => ../../examples/go
+replace github.com/rkl-project/rkl/bindings/go => ../../bindings/go

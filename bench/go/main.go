@@ -1,4 +1,4 @@
-// Per-token cost of the Go binding (examples/go) against the simulator:
+// Per-token cost of the Go binding (bindings/go) against the simulator:
 //
 //	rklbench MODEL ROUNDS
 //
@@ -14,7 +14,7 @@ import (
 	"strconv"
 	"time"
 
-	"rkl"
+	"github.com/rkl-project/rkl/bindings/go"
 )
 
 func emit(name string, values []float64, tokens int) {

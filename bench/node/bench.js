@@ -1,10 +1,11 @@
 'use strict';
-// Per-token cost of the Node binding (examples/node) against the simulator:
+// Per-token cost of the Node binding (bindings/node, installed from its npm
+// tarball; NODE_PATH names its node_modules) against the simulator:
 //   node bench.js MODEL ROUNDS
 // prints "BENCH {json}" lines (see bench/c/common.h) for model.generate with
 // onText and for `for await` over model.stream. Needs RKL_LIBRARY.
 
-const rkl = require('../../examples/node');
+const rkl = require('rkl');
 
 async function main() {
   const [path, roundsText] = process.argv.slice(2);

@@ -1,7 +1,7 @@
-"""Per-token cost of the Python binding (examples/python/rkl.py) against the
+"""Per-token cost of the Python binding (bindings/python) against the
 simulator: ``bench.py MODEL ROUNDS`` prints "BENCH {json}" lines (see
 bench/c/common.h) for Model.generate with a callback and for iterating a
-Stream. Needs examples/python on PYTHONPATH and RKL_LIBRARY."""
+Stream. Needs bindings/python/src on PYTHONPATH and RKL_LIBRARY."""
 import json
 import sys
 import time

@@ -10,6 +10,22 @@ use std::time::Duration;
 
 /// A generation read by pulling: [`Stream::next_event`] or the iterator.
 /// Dropping an unfinished stream aborts its run.
+///
+/// ```no_run
+/// use rkl::{GenerateRequest, Model, OpenConfig, StreamEvent};
+/// use std::time::Duration;
+///
+/// let model = Model::open(&OpenConfig::new("qwen3-0.6b.rkllm"))?;
+/// let mut stream = model.stream(&GenerateRequest::new("Hello!"))?;
+/// loop {
+///     match stream.next_event(Some(Duration::from_millis(100)))? {
+///         StreamEvent::Text(text) => print!("{text}"),
+///         StreamEvent::Timeout => {} // nothing yet: do other work, look again
+///         StreamEvent::Finished(stats) => break println!("\n{} tokens", stats.tokens),
+///     }
+/// }
+/// # Ok::<(), rkl::Error>(())
+/// ```
 pub struct Stream {
     backend: StreamBackend,
 }

@@ -1,7 +1,7 @@
 //! A pull stream, for callers that cannot take callbacks from C: the
 //! `rkl_stream` handle and its registry, `rkl_stream_open`,
-//! `rkl_stream_next`, `rkl_stream_error_message`, `rkl_stream_stats`,
-//! `rkl_stream_abort`, `rkl_stream_close`.
+//! `rkl_stream_next`, `rkl_stream_read`, `rkl_stream_error_message`,
+//! `rkl_stream_stats`, `rkl_stream_abort`, `rkl_stream_close`.
 
 use super::args;
 use super::error::{copy_message, FfiError};
@@ -9,7 +9,7 @@ use super::handles::{self, Registry, STREAM_TAG};
 use super::model::{model_entry, rkl_model};
 use super::request::{read_request, rkl_generate_params};
 use super::stats::rkl_stats;
-use super::status::{rkl_status, RKL_BAD_HANDLE, RKL_IN_PROGRESS, RKL_TIMEOUT};
+use super::status::{rkl_status, RKL_BAD_HANDLE, RKL_INVALID_ARGUMENT, RKL_IN_PROGRESS, RKL_TIMEOUT};
 use crate::Step;
 use crate::Stream;
 use std::ffi::c_char;
@@ -41,6 +41,13 @@ struct StreamState {
     text: String,
     /// The message of the failure rkl_stream_next() returned, if any.
     failure: Option<String>,
+    /// Text taken from the generation by rkl_stream_read() and not handed
+    /// out yet (it did not fit the caller's buffer); handed out first by
+    /// either call. Reused, like `text`.
+    pending: String,
+    /// A failure met while rkl_stream_read() collected text, returned once
+    /// `pending` is empty.
+    pending_error: Option<FfiError>,
 }
 
 /// Every open stream.
@@ -84,7 +91,13 @@ pub unsafe extern "C" fn rkl_stream_open(
         let stream = entry.model.stream(&request)?;
         let value = STREAMS.insert(StreamEntry {
             closed: AtomicBool::new(false),
-            state: Mutex::new(StreamState { stream: Some(stream), text: String::new(), failure: None }),
+            state: Mutex::new(StreamState {
+                stream: Some(stream),
+                text: String::new(),
+                failure: None,
+                pending: String::new(),
+                pending_error: None,
+            }),
         })?;
         // SAFETY: `out` was checked non-NULL; the caller promises it writable.
         unsafe { args::put(out, handles::pointer(value)) };
@@ -132,11 +145,29 @@ pub unsafe extern "C" fn rkl_stream_next(
             let mut state = entry.lock();
             let state = &mut *state;
             let Some(live) = state.stream.as_mut() else { return Err(closed_while_waiting()) };
+            // What rkl_stream_read() took and could not hand out comes first.
+            if state.pending.is_empty() {
+                if let Some(e) = state.pending_error.take() {
+                    return Err(e);
+                }
+            }
             let wait = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
                 None => SLICE,
             };
             state.text.clear();
+            if !state.pending.is_empty() {
+                std::mem::swap(&mut state.text, &mut state.pending);
+                let chunk_len = state.text.len();
+                state.text.push('\0');
+                // SAFETY: both were checked non-NULL; the text lives in the
+                // entry until the next call on the stream.
+                unsafe {
+                    args::put(text, state.text.as_ptr().cast::<c_char>());
+                    args::put(len, chunk_len);
+                }
+                return Ok(());
+            }
             let step = live.next_into(Some(wait), &mut state.text).map_err(|e| {
                 let e = FfiError::from(e);
                 state.failure.get_or_insert_with(|| format!("rkl_stream_next: {}", e.message));
@@ -172,8 +203,132 @@ pub unsafe extern "C" fn rkl_stream_next(
     })
 }
 
-/// Copies the message of the failure rkl_stream_next() reported for this
-/// stream, on whichever thread it was read: for callers whose pulls run on
+/// The smallest buffer rkl_stream_read() takes: the longest UTF-8 character.
+const READ_MIN_CAP: usize = 4;
+
+/// Waits for text like rkl_stream_next(), then copies all the text queued
+/// at that moment into the caller's buffer in one call: for bindings whose
+/// every call across the FFI costs more than a token does.
+///
+/// The call waits up to `timeout_ms` for the first text (or the end or a
+/// failure), then takes, without waiting again, every further piece the
+/// generation has already queued, until `cap` bytes are filled. Only
+/// complete UTF-8 characters are copied; text that does not fit stays queued
+/// for the next rkl_stream_read() or rkl_stream_next() on the stream, and
+/// each byte is handed out once.
+///
+/// @param stream      a handle from rkl_stream_open().
+/// @param timeout_ms  how long to wait for the first text: negative =
+///                    without limit, 0 = only look.
+/// @param buf         caller memory of at least `cap` bytes; receives the
+///                    text (complete UTF-8 characters, not NUL-terminated),
+///                    written during the call only and only on ::RKL_OK.
+/// @param cap         size of `buf` in bytes, at least 4 (one character of
+///                    any length fits).
+/// @param len         receives the number of bytes written to `buf`: at
+///                    least 1 with text, 0 at the end of the generation.
+/// @return ::RKL_OK with text (`*len > 0`), or with `*len == 0` at the end
+///         (again on every later call; then rkl_stream_stats() has the
+///         figures); ::RKL_TIMEOUT when nothing arrived in time (outputs
+///         untouched; call again); ::RKL_RUNTIME_FAILED,
+///         ::RKL_RUNTIME_TIMEOUT or ::RKL_RUNTIME_CRASHED once when the
+///         generation failed, as rkl_stream_next() reports them, after the
+///         text that came before the failure was read (the stream then
+///         reports the end); ::RKL_BAD_HANDLE (also when another thread
+///         closed the stream while this call waited); ::RKL_NULL_ARGUMENT
+///         for a NULL `buf` or `len`; ::RKL_INVALID_ARGUMENT for a `cap`
+///         below 4.
+///
+/// Thread-safe; calls on one stream (rkl_stream_read() and
+/// rkl_stream_next() alike) are served one at a time and may be mixed.
+#[no_mangle]
+pub unsafe extern "C" fn rkl_stream_read(
+    stream: *mut rkl_stream,
+    timeout_ms: i32,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> rkl_status {
+    ffi_fn!({
+        let entry = STREAMS.get(handles::value(stream))?;
+        args::require(buf, "buf")?;
+        args::require(len, "len")?;
+        if cap < READ_MIN_CAP {
+            return Err(FfiError::new(
+                RKL_INVALID_ARGUMENT,
+                format!("cap is {cap} bytes; at least {READ_MIN_CAP} are needed (one UTF-8 character)"),
+            ));
+        }
+        let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        loop {
+            if entry.closed.load(Ordering::Acquire) {
+                return Err(closed_while_waiting());
+            }
+            let mut state = entry.lock();
+            let state = &mut *state;
+            let Some(live) = state.stream.as_mut() else { return Err(closed_while_waiting()) };
+            if state.pending.is_empty() {
+                if let Some(e) = state.pending_error.take() {
+                    return Err(e);
+                }
+                let wait = match deadline {
+                    Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+                    None => SLICE,
+                };
+                let step = live.next_into(Some(wait), &mut state.pending).map_err(|e| {
+                    let e = FfiError::from(e);
+                    state.failure.get_or_insert_with(|| format!("rkl_stream_read: {}", e.message));
+                    e
+                })?;
+                match step {
+                    Step::Text => {}
+                    Step::Finished(_) => {
+                        // SAFETY: checked non-NULL above.
+                        unsafe { args::put(len, 0) };
+                        return Ok(());
+                    }
+                    Step::Timeout => {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            return Err(FfiError::new(RKL_TIMEOUT, format!("no text within {timeout_ms} ms")));
+                        }
+                        continue;
+                    }
+                }
+            }
+            // Everything queued now, without waiting, until the buffer is full.
+            while state.pending.len() < cap && state.pending_error.is_none() {
+                match live.next_into(Some(Duration::ZERO), &mut state.pending) {
+                    Ok(Step::Text) => {}
+                    Ok(Step::Timeout | Step::Finished(_)) => break,
+                    Err(e) => {
+                        let e = FfiError::from(e);
+                        state.failure.get_or_insert_with(|| format!("rkl_stream_read: {}", e.message));
+                        state.pending_error = Some(e);
+                    }
+                }
+            }
+            let mut n = state.pending.len().min(cap);
+            while !state.pending.is_char_boundary(n) {
+                n -= 1;
+            }
+            // SAFETY: `buf` was checked non-NULL and the caller promises `cap`
+            // writable bytes; n <= cap; `len` was checked non-NULL.
+            unsafe {
+                std::ptr::copy_nonoverlapping(state.pending.as_ptr(), buf.cast::<u8>(), n);
+                args::put(len, n);
+            }
+            if n == state.pending.len() {
+                state.pending.clear();
+            } else {
+                state.pending.drain(..n);
+            }
+            return Ok(());
+        }
+    })
+}
+
+/// Copies the message of the failure rkl_stream_next() or rkl_stream_read()
+/// reported for this stream, on whichever thread it was read: for callers whose pulls run on
 /// other threads (rkl_last_error_message() is per thread).
 ///
 /// Copies like rkl_last_error_message(): at most `len - 1` bytes (cut at a

@@ -1,3 +1,0 @@
-module rkl
-
-go 1.19

@@ -72,7 +72,7 @@ $(NATIVE_LIBS): Cargo.toml
 install: lib-build $(NATIVE_LIBS)
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) \
 	  $(DESTDIR)$(MANDIR)/man1
-	install -m 0644 man/rkl-cache.1 man/rkl-host.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/rkl.1 man/rkl-cache.1 man/rkl-host.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl-cache $(DESTDIR)$(BINDIR)/rkl-cache
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl $(DESTDIR)$(BINDIR)/rkl
 	install -m 0755 $(TARGET)/$(RKL_PROFILE)/rkl-host $(DESTDIR)$(LIBEXECDIR)/rkl-host

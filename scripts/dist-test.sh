@@ -48,7 +48,7 @@ for arch in amd64 arm64; do
   for f in "./usr/lib/$ma/librkl.a" "./usr/lib/$ma/pkgconfig/rkl.pc" ./usr/include/rkl.h ./usr/include/rkl.hpp; do
     grep -qx "$f" "$t/librkl-dev-$arch.list" || fail "librkl-dev ($arch) lacks $f"
   done
-  for f in ./usr/bin/rkl-cache ./usr/libexec/rkl-host; do
+  for f in ./usr/bin/rkl-cache ./usr/bin/rkl ./usr/libexec/rkl-host ./usr/share/man/man1/rkl-cache.1.gz; do
     grep -qx "$f" "$t/rkl-tools-$arch.list" || fail "rkl-tools ($arch) lacks $f"
   done
   for pkg in librkl0 librkl-dev; do
@@ -127,6 +127,8 @@ on231() { "$sr/lib64/ld-linux-x86-64.so.2" --library-path "$sr/lib/x86_64-linux-
 mkdir -p "$t/caches"
 on231 "$root/usr/bin/rkl-cache" list "$t/caches" > "$t/rkl-cache-231.out" 2>&1 \
   || { cat "$t/rkl-cache-231.out"; fail "rkl-cache (amd64) does not run on glibc 2.31"; }
+on231 "$root/usr/bin/rkl" cache list "$t/caches" > "$t/rkl-231.out" 2>&1 \
+  || { cat "$t/rkl-231.out"; fail "rkl (amd64) does not run on glibc 2.31"; }
 # shellcheck disable=SC2086
 cc --sysroot="$sr" -isystem "$sr/usr/include/x86_64-linux-gnu" -isystem "$sr/usr/include" $cflags \
   tests/c/dist_smoke.c -o "$t/dist_smoke-231" $flags \
@@ -138,7 +140,7 @@ if RKL_RUNTIME=/nonexistent/librkllmrt.so on231 "$t/dist_smoke-231" "$model" > "
   fail "dist_smoke opened a model without a runtime"
 fi
 grep -q '^rkl_open: ' "$t/nort.out" || { cat "$t/nort.out"; fail "no rkl_open message on glibc 2.31"; }
-echo "amd64 on glibc 2.31 (Debian 11's ld.so and libc): rkl-cache runs, librkl.so loads (rkl_version $v, rkl_open reports a missing runtime)"
+echo "amd64 on glibc 2.31 (Debian 11's ld.so and libc): rkl-cache and rkl run, librkl.so loads (rkl_version $v, rkl_open reports a missing runtime)"
 
 sr=$SYSROOT_DIR/arm64
 a64=$t/arm64

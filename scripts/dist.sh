@@ -69,19 +69,23 @@ if [ ! -s "$native" ] || [ Cargo.lock -nt "$native" ] || [ Cargo.toml -nt "$nati
   mv "$native.tmp" "$native"
 fi
 /usr/bin/cargo build -q --release --target "$triple" -p rkl --lib --bin rkl-cache --bin rkl-host
+/usr/bin/cargo build -q --release --target "$triple" -p rkl-cli --bin rkl
 
 # ---- 4. the tarball's tree (also the source of the packages' files)
 name=rkl-$VERSION-$ma
 tree=$work/$name
 rm -rf "$tree"
-mkdir -p "$tree/lib/pkgconfig" "$tree/include" "$tree/bin" "$tree/libexec"
+mkdir -p "$tree/lib/pkgconfig" "$tree/include" "$tree/bin" "$tree/libexec" "$tree/share/man/man1"
 install -m 0755 "$out/librkl.so" "$tree/lib/librkl.so.$VERSION"
 ln -s "librkl.so.$VERSION" "$tree/lib/librkl.so.$somajor"
 ln -s "librkl.so.$somajor" "$tree/lib/librkl.so"
 install -m 0644 "$out/librkl.a" "$tree/lib/librkl.a"
 install -m 0755 "$out/rkl-cache" "$tree/bin/rkl-cache"
+install -m 0755 "$out/rkl" "$tree/bin/rkl"
 install -m 0755 "$out/rkl-host" "$tree/libexec/rkl-host"
-"$strip" --strip-debug "$tree/lib/librkl.so.$VERSION" "$tree/lib/librkl.a" "$tree/bin/rkl-cache" "$tree/libexec/rkl-host"
+install -m 0644 man/*.1 "$tree/share/man/man1/"
+"$strip" --strip-debug "$tree/lib/librkl.so.$VERSION" "$tree/lib/librkl.a" "$tree/bin/rkl-cache" "$tree/bin/rkl" \
+  "$tree/libexec/rkl-host"
 install -m 0644 include/rkl.h include/rkl.hpp "$tree/include/"
 install -m 0644 README.md LICENSE "$tree/"
 # pkgconfig/rkl.pc.in, relocatable: the prefix is where the tree was unpacked.
@@ -104,7 +108,7 @@ if readelf -d "$consumer" | grep -q 'librkl\.so'; then
   echo "$consumer needs librkl.so: librkl.a was not linked" >&2; exit 1
 fi
 scripts/check-glibc-floor.sh --objdump "$objdump" "$GLIBC_FLOOR" "$tree/lib/librkl.so.$VERSION" \
-  "$tree/bin/rkl-cache" "$tree/libexec/rkl-host" "$consumer"
+  "$tree/bin/rkl-cache" "$tree/bin/rkl" "$tree/libexec/rkl-host" "$consumer"
 
 mkdir -p "$DIST_DIR"
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@${SOURCE_DATE_EPOCH:-0}" \
@@ -215,15 +219,17 @@ $desc_tail
 EOC
 
 newpkg rkl-tools
-mkdir -p "$debroot/rkl-tools/usr/bin" "$debroot/rkl-tools/usr/libexec"
-cp -p "$tree/bin/rkl-cache" "$debroot/rkl-tools/usr/bin/"
+mkdir -p "$debroot/rkl-tools/usr/bin" "$debroot/rkl-tools/usr/libexec" "$debroot/rkl-tools/usr/share/man/man1"
+cp -p "$tree/bin/rkl-cache" "$tree/bin/rkl" "$debroot/rkl-tools/usr/bin/"
 cp -p "$tree/libexec/rkl-host" "$debroot/rkl-tools/usr/libexec/"
-dep=$(depends "$tree/bin/rkl-cache" "$tree/libexec/rkl-host")
+for page in "$tree"/share/man/man1/*.1; do gzip -9n < "$page" > "$debroot/rkl-tools/usr/share/man/man1/$(basename "$page").gz"; done
+dep=$(depends "$tree/bin/rkl-cache" "$tree/bin/rkl" "$tree/libexec/rkl-host")
 finish rkl-tools "Depends: $dep" "Section: utils" <<EOC
 Description: crash-hardened C library for LLMs on Rockchip NPUs (tools)
 $desc_tail
  .
- This package has rkl-cache, which lists, checks, cleans and prunes prompt
- caches, and rkl-host, the worker process of isolation mode
+ This package has rkl (info, run, chat, bench, cache and serve: an
+ OpenAI-compatible server), rkl-cache, which lists, checks, cleans and prunes
+ prompt caches, and rkl-host, the worker process of isolation mode
  (/usr/libexec/rkl-host, where librkl looks for it).
 EOC

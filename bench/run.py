@@ -307,6 +307,25 @@ def bench_auto_cache(r, cfg, res):
     res["_auto"] = auto
 
 
+def bench_named(path):
+    """`BENCH {"name": ..., "value": ...}` lines of a Rust bench, by name."""
+    if not path or not Path(path).exists():
+        return {}
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("BENCH "):
+            item = json.loads(line[6:])
+            out[item["name"]] = item
+    return out
+
+
+def bench_image_and_serve(r, cfg, res):
+    """Sections 8 and 9, from benches/image_input.rs and cli/benches/serve.rs
+    (run by make before this script)."""
+    res["_image"] = bench_named(r.args.rust_image)
+    res["_serve"] = bench_named(r.args.rust_serve)
+
+
 # ----------------------------------------------------------------- machine
 
 def sh(cmd):
@@ -656,12 +675,61 @@ def render(res, mach, mode, plots_rel, cmdline):
 
     # ------------------------------------------------ 7
     render_auto_cache(res.get("_auto", {}), w)
+    render_image(res.get("_image", {}), w)
+    render_serve(res.get("_serve", {}), w)
     L[summary_at:summary_at] = ["## Summary\n", "The headline figures of this run (details and spread below).\n",
                                 summary_table(res, s), ""]
     return "\n".join(L) + "\n", s
 
 
 AUTO_TARGET_MS = 1.0
+
+
+def render_image(image, w):
+    """Section 8: what passing a 576 x 1536 image embedding costs."""
+    w("## 8. Passing an image embedding\n")
+    if not image:
+        w("Not run.\n")
+        return
+    v = lambda name: image.get(f"image_{name}_ms", {}).get("value")
+    w("One 576-token x 1536-dim image (Qwen2-VL-2B's encoder output for 448 x 448, 3.5 MB of f32) in a "
+      "multimodal request, from `benches/image_input.rs`, on the simulator at zero time cost (it reads and "
+      "hashes every float, as a runtime reads them). Medians in ms.\n")
+    rows = [[label, f"{v(name):,.3f} ms"] for name, label in (
+        ("copy", "the C API's copy of the caller's array (the Rust API shares its `Arc<[f32]>`)"),
+        ("check", "the shape and finiteness check"),
+        ("in_process_image_cost", "whole request, in-process: with the image minus text alone"),
+        ("in_process_c_request_with_image", "whole request through `rkl_generate` (copy included)"),
+        ("in_process_request_with_image", "the same through the Rust API"),
+        ("isolated_image_cost", "whole request, isolation mode: with the image minus text alone"),
+    ) if v(name) is not None]
+    w(table(["measure", "median"], rows))
+    w("")
+
+
+def render_serve(serve, w):
+    """Section 9: rkl serve against the library alone."""
+    w("## 9. rkl serve\n")
+    if not serve:
+        w("Not run.\n")
+        return
+    v = lambda name: serve.get(name, {}).get("value")
+    w("`rkl serve` (OpenAI API, isolation mode) against the library alone in isolation mode, from "
+      "`cli/benches/serve.rs`, on the simulator at zero cost; then TTFT through the server with automatic "
+      "system-prompt caching (a 330-token system prompt).\n")
+    rows = []
+    for label, lib, srv, unit in (("per streamed token", "lib_per_token_us", "serve_per_token_us", "µs"),
+                                  ("1-token request round trip", "lib_request_us", "serve_request_us", "µs")):
+        if v(lib) is not None and v(srv) is not None:
+            rows.append([label, f"{v(lib):,.2f} {unit}", f"{v(srv):,.2f} {unit}", f"{v(srv) - v(lib):+,.2f} {unit}"])
+    w(table(["measure", "library", "rkl serve", "server's cost"], rows))
+    w("")
+    rows = [[label, f"{v(name):,.1f} ms"] for name, label in (
+        ("serve_ttft_first_ms", "first request (cache saved)"),
+        ("serve_ttft_second_ms", "second request (cache hit)"),
+        ("serve_ttft_uncached_ms", "no system message (never cached)")) if v(name) is not None]
+    w(table(["TTFT through rkl serve", "ms"], rows))
+    w("")
 
 
 def render_auto_cache(auto, w):
@@ -942,6 +1010,8 @@ def main():
     ap.add_argument("--rust", help="output of benches/generate.rs (BENCH lines)")
     ap.add_argument("--rust-cache", help="output of benches/cache_load.rs (BENCH lines)")
     ap.add_argument("--rust-auto", help="output of benches/auto_cache.rs (BENCH lines)")
+    ap.add_argument("--rust-image", help="output of benches/image_input.rs (BENCH lines)")
+    ap.add_argument("--rust-serve", help="output of cli/benches/serve.rs (BENCH lines)")
     ap.add_argument("--go-bin", help="the Go driver (bench/go)")
     ap.add_argument("--python", help="python for the Python binding's driver")
     ap.add_argument("--node", help="node for the Node binding's driver")
@@ -969,6 +1039,7 @@ def main():
     bench_cache(r, cfg, res)
     bench_isolation(r, cfg, res)
     bench_auto_cache(r, cfg, res)
+    bench_image_and_serve(r, cfg, res)
     log(f"measured in {time.monotonic() - t0:.0f} s")
     mach = machine()
     mach["load_before"] = load_before

@@ -892,7 +892,11 @@ fn memory_stays_flat_across_ten_thousand_generations() {
          {peak} KiB at most, {end} KiB at the end: growth {growth} KiB",
         elapsed.as_secs_f64()
     ));
-    assert!(growth < 2048, "resident memory grew by {growth} KiB across {count} generations");
+    // Under qemu-user (make check-aarch64) the process's RSS also holds the
+    // emulator's code cache, which grows as late paths get translated; that
+    // run sets its own allowance.
+    let allowed = env_number("RKL_RSS_GROWTH_KIB").unwrap_or(2048);
+    assert!(growth < allowed, "resident memory grew by {growth} KiB across {count} generations (allowed {allowed})");
     assert_eq!(sim_stats(&sim_library(""))[0], 0);
 }
 

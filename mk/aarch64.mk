@@ -72,7 +72,9 @@ aarch64-sim-variants:
 # qemu-user's own code cache is part of the tested process's RSS and grows
 # as late paths get translated: the stress test's RSS allowance is larger
 # here (natively it is 2 MiB; growth seen here: about 2 MiB).
-A64_TEST_ENV := RKL_RSS_GROWTH_KIB=8192
+# The crate's doctest finds the runtime through RKL_RUNTIME (natively it
+# falls back to target/debug, an x86-64 build here).
+A64_TEST_ENV := RKL_RSS_GROWTH_KIB=8192 RKL_RUNTIME=$(A64_OUT)/sim-default/debug/librkllmrt.so
 aarch64-test-rust: aarch64-build aarch64-sim-variants
 	RKLLM_SIM_ABI=1.2 RKL_FUZZ_SEED=$(FUZZ_SEED) $(A64_TEST_ENV) $(A64_CARGO) test --workspace --exclude rkl-cli
 	RKLLM_SIM_ABI=1.3 RKL_FUZZ_SEED=$(FUZZ_SEED) $(A64_TEST_ENV) $(A64_CARGO) test --workspace --exclude rkl-cli

@@ -2,7 +2,7 @@ package rkl
 
 /*
 #include <stdlib.h>
-#include <rkl.h>
+#include "rkl_go.h"
 */
 import "C"
 
@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"sync"
 	"time"
 	"unsafe"
 )
@@ -192,47 +191,24 @@ func (m *Model) SaveCacheRequest(ctx context.Context, path string, req Request) 
 	if err := ctx.Err(); err != nil {
 		return CacheInfo{}, err
 	}
-	p, strs, err := requestParams("rkl_cache_save", req)
+	r, err := requestParams("rkl_cache_save", req)
 	if err != nil {
 		return CacheInfo{}, err
 	}
-	defer freeAll(strs)
+	defer r.free()
 	cpath, err := cString("rkl_cache_save", "path", path)
 	if err != nil {
 		return CacheInfo{}, err
 	}
 	defer C.free(unsafe.Pointer(cpath))
 
-	if done := ctx.Done(); done != nil {
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case <-done:
-			case <-stop:
-				return
-			}
-			// rkl_abort stops the runs in flight: repeated until the save
-			// returns, so that it also lands when the save's run has not
-			// started yet (queued, or emptying the history).
-			tick := time.NewTicker(2 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				C.rkl_abort(m.h)
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
-			}
-		}()
-		defer wg.Wait()
-		defer close(stop)
-	}
-
-	info, err := cacheCall(func(ci *C.rkl_cache_info) C.rkl_status { return C.rkl_cache_save(m.h, &p, cpath, ci) })
+	stop := abortOnCancel(ctx, m)
+	info, err := cacheCall(func(ci *C.rkl_cache_info) C.rkl_status {
+		return C.rkl_go_call(C.RKL_GO_CACHE_SAVE, m.h, &r.p, &r.in, i32p(r.tokens), f32p(r.embeddings),
+			f32p(r.images), f32p(r.videos), f32p(r.k), f32p(r.v), f32p(r.m), i32p(r.positions), cpath,
+			unsafe.Pointer(ci), nil)
+	})
+	stop()
 	var e *Error
 	if errors.As(err, &e) && e.Status == ErrAborted && ctx.Err() != nil {
 		e.ctx = ctx.Err()

@@ -119,6 +119,7 @@ type Option func(*config)
 type config struct {
 	runtimePath, runtimeABI string
 	cacheDir                string
+	imageTags, videoTags    *[3]string
 	set                     []func(*C.rkl_open_params)
 	err                     error // the first option refused before librkl sees it
 }
@@ -265,6 +266,25 @@ func WithCacheMaxBytes(n int64) Option {
 	}
 }
 
+// WithCrossAttn opens a cross-attention model: requests then pass the
+// encoder state in Request.CrossAttn (runtime 1.2.1 or later).
+func WithCrossAttn() Option {
+	return func(c *config) { c.add(func(p *C.rkl_open_params) { p.use_cross_attn = 1 }) }
+}
+
+// WithImageTags sets the strings the runtime puts before (start, e.g.
+// "<|vision_start|>"), after (end) and inside (content, the placeholder
+// token) each image of a multimodal prompt. Without it: the runtime's own
+// on 1.2, empty strings on 1.3.
+func WithImageTags(start, end, content string) Option {
+	return func(c *config) { c.imageTags = &[3]string{start, end, content} }
+}
+
+// WithVideoTags is WithImageTags for videos (runtime release 1.3).
+func WithVideoTags(start, end, content string) Option {
+	return func(c *config) { c.videoTags = &[3]string{start, end, content} }
+}
+
 // Model is an open model. Its methods may be called from many goroutines.
 type Model struct {
 	// A token checked by librkl, not an address; it stays set after Close
@@ -301,6 +321,21 @@ func Open(path string, opts ...Option) (*Model, error) {
 	}
 	if cfg.cacheDir != "" {
 		p.cache_dir = strs[3]
+	}
+	for i, tags := range []*[3]string{cfg.imageTags, cfg.videoTags} {
+		if tags == nil {
+			continue
+		}
+		ts, err := cStrings("rkl_open", "tag", tags[0], "tag", tags[1], "tag", tags[2])
+		if err != nil {
+			return nil, err
+		}
+		defer freeAll(ts)
+		if i == 0 {
+			p.image_start, p.image_end, p.image_content = ts[0], ts[1], ts[2]
+		} else {
+			p.video_start, p.video_end, p.video_content = ts[0], ts[1], ts[2]
+		}
 	}
 	for _, f := range cfg.set {
 		f(&p)

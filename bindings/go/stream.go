@@ -2,7 +2,7 @@ package rkl
 
 /*
 #include <stdlib.h>
-#include <rkl.h>
+#include "rkl_go.h"
 */
 import "C"
 
@@ -42,6 +42,24 @@ type Request struct {
 	// A 1.3 runtime takes them; a 1.2 runtime refuses them with
 	// ErrNotSupported (they are never ignored).
 	Sampling *Sampling
+
+	// The input: the Prompt text (default), or exactly one of Tokens,
+	// Embeddings, or Images and/or Videos. A non-nil field is the input even
+	// when empty (an empty one is refused).
+	//
+	// Tokens are token ids (each in 0..vocabulary size) fed instead of
+	// text; Prompt must be "".
+	Tokens []int32
+	// Embeddings are embedding rows fed instead of text; Prompt must be "".
+	Embeddings *Embeddings
+	// Images (and Videos, runtime release 1.3; a 1.2 runtime gives
+	// ErrNotSupported) make a multimodal request: Prompt holds one
+	// "<image>" per image and one "<video>" per video, which the runtime
+	// wraps in the tags of WithImageTags / WithVideoTags.
+	Images, Videos *Media
+	// CrossAttn is the encoder state of a cross-attention model (opened
+	// WithCrossAttn), or nil.
+	CrossAttn *CrossAttention
 }
 
 // Sampling holds sampling settings for one request (Request.Sampling). A
@@ -101,23 +119,30 @@ func samplingParams(fn string, s *Sampling) (*C.rkl_sampling_params, error) {
 	return p, nil
 }
 
-// requestParams fills rkl_generate_params from req for the C function fn.
-// Free the strings (and req.Sampling's C struct, which is among them) with
-// freeAll once the call has returned.
-func requestParams(fn string, req Request) (C.rkl_generate_params, []*C.char, error) {
-	var p C.rkl_generate_params
-	if err := call(func() C.rkl_status { return C.rkl_generate_params_init(&p, C.sizeof_rkl_generate_params) }); err != nil {
-		return p, nil, err
+// requestParams fills rkl_generate_params and the input structs from req
+// for the C function fn. Free the strings (and req.Sampling's C struct,
+// which is among them) with r.free once the call has returned.
+func requestParams(fn string, req Request) (*cRequest, error) {
+	r := &cRequest{}
+	p := &r.p
+	if err := call(func() C.rkl_status { return C.rkl_generate_params_init(p, C.sizeof_rkl_generate_params) }); err != nil {
+		return nil, err
 	}
 	if !strings.HasPrefix(req.Prompt, req.CachePrefix) {
-		return p, nil, &Error{Status: ErrInvalidArgument, Message: fn + ": the cache prefix is not a prefix of the prompt"}
+		return nil, &Error{Status: ErrInvalidArgument, Message: fn + ": the cache prefix is not a prefix of the prompt"}
+	}
+	if err := r.inputs(fn, &req); err != nil {
+		return nil, err
 	}
 	strs, err := cStrings(fn, "prompt", req.Prompt, "lora", req.Lora)
 	if err != nil {
-		return p, nil, err
+		return nil, err
 	}
+	r.strs = strs
 	p.cache_prefix_bytes = C.size_t(len(req.CachePrefix))
-	p.prompt = strs[0]
+	if req.Prompt != "" || (req.Tokens == nil && req.Embeddings == nil) {
+		p.prompt = strs[0]
+	}
 	if req.Lora != "" {
 		p.lora = strs[1]
 	}
@@ -132,13 +157,13 @@ func requestParams(fn string, req Request) (C.rkl_generate_params, []*C.char, er
 	if req.Sampling != nil {
 		sp, err := samplingParams(fn, req.Sampling)
 		if err != nil {
-			freeAll(strs)
-			return p, nil, err
+			r.free()
+			return nil, err
 		}
 		p.sampling = sp
-		strs = append(strs, (*C.char)(unsafe.Pointer(sp)))
+		r.strs = append(r.strs, (*C.char)(unsafe.Pointer(sp)))
 	}
-	return p, strs, nil
+	return r, nil
 }
 
 // Stream is a generation read by pulling, like bufio.Scanner:
@@ -175,14 +200,14 @@ func (m *Model) StreamRequest(ctx context.Context, req Request) (*Stream, error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	p, strs, err := requestParams("rkl_stream_open", req)
+	r, err := requestParams("rkl_stream_open", req)
 	if err != nil {
 		return nil, err
 	}
-	defer freeAll(strs)
+	defer r.free()
 
 	var h *C.rkl_stream
-	if err := call(func() C.rkl_status { return C.rkl_stream_open(m.h, &p, &h) }); err != nil {
+	if err := r.run(C.RKL_GO_STREAM_OPEN, m, nil, unsafe.Pointer(&h), nil); err != nil {
 		return nil, err
 	}
 	s := &Stream{h: h, ctx: ctx, stop: make(chan struct{})}

@@ -83,6 +83,20 @@ function declare(library) {
     // Version 3: automatic prompt caching.
     cache_dir: 'const char *',
     cache_max_bytes: 'uint64_t',
+    // Version 4: cross-attention, media tags; the tokenizer and embedder
+    // callbacks stay NULL (see README: not exposed).
+    use_cross_attn: 'int32_t',
+    _reserved4: 'uint32_t',
+    image_start: 'const char *',
+    image_end: 'const char *',
+    image_content: 'const char *',
+    video_start: 'const char *',
+    video_end: 'const char *',
+    video_content: 'const char *',
+    tokenizer: 'void *',
+    tokenizer_userdata: 'void *',
+    embedder: 'void *',
+    embedder_userdata: 'void *',
   });
 
   const ModelDetails = koffi.struct('rkl_model_details', {
@@ -108,6 +122,39 @@ function declare(library) {
     mirostat_eta: 'float',
   });
 
+  // Images or videos; `embeddings` (a Float32Array) is copied by koffi to
+  // memory it keeps for the call, as are these structs themselves.
+  const MediaInput = koffi.struct('rkl_media_input', {
+    struct_size: 'size_t',
+    embeddings: 'const float *',
+    count: 'size_t',
+    frames: 'size_t',
+    tokens: 'size_t',
+    dim: 'size_t',
+    width: 'size_t',
+    height: 'size_t',
+  });
+
+  const CrossAttnParams = koffi.struct('rkl_cross_attn_params', {
+    struct_size: 'size_t',
+    k_cache: 'const float *',
+    v_cache: 'const float *',
+    cache_floats: 'size_t',
+    mask: 'const float *',
+    positions: 'const int32_t *',
+    num_tokens: 'size_t',
+  });
+
+  // Filled by rkl_hidden_states / rkl_logits in C memory (koffi.alloc), so
+  // that rkl_tensor_free sees exactly the struct rkl filled.
+  const Tensor = koffi.struct('rkl_tensor', {
+    struct_size: 'size_t',
+    data: 'void *',
+    tokens: 'size_t',
+    dim: 'size_t',
+    storage: 'void *',
+  });
+
   const GenerateParams = koffi.struct('rkl_generate_params', {
     struct_size: 'size_t',
     prompt: 'const char *',
@@ -120,6 +167,16 @@ function declare(library) {
     cache_prefix_bytes: 'size_t',
     // A JS object here is copied to memory koffi keeps for the call.
     sampling: 'const rkl_sampling_params *',
+    // Version 3: other inputs (typed arrays, read during the call).
+    input_kind: 'int32_t',
+    tokens: 'const int32_t *',
+    n_tokens: 'size_t',
+    embeddings: 'const float *',
+    n_embedding_tokens: 'size_t',
+    embedding_dim: 'size_t',
+    images: 'const rkl_media_input *',
+    videos: 'const rkl_media_input *',
+    cross_attn: 'const rkl_cross_attn_params *',
   });
 
   const statsFields = {
@@ -205,6 +262,11 @@ function declare(library) {
     cache_release: lib.func('int32_t rkl_cache_release(rkl_model *model)'),
     cache_inspect: lib.func('int32_t rkl_cache_inspect(const char *path, rkl_cache_info *out)'),
     cache_info_free: lib.func('int32_t rkl_cache_info_free(rkl_cache_info *info)'),
+    media_input_init: lib.func('int32_t rkl_media_input_init(_Out_ rkl_media_input *input, size_t size)'),
+    cross_attn_params_init: lib.func('int32_t rkl_cross_attn_params_init(_Out_ rkl_cross_attn_params *params, size_t size)'),
+    hidden_states: lib.func('int32_t rkl_hidden_states(rkl_model *model, const rkl_generate_params *params, rkl_tensor *out, _Inout_ rkl_stats *stats)'),
+    logits: lib.func('int32_t rkl_logits(rkl_model *model, const rkl_generate_params *params, rkl_tensor *out, _Inout_ rkl_stats *stats)'),
+    tensor_free: lib.func('int32_t rkl_tensor_free(rkl_tensor *tensor)'),
   };
 
   // This thread's last error message: only meaningful right after a failed
@@ -230,7 +292,7 @@ function declare(library) {
     koffi,
     lib,
     c,
-    types: { OpenParams, GenerateParams, SamplingParams, CStats, CStatsV1, CStatsV2, ModelDetails, CacheInfo },
+    types: { OpenParams, GenerateParams, SamplingParams, MediaInput, CrossAttnParams, Tensor, CStats, CStatsV1, CStatsV2, ModelDetails, CacheInfo },
     lastErrorMessage,
     streamErrorMessage,
   };

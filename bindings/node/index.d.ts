@@ -115,6 +115,73 @@ export interface OpenOptions {
    *  least recently used are removed past it. 0 (default): no cap. Refused
    *  without `cacheDir`. */
   cacheMaxBytes?: number;
+  /** A cross-attention model: requests pass `crossAttn` (runtime 1.2.1+). */
+  useCrossAttn?: boolean;
+  /** [start, end, content]: the tags the runtime puts around and inside
+   *  each image of a multimodal prompt (default: the runtime's on 1.2,
+   *  empty on 1.3). */
+  imageTags?: [string, string, string];
+  /** As `imageTags`, for videos (runtime release 1.3). */
+  videoTags?: [string, string, string];
+}
+
+/** Images or videos of a multimodal request, as the vision encoder made
+ *  them: `count` items (one `<image>` / `<video>` marker each in the
+ *  prompt), `frames` per video, `tokens` rows per image or frame, `dim`
+ *  floats per row; `values` holds count * max(frames, 1) * tokens * dim. */
+export interface Media {
+  values: Float32Array | number[];
+  count: number;
+  frames?: number;
+  tokens: number;
+  dim: number;
+  width?: number;
+  height?: number;
+}
+
+/** The encoder state of a cross-attention model (open() `useCrossAttn`);
+ *  the runtime keeps the last one given until another request gives one. */
+export interface CrossAttention {
+  kCache: Float32Array | number[];
+  vCache: Float32Array | number[];
+  /** One per encoder token. */
+  mask: Float32Array | number[];
+  /** One per encoder token. */
+  positions: Int32Array | number[];
+}
+
+/** A request's input other than the prompt text: one of `tokens`,
+ *  `embeddings` (with `embeddingDim`), or `images` and/or `videos` (with a
+ *  prompt holding their markers; videos need runtime 1.3, else
+ *  RKL_NOT_SUPPORTED); and `crossAttn`. Wrong element types throw
+ *  TypeError; wrong shapes RklError RKL_INVALID_ARGUMENT. */
+export interface InputOptions {
+  tokens?: Int32Array | number[];
+  embeddings?: Float32Array | number[];
+  embeddingDim?: number;
+  images?: Media;
+  videos?: Media;
+  crossAttn?: CrossAttention;
+}
+
+/** A request of hiddenStates() and logits(). */
+export interface TensorRequest extends InputOptions {
+  /** The text ('' for token and embedding input). */
+  prompt?: string;
+  role?: 'user' | 'tool';
+  lora?: string;
+  cachePrefix?: string;
+  /** Aborting it stops the call through Model.abort(). */
+  signal?: AbortSignal;
+}
+
+/** Rows of floats from hiddenStates() / logits(). */
+export interface Tensor {
+  /** `tokens * dim` values, row after row. */
+  values: Float32Array;
+  tokens: number;
+  dim: number;
+  stats: Stats;
 }
 
 /** Sampling settings of one request (rkl_sampling_params): those not given
@@ -143,7 +210,7 @@ export interface Sampling {
 }
 
 /** Settings of one request. */
-export interface GenerateOptions {
+export interface GenerateOptions extends InputOptions {
   /** Stop after this many tokens (0: the model's limit). */
   maxNewTokens?: number;
   /** Keep this turn in the KV history. */
@@ -283,6 +350,11 @@ export declare class Model {
     prompt: string,
     options?: GenerateOptions & { onText?: (text: string) => void },
   ): Promise<{ text: string; stats: Stats }>;
+  /** The last hidden layer of the request's input, one row per token;
+   *  nothing is generated. Off the event loop. */
+  hiddenStates(req: TensorRequest): Promise<Tensor>;
+  /** The request's logits (the last token's row); off the event loop. */
+  logits(req: TensorRequest): Promise<Tensor>;
   readonly info: ModelInfo;
   clearHistory(keepSystemPrompt?: boolean): void;
   kvCacheTokens(): number;

@@ -241,6 +241,10 @@ const OPEN_OPTIONS = {
   // Version 3: automatic prompt caching.
   cacheDir: 'cache_dir',
   cacheMaxBytes: 'cache_max_bytes',
+  // Version 4: cross-attention models and media tags.
+  useCrossAttn: 'use_cross_attn',
+  imageTags: 'image_',
+  videoTags: 'video_',
 };
 
 // Fields koffi would wrap silently when out of range: checked here.
@@ -259,7 +263,11 @@ function openParams(modelPath, options = {}) {
     const field = OPEN_OPTIONS[key];
     if (!field) throw new TypeError(`unknown option ${key}; known: ${Object.keys(OPEN_OPTIONS).join(', ')}`);
     if (value === undefined || value === null) continue;
-    if (field === 'flags') {
+    if (field === 'image_' || field === 'video_') {
+      // [start, end, content]: all three or none.
+      if (!Array.isArray(value) || value.length !== 3) throw new TypeError(`${key} must be [start, end, content]`);
+      ['start', 'end', 'content'].forEach((part, i) => { p[field + part] = cText(`${key}[${i}]`, value[i]); });
+    } else if (field === 'flags') {
       if (typeof value !== 'boolean') throw new TypeError('isolated must be a boolean');
       p.flags = value ? OPEN_ISOLATED : 0;
     } else if (RANGES[field]) {
@@ -324,6 +332,97 @@ function samplingParams(sampling) {
   return s;
 }
 
+const INPUT = Object.freeze({ text: 0, tokens: 1, embeddings: 2, multimodal: 3 });
+
+const invalid = (message) => new RklError(Status.INVALID_ARGUMENT, message);
+
+// A count for a size_t field: a non-negative safe integer (koffi would wrap
+// or round anything else).
+function count(what, value) {
+  if (value === undefined || value === null) return 0;
+  if (!Number.isSafeInteger(value) || value < 0) throw invalid(`${what} must be a non-negative integer, not ${value}`);
+  return value;
+}
+
+// An Int32Array or Float32Array (`Type`) for a C array: the typed array
+// itself, or a plain array of numbers converted after a check (a value the
+// type cannot hold exactly is refused, not rounded or wrapped).
+function typedArray(what, Type, value) {
+  if (value instanceof Type) return value;
+  if (ArrayBuffer.isView(value)) throw new TypeError(`${what} must be a ${Type.name} or an array, not a ${value.constructor.name}`);
+  if (!Array.isArray(value)) throw new TypeError(`${what} must be a ${Type.name} or an array of numbers`);
+  const out = Type.from(value);
+  value.forEach((v, i) => {
+    if (typeof v !== 'number') throw new TypeError(`${what}[${i}] is not a number`);
+    if (Type === Int32Array && out[i] !== v) throw invalid(`${what}[${i}] = ${v} is not a 32-bit integer`);
+  });
+  return out;
+}
+
+// Points the rkl_generate_params `g` at a request's other inputs.
+function inputParams(g, opts) {
+  const given = ['tokens', 'embeddings', 'images', 'videos'].filter((k) => opts[k] !== undefined && opts[k] !== null);
+  if (given.length > 1 && !(given.length === 2 && given.includes('images') && given.includes('videos'))) {
+    throw invalid(`a request has one input, not ${given.join(' and ')}`);
+  }
+  if (given.includes('tokens')) {
+    const t = typedArray('tokens', Int32Array, opts.tokens);
+    g.input_kind = INPUT.tokens;
+    g.tokens = t.length ? t : null;
+    g.n_tokens = t.length;
+  }
+  if (given.includes('embeddings')) {
+    const e = typedArray('embeddings', Float32Array, opts.embeddings);
+    const dim = count('embeddingDim', opts.embeddingDim);
+    if (dim === 0 || e.length % dim !== 0) {
+      throw invalid(`embeddings: ${e.length} values are not whole rows of embeddingDim ${dim}`);
+    }
+    g.input_kind = INPUT.embeddings;
+    g.embeddings = e.length ? e : null;
+    g.n_embedding_tokens = e.length / dim;
+    g.embedding_dim = dim;
+  }
+  for (const name of ['images', 'videos']) {
+    const m = opts[name];
+    if (m === undefined || m === null) continue;
+    if (typeof m !== 'object') throw new TypeError(`${name} must be { values, count, tokens, dim, ... }`);
+    const values = typedArray(`${name}.values`, Float32Array, m.values === undefined ? [] : m.values);
+    const media = {};
+    check(c.media_input_init(media, koffi.sizeof(types.MediaInput)));
+    for (const f of ['count', 'frames', 'tokens', 'dim', 'width', 'height']) media[f] = count(`${name}.${f}`, m[f]);
+    if (name === 'images' && media.frames > 1) throw invalid('images have no frames');
+    // Exact, with BigInt: a product past 2^53 must not round to the length.
+    const want = BigInt(media.count) * BigInt(Math.max(media.frames, 1)) * BigInt(media.tokens) * BigInt(media.dim);
+    if (BigInt(values.length) !== want) {
+      throw invalid(`${name}: ${values.length} values for ${want} (count x frames x tokens x dim)`);
+    }
+    media.embeddings = values.length ? values : null;
+    g.input_kind = INPUT.multimodal;
+    g[name] = media;
+  }
+  const x = opts.crossAttn;
+  if (x !== undefined && x !== null) {
+    if (typeof x !== 'object') throw new TypeError('crossAttn must be { kCache, vCache, mask, positions }');
+    const k = typedArray('crossAttn.kCache', Float32Array, x.kCache);
+    const v = typedArray('crossAttn.vCache', Float32Array, x.vCache);
+    const mask = typedArray('crossAttn.mask', Float32Array, x.mask);
+    const pos = typedArray('crossAttn.positions', Int32Array, x.positions);
+    if (k.length !== v.length) throw invalid('crossAttn: kCache and vCache differ in length');
+    if (mask.length !== pos.length) throw invalid('crossAttn: mask and positions differ in length (one each per encoder token)');
+    const p = {};
+    check(c.cross_attn_params_init(p, koffi.sizeof(types.CrossAttnParams)));
+    Object.assign(p, {
+      k_cache: k.length ? k : null,
+      v_cache: v.length ? v : null,
+      cache_floats: k.length,
+      mask: mask.length ? mask : null,
+      positions: pos.length ? pos : null,
+      num_tokens: mask.length,
+    });
+    g.cross_attn = p;
+  }
+}
+
 function generateParams(prompt, opts = {}) {
   cText('prompt', prompt);
   const g = {};
@@ -346,6 +445,7 @@ function generateParams(prompt, opts = {}) {
     g.cache_prefix_bytes = Buffer.byteLength(opts.cachePrefix, 'utf8');
   }
   if (opts.sampling !== undefined && opts.sampling !== null) g.sampling = samplingParams(opts.sampling);
+  inputParams(g, opts);
   return g;
 }
 
@@ -408,6 +508,43 @@ class Model {
       stream.close();
     }
     return { text, stats: stream.stats };
+  }
+
+  /**
+   * Runs a request and resolves to the last hidden layer of its input:
+   * { values: Float32Array (tokens rows of dim), tokens, dim, stats }.
+   * Nothing is generated. `req` has `prompt` (text) or one of `tokens`,
+   * `embeddings` (+ `embeddingDim`), `images` / `videos`, and optionally
+   * `crossAttn`, `role`, `lora`, `cachePrefix`, `signal` (aborting it
+   * stops the call through abort(), so the model's other generations stop
+   * too). Runs on a worker thread: the event loop is not blocked.
+   */
+  async hiddenStates(req = {}) {
+    return this.#tensor('hiddenStates', req);
+  }
+
+  /** Runs a request and resolves to its logits (rows of the vocabulary's
+   *  size: the last token's), as hiddenStates(). */
+  async logits(req = {}) {
+    return this.#tensor('logits', req);
+  }
+
+  async #tensor(op, req) {
+    if (req === null || typeof req !== 'object') throw new TypeError('the request must be an object');
+    const { signal } = req;
+    const params = generateParams(req.prompt === undefined ? '' : req.prompt, { ...req, maxNewTokens: undefined });
+    if (signal && signal.aborted) throw signal.reason;
+    const h = this.#h;
+    const onAbort = () => c.abort(h);
+    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await workerValue(op, h, params);
+    } catch (err) {
+      if (signal && signal.aborted && err instanceof RklError && err.status === Status.ABORTED) throw signal.reason;
+      throw err;
+    } finally {
+      if (signal) signal.removeEventListener('abort', onAbort);
+    }
   }
 
   /** { modelPath, runtimePath, family, runtimeVersion } */

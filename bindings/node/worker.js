@@ -1,6 +1,6 @@
 'use strict';
 // A worker thread for rkl's long calls: prompt-cache save, load and inspect,
-// and model restart. index.js keeps a small pool of these (see Pool there).
+// model restart, hidden states and logits. index.js keeps a small pool of these (see Pool there).
 //
 // Why not koffi's fn.async, as the token stream uses: librkl keeps the
 // message of a failure per thread, and fn.async runs on whichever libuv pool
@@ -84,6 +84,34 @@ function withCacheInfo(call) {
   }
 }
 
+// Runs rkl_hidden_states or rkl_logits with an rkl_tensor in C memory and
+// copies its values into a Float32Array before rkl_tensor_free().
+function tensor(fn, model, params) {
+  const size = koffi.sizeof(types.Tensor);
+  const out = koffi.alloc(types.Tensor, 1);
+  try {
+    new Uint8Array(koffi.view(out, size)).fill(0);
+    koffi.encode(out, 'size_t', size);
+    const stats = { struct_size: koffi.sizeof(types.CStats) };
+    const status = fn(model, params, out, stats);
+    if (status !== 0) return { status, message: lastErrorMessage() };
+    try {
+      const t = koffi.decode(out, types.Tensor);
+      const tokens = Number(t.tokens);
+      const dim = Number(t.dim);
+      const n = tokens * dim;
+      const values = new Float32Array(n);
+      if (n > 0) values.set(new Float32Array(koffi.view(t.data, 4 * n)));
+      return { status, value: { values, tokens, dim, stats: statsFrom(stats) } };
+    } finally {
+      const freed = c.tensor_free(out);
+      if (freed !== 0) throw new Error(`rkl_tensor_free: ${lastErrorMessage()}`);
+    }
+  } finally {
+    koffi.free(out);
+  }
+}
+
 // What a status-only call returns.
 function plain(status) {
   return status === 0 ? { status } : { status, message: lastErrorMessage() };
@@ -94,6 +122,8 @@ const ops = {
   cacheLoad: (model, path) => withCacheInfo((out) => c.cache_load(model, path, out)),
   cacheInspect: (path) => withCacheInfo((out) => c.cache_inspect(path, out)),
   modelRestart: (model) => plain(c.model_restart(model)),
+  hiddenStates: (model, params) => tensor(c.hidden_states, model, params),
+  logits: (model, params) => tensor(c.logits, model, params),
 };
 
 parentPort.on('message', ({ id, op, args }) => {

@@ -54,7 +54,12 @@ test('struct sizes come from the library', () => {
   assert.equal(p.cache_dir, null);
   assert.equal(Number(p.cache_max_bytes), 0);
   assert.equal(koffi.offsetof(OpenParams, 'cache_dir'), 120);
-  assert.equal(koffi.sizeof(OpenParams), 136);
+  // Version 4 (cross-attention, media tags, callbacks).
+  assert.equal(p.use_cross_attn, 0);
+  assert.equal(p.image_start, null);
+  assert.equal(koffi.offsetof(OpenParams, 'use_cross_attn'), 136);
+  assert.equal(koffi.offsetof(OpenParams, 'tokenizer'), 192);
+  assert.equal(koffi.sizeof(OpenParams), 224);
   // A caller of version 1 (which ended where `flags` begins) is served; less is refused.
   const v1 = koffi.offsetof(OpenParams, 'flags');
   assert.equal(rkl._c.open_params_init({}, v1), rkl.Status.OK);
@@ -71,7 +76,16 @@ test('struct sizes come from the library', () => {
   assert.equal(g.sampling, null);
   assert.equal(koffi.offsetof(GenerateParams, 'cache_prefix_bytes'), 40);
   assert.equal(koffi.offsetof(GenerateParams, 'sampling'), 48);
-  assert.equal(koffi.sizeof(GenerateParams), 56);
+  // Version 3 (other inputs): the text kind, no arrays.
+  assert.equal(g.input_kind, 0);
+  assert.equal(g.tokens, null);
+  assert.equal(koffi.offsetof(GenerateParams, 'input_kind'), 56);
+  assert.equal(koffi.offsetof(GenerateParams, 'cross_attn'), 120);
+  assert.equal(koffi.sizeof(GenerateParams), 128);
+  const { MediaInput, CrossAttnParams, Tensor } = rkl._types;
+  assert.deepEqual([koffi.sizeof(MediaInput), koffi.sizeof(CrossAttnParams), koffi.sizeof(Tensor)], [64, 56, 40]);
+  assert.equal(rkl._c.media_input_init({}, koffi.sizeof(MediaInput)), rkl.Status.OK);
+  assert.equal(rkl._c.cross_attn_params_init({}, koffi.sizeof(CrossAttnParams)), rkl.Status.OK);
   // rkl_sampling_params: every field unset after init, so every offset
   // agrees with the library's.
   const { SamplingParams } = rkl._types;

@@ -23,6 +23,13 @@ async function main(): Promise<void> {
   const mtime: bigint = loaded.modelMtimeNs;
   console.log(prefill, verdict, mtime, loaded.chatTemplate?.system, loaded.verdictCode);
   model.releaseCache();
+  const rows: rkl.Tensor = await model.hiddenStates({ embeddings: new Float32Array(16), embeddingDim: 8 });
+  const v: Float32Array = rows.values;
+  const lg = await model.logits({ tokens: [1, 2], crossAttn: { kCache: [0], vCache: [0], mask: [1], positions: new Int32Array(1) } });
+  const media: rkl.Media = { values: new Float32Array(8), count: 1, tokens: 1, dim: 8, width: 4 };
+  await model.generate('<image>', { images: media, videos: { ...media, frames: 2 } });
+  console.log(v.length, rows.tokens * rows.dim, lg.stats.prefillTokens);
+  rkl.open('model.rkllm', { useCrossAttn: true, imageTags: ['<i>', '</i>', '<p>'], videoTags: ['a', 'b', 'c'] });
   const cached = rkl.open('model.rkllm', { cacheDir: '/tmp/rkl-cache', cacheMaxBytes: 1 << 30 });
   const use: rkl.CacheUse = (await cached.generate('System. Hi', { cachePrefix: 'System. ' })).stats.cacheUse;
   for await (const t of cached.stream('System. Again', { cachePrefix: 'System. ' })) console.log(t, use);

@@ -43,6 +43,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import array
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -55,19 +56,24 @@ from ctypes import (
     c_float,
     c_int,
     c_int32,
+    c_int64,
     c_size_t,
     c_uint32,
     c_uint64,
     c_void_p,
 )
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 __all__ = [
     "Model",
     "Stream",
     "Stats",
     "Sampling",
+    "Images",
+    "Videos",
+    "CrossAttention",
+    "Tensor",
     "ModelInfo",
     "Reply",
     "CacheInfo",
@@ -342,6 +348,11 @@ def error_class(status: int) -> type:
 # refuses a struct_size it does not know (tests/test_rkl.py checks this).
 
 
+# rkl_tokenize_fn and rkl_embed_fn (rkl_open_params.tokenizer / embedder).
+TOKENIZE_FN = CFUNCTYPE(c_int64, POINTER(c_char), c_size_t, POINTER(c_int32), c_size_t, c_void_p)
+EMBED_FN = CFUNCTYPE(c_int, POINTER(c_int32), c_size_t, POINTER(c_float), c_size_t, c_void_p)
+
+
 class OpenParams(Structure):
     _fields_ = [
         ("struct_size", c_size_t),
@@ -374,6 +385,19 @@ class OpenParams(Structure):
         # Version 3 (automatic prompt caching).
         ("cache_dir", c_char_p),
         ("cache_max_bytes", c_uint64),
+        # Version 4 (other inputs, cross-attention, the caller's tokenizer).
+        ("use_cross_attn", c_int32),
+        ("_reserved4", c_uint32),
+        ("image_start", c_char_p),
+        ("image_end", c_char_p),
+        ("image_content", c_char_p),
+        ("video_start", c_char_p),
+        ("video_end", c_char_p),
+        ("video_content", c_char_p),
+        ("tokenizer", TOKENIZE_FN),
+        ("tokenizer_userdata", c_void_p),
+        ("embedder", EMBED_FN),
+        ("embedder_userdata", c_void_p),
     ]
 
 
@@ -404,6 +428,44 @@ class SamplingParams(Structure):
     ]
 
 
+class MediaInput(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("embeddings", POINTER(c_float)),
+        ("count", c_size_t),
+        ("frames", c_size_t),
+        ("tokens", c_size_t),
+        ("dim", c_size_t),
+        ("width", c_size_t),
+        ("height", c_size_t),
+    ]
+
+
+class CrossAttnParams(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("k_cache", POINTER(c_float)),
+        ("v_cache", POINTER(c_float)),
+        ("cache_floats", c_size_t),
+        ("mask", POINTER(c_float)),
+        ("positions", POINTER(c_int32)),
+        ("num_tokens", c_size_t),
+    ]
+
+
+class CTensor(Structure):
+    """rkl_tensor: the values belong to librkl until rkl_tensor_free();
+    Tensor is the Python copy."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("data", POINTER(c_float)),
+        ("tokens", c_size_t),
+        ("dim", c_size_t),
+        ("storage", c_void_p),
+    ]
+
+
 class GenerateParams(Structure):
     _fields_ = [
         ("struct_size", c_size_t),
@@ -416,6 +478,16 @@ class GenerateParams(Structure):
         # Version 2 (automatic prompt caching, per-request sampling).
         ("cache_prefix_bytes", c_size_t),
         ("sampling", POINTER(SamplingParams)),
+        # Version 3 (other inputs, cross-attention).
+        ("input_kind", c_int32),
+        ("tokens", POINTER(c_int32)),
+        ("n_tokens", c_size_t),
+        ("embeddings", POINTER(c_float)),
+        ("n_embedding_tokens", c_size_t),
+        ("embedding_dim", c_size_t),
+        ("images", POINTER(MediaInput)),
+        ("videos", POINTER(MediaInput)),
+        ("cross_attn", POINTER(CrossAttnParams)),
     ]
 
 
@@ -564,6 +636,12 @@ _cache_load = _fn("rkl_cache_load", c_int32, c_void_p, c_char_p, POINTER(CCacheI
 _cache_release = _fn("rkl_cache_release", c_int32, c_void_p)
 _cache_inspect = _fn("rkl_cache_inspect", c_int32, c_char_p, POINTER(CCacheInfo))
 _cache_info_free = _fn("rkl_cache_info_free", c_int32, POINTER(CCacheInfo))
+_media_input_init = _fn("rkl_media_input_init", c_int32, POINTER(MediaInput), c_size_t)
+_cross_attn_params_init = _fn("rkl_cross_attn_params_init", c_int32, POINTER(CrossAttnParams), c_size_t)
+_hidden_states = _fn("rkl_hidden_states", c_int32, c_void_p, POINTER(GenerateParams), POINTER(CTensor),
+                     POINTER(CStats))
+_logits = _fn("rkl_logits", c_int32, c_void_p, POINTER(GenerateParams), POINTER(CTensor), POINTER(CStats))
+_tensor_free = _fn("rkl_tensor_free", c_int32, POINTER(CTensor))
 
 
 def version() -> str:
@@ -821,7 +899,7 @@ def inspect_cache(path) -> CacheInfo:
 
 def _request(prompt: str, max_new_tokens: int, keep_history: bool, enable_thinking: bool,
              role: str, lora: Optional[str], cache_prefix: Optional[str] = None,
-             sampling: Optional[Sampling] = None) -> GenerateParams:
+             sampling: Optional[Sampling] = None, inputs: Optional[dict] = None) -> GenerateParams:
     p = GenerateParams()
     _check(_generate_params_init(byref(p), ctypes.sizeof(p)))
     p.prompt = _text(prompt, "prompt")
@@ -843,7 +921,217 @@ def _request(prompt: str, max_new_tokens: int, keep_history: bool, enable_thinki
         if not isinstance(sampling, Sampling):
             raise TypeError(f"sampling must be rkl.Sampling, not {type(sampling).__name__}")
         p.sampling = ctypes.pointer(sampling._params())  # kept alive by p
+    if inputs:
+        p._keep = _inputs(p, **inputs)  # the buffers, alive as long as p
     return p
+
+
+# ----------------------------------------------------------------- inputs
+# Arrays go to librkl as pointers into the caller's buffer (rkl copies them
+# during the call): any C-contiguous buffer of float32 / int32 items, a
+# bytes-like object holding them, or a list of numbers.
+
+INPUT_TEXT, INPUT_TOKENS, INPUT_EMBEDDINGS, INPUT_MULTIMODAL = 0, 1, 2, 3
+_MAX_SIZE = 2**63 - 1  # beyond any buffer; keeps a size_t from wrapping
+
+
+def _size(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= _MAX_SIZE:
+        raise InvalidArgumentError(INVALID_ARGUMENT, f"{what} must be in 0..2^63-1, not {value}")
+    return value
+
+
+class _Array:
+    """A buffer's items as a C array: ``pointer`` (NULL when empty) and
+    ``count``; holds what the pointer points into."""
+
+    def __init__(self, obj, code: str, what: str):
+        ctype = c_float if code == "f" else c_int32
+        kind = "float32" if code == "f" else "int32"
+        if isinstance(obj, (list, tuple)):
+            try:
+                obj = array.array(code, obj)
+            except (TypeError, OverflowError) as e:
+                raise TypeError(f"{what}: a list of {kind} values expected ({e})") from None
+        try:
+            view = memoryview(obj)
+        except TypeError:
+            raise TypeError(f"{what} must be a buffer of {kind} (array.array('{code}'), a numpy array, "
+                            f"memoryview, bytes) or a list, not {type(obj).__name__}") from None
+        if not view.c_contiguous:
+            raise ValueError(f"{what} must be C-contiguous")
+        fmt = view.format.lstrip("@=<")
+        if view.itemsize == 1 and fmt in ("B", "b", "c"):
+            if view.nbytes % 4:
+                raise ValueError(f"{what}: {view.nbytes} bytes are not a whole number of {kind} values")
+        elif view.itemsize != 4 or fmt not in (("f",) if code == "f" else ("i", "l")):
+            raise TypeError(f"{what} must hold {kind} values, not items of format {view.format!r} "
+                            f"({view.itemsize} bytes)")
+        elif view.format.startswith(">"):
+            raise TypeError(f"{what} must be little-endian {kind}, not {view.format!r}")
+        self.shape: Tuple[int, ...] = tuple(view.shape or ())
+        self.count = view.nbytes // 4
+        self.pointer = POINTER(ctype)()
+        if self.count:
+            raw = view.cast("B")
+            try:
+                self._data: Any = (ctype * self.count).from_buffer(raw)
+            except TypeError:  # read-only (bytes): librkl copies anyway
+                self._data = (ctype * self.count).from_buffer_copy(raw)
+            self.pointer = ctypes.cast(self._data, POINTER(ctype))
+
+
+class _Media:
+    _what = "media"
+
+    def __init__(self, values, count: int, tokens: int, dim: int, frames: int = 0,
+                 width: int = 0, height: int = 0):
+        self.values = values
+        self.count, self.frames, self.tokens, self.dim = count, frames, tokens, dim
+        self.width, self.height = width, height
+
+    def _c(self) -> Tuple[MediaInput, _Array]:
+        m = MediaInput()
+        _check(_media_input_init(byref(m), ctypes.sizeof(m)))
+        w = self._what
+        a = _Array(self.values, "f", f"{w}.values")
+        for name in ("count", "frames", "tokens", "dim", "width", "height"):
+            setattr(m, name, _size(getattr(self, name), f"{w}.{name}"))
+        want = self.count * max(self.frames, 1) * self.tokens * self.dim
+        if a.count != want:
+            raise InvalidArgumentError(INVALID_ARGUMENT, f"{w}: {a.count} values for {want} "
+                                       f"(count x frames x tokens x dim)")
+        m.embeddings = a.pointer
+        return m, a
+
+
+class Images(_Media):
+    """The images of a multimodal request, as the vision encoder made them:
+    ``count`` images of ``tokens`` rows of ``dim`` floats (``values``, any
+    float32 buffer, image after image); the prompt holds one ``<image>``
+    marker per image. ``width`` / ``height`` (pixels) are optional."""
+
+    _what = "images"
+
+    def __init__(self, values, count: int, tokens: int, dim: int, width: int = 0, height: int = 0):
+        super().__init__(values, count, tokens, dim, 0, width, height)
+
+
+class Videos(_Media):
+    """The videos of a multimodal request (runtime release 1.3; a 1.2
+    runtime raises NotSupportedError): ``count`` videos of ``frames`` frames
+    of ``tokens`` rows of ``dim`` floats; one ``<video>`` marker each."""
+
+    _what = "videos"
+
+    def __init__(self, values, count: int, frames: int, tokens: int, dim: int, width: int = 0,
+                 height: int = 0):
+        super().__init__(values, count, tokens, dim, frames, width, height)
+
+
+@dataclass
+class CrossAttention:
+    """The encoder state of a cross-attention model (``Model(...,
+    use_cross_attn=True)``) for a request: ``k_cache`` and ``v_cache`` of
+    the same length (a multiple of the encoder tokens), one ``mask`` float
+    and one ``positions`` int32 per encoder token. The runtime keeps using
+    the last state given until a request gives another."""
+
+    k_cache: Any
+    v_cache: Any
+    mask: Any
+    positions: Any
+
+
+class Tensor:
+    """What hidden_states() and logits() return: ``tokens`` rows of ``dim``
+    floats in ``values`` (an ``array.array('f')``, row after row, owned by
+    Python), and the run's ``stats``."""
+
+    def __init__(self, values: "array.array[float]", tokens: int, dim: int, stats: Stats):
+        self.values = values
+        self.tokens = tokens
+        self.dim = dim
+        self.stats = stats
+
+    def row(self, i: int) -> "array.array[float]":
+        """Row ``i`` (a copy); negative ``i`` counts from the end."""
+        if i < 0:
+            i += self.tokens
+        if not 0 <= i < self.tokens:
+            raise IndexError(f"row {i} of {self.tokens}")
+        return self.values[i * self.dim:(i + 1) * self.dim]
+
+    def __repr__(self) -> str:
+        return f"rkl.Tensor(tokens={self.tokens}, dim={self.dim})"
+
+
+_INPUT_NAMES = ("tokens", "embeddings", "embedding_dim", "images", "videos", "cross_attn")
+
+
+def _input_args(inputs: dict) -> dict:
+    unknown = set(inputs) - set(_INPUT_NAMES)
+    if unknown:
+        raise TypeError(f"unknown argument {sorted(unknown)[0]!r}")
+    return {name: inputs.get(name) for name in _INPUT_NAMES}
+
+
+def _inputs(p: GenerateParams, tokens, embeddings, embedding_dim: Optional[int],
+            images: Optional[Images], videos: Optional[Videos],
+            cross_attn: Optional[CrossAttention]) -> list:
+    """Points p at the inputs; returns what must stay alive for the call."""
+    keep: list = []
+    given = [n for n, v in (("tokens", tokens), ("embeddings", embeddings),
+                            ("images/videos", images if images is not None else videos)) if v is not None]
+    if len(given) > 1:
+        raise InvalidArgumentError(INVALID_ARGUMENT, f"a request has one input, not {' and '.join(given)}")
+    if tokens is not None:
+        a = _Array(tokens, "i", "tokens")
+        p.input_kind, p.tokens, p.n_tokens = INPUT_TOKENS, a.pointer, a.count
+        keep.append(a)
+    if embeddings is not None:
+        a = _Array(embeddings, "f", "embeddings")
+        if embedding_dim is None:
+            if len(a.shape) != 2:
+                raise TypeError("embeddings: give embedding_dim= (or a 2-D array of rows)")
+            embedding_dim = a.shape[1]
+        dim = _size(embedding_dim, "embedding_dim")
+        if dim == 0 or a.count % dim:
+            raise InvalidArgumentError(INVALID_ARGUMENT, f"embeddings: {a.count} values are not whole "
+                                       f"rows of embedding_dim {dim}")
+        p.input_kind, p.embeddings = INPUT_EMBEDDINGS, a.pointer
+        p.n_embedding_tokens, p.embedding_dim = a.count // dim, dim
+        keep.append(a)
+    for name, media, cls in (("images", images, Images), ("videos", videos, Videos)):
+        if media is None:
+            continue
+        if not isinstance(media, cls):
+            raise TypeError(f"{name} must be rkl.{cls.__name__}, not {type(media).__name__}")
+        m, a = media._c()
+        p.input_kind = INPUT_MULTIMODAL
+        setattr(p, name, ctypes.pointer(m))
+        keep += [m, a]
+    if cross_attn is not None:
+        if not isinstance(cross_attn, CrossAttention):
+            raise TypeError(f"cross_attn must be rkl.CrossAttention, not {type(cross_attn).__name__}")
+        c = CrossAttnParams()
+        _check(_cross_attn_params_init(byref(c), ctypes.sizeof(c)))
+        k = _Array(cross_attn.k_cache, "f", "cross_attn.k_cache")
+        v = _Array(cross_attn.v_cache, "f", "cross_attn.v_cache")
+        mask = _Array(cross_attn.mask, "f", "cross_attn.mask")
+        pos = _Array(cross_attn.positions, "i", "cross_attn.positions")
+        if k.count != v.count:
+            raise InvalidArgumentError(INVALID_ARGUMENT, "cross_attn: k_cache and v_cache differ in length")
+        if mask.count != pos.count:
+            raise InvalidArgumentError(INVALID_ARGUMENT, "cross_attn: mask and positions differ in length "
+                                       "(one each per encoder token)")
+        c.k_cache, c.v_cache, c.cache_floats = k.pointer, v.pointer, k.count
+        c.mask, c.positions, c.num_tokens = mask.pointer, pos.pointer, mask.count
+        p.cross_attn = ctypes.pointer(c)
+        keep += [c, k, v, mask, pos]
+    return keep
 
 
 # ----------------------------------------------------------------- model
@@ -889,13 +1177,30 @@ class Model:
     """
 
     _settings = frozenset(name for name, _ in OpenParams._fields_) - {
-        "struct_size", "model_path", "_reserved"} | {"isolated"}
+        "struct_size", "model_path", "_reserved", "_reserved4", "tokenizer_userdata",
+        "embedder_userdata"} | {"isolated", "image_tags", "video_tags"}
+    _strings = ("runtime_path", "runtime_abi", "cache_dir", "image_start", "image_end", "image_content",
+                "video_start", "video_end", "video_content")
 
     def __init__(self, model_path, **settings):
         params = OpenParams()
         _check(_open_params_init(byref(params), ctypes.sizeof(params)))
         params.model_path = _path(model_path, "model_path")
         isolated = settings.pop("isolated", None)
+        for kind in ("image", "video"):
+            tags = settings.pop(kind + "_tags", None)
+            if tags is not None:
+                if isinstance(tags, (str, bytes)) or len(tags) != 3:
+                    raise TypeError(f"{kind}_tags must be (start, end, content), not {tags!r}")
+                for part, value in zip(("start", "end", "content"), tags):
+                    settings[f"{kind}_{part}"] = value
+        # The callbacks stay referenced by the model object for its whole
+        # life: librkl keeps the function pointers until rkl_close(), which
+        # __del__ calls before the object (and they) go away.
+        self._hook_errors: list = []
+        self._hooks = (self._tokenize_fn(settings.pop("tokenizer", None)),
+                       self._embed_fn(settings.pop("embedder", None)))
+        params.tokenizer, params.embedder = self._hooks
         for name, value in settings.items():
             if name not in self._settings:
                 raise TypeError(f"unknown setting {name!r}; known: {', '.join(sorted(self._settings))}")
@@ -903,8 +1208,10 @@ class Model:
                 continue
             if name == "max_restarts" and value <= 0:
                 value = -1  # never; the C field's 0 would mean "the default"
-            if name in ("runtime_path", "runtime_abi", "cache_dir"):
+            if name in self._strings:
                 value = _path(value, name)
+            if name == "use_cross_attn":
+                value = int(bool(value))
             if name == "cache_max_bytes" and not (isinstance(value, int) and 0 <= value < 2**64):
                 raise InvalidArgumentError(INVALID_ARGUMENT,
                                            f"cache_max_bytes must be an integer in 0..2^64-1, not {value!r}")
@@ -917,6 +1224,58 @@ class Model:
         # close() it stays here, and later calls get BadHandleError from rkl.
         self._handle = handle
         self.closed = False
+
+    def _tokenize_fn(self, tokenizer):
+        if tokenizer is None:
+            return TOKENIZE_FN()
+        if not callable(tokenizer):
+            raise TypeError("tokenizer must be callable: text -> token ids")
+        errors = self._hook_errors
+
+        def tokenize(text, length, out, max_tokens, _userdata):
+            try:  # on the runtime's thread: nothing may unwind through C
+                ids = _Array(tokenizer(ctypes.string_at(text, length).decode("utf-8")), "i",
+                             "the tokenizer's result")
+                if ids.count > max_tokens:
+                    raise ValueError(f"the tokenizer returned {ids.count} ids, room for {max_tokens}")
+                if ids.count:
+                    ctypes.memmove(out, ids.pointer, 4 * ids.count)
+                return ids.count
+            except BaseException as e:
+                errors.append(e)
+                return -1
+
+        return TOKENIZE_FN(tokenize)
+
+    def _embed_fn(self, embedder):
+        if embedder is None:
+            return EMBED_FN()
+        if not callable(embedder):
+            raise TypeError("embedder must be callable: token ids -> float32 rows")
+        errors = self._hook_errors
+
+        def embed(tokens, n_tokens, out, n_floats, _userdata):
+            try:
+                rows = _Array(embedder(list(tokens[:n_tokens])), "f", "the embedder's result")
+                if rows.count != n_floats:
+                    raise ValueError(f"the embedder returned {rows.count} floats for {n_floats}")
+                if rows.count:
+                    ctypes.memmove(out, rows.pointer, 4 * rows.count)
+                return 0
+            except BaseException as e:
+                errors.append(e)
+                return -1
+
+        return EMBED_FN(embed)
+
+    def _check(self, status: int) -> None:
+        """_check, chaining an exception a tokenizer or embedder raised."""
+        if status != OK and self._hook_errors:
+            cause = self._hook_errors[0]
+            self._hook_errors.clear()
+            raise error_for(status) from cause
+        self._hook_errors.clear()
+        _check(status)
 
     def __enter__(self) -> "Model":
         return self
@@ -944,11 +1303,11 @@ class Model:
         thread, also from inside a callback); they end as "aborted"."""
         _check(_abort(self._handle))
 
-    def generate(self, prompt: str, on_text: Optional[Callable[[str], object]] = None, *,
+    def generate(self, prompt: str = "", on_text: Optional[Callable[[str], object]] = None, *,
                  max_new_tokens: int = 0, keep_history: bool = False,
                  enable_thinking: bool = False, role: str = "user",
                  lora: Optional[str] = None, cache_prefix: Optional[str] = None,
-                 sampling: Optional[Sampling] = None) -> Reply:
+                 sampling: Optional[Sampling] = None, **inputs: Any) -> Reply:
         """Generates a reply, blocking until it ends. ``on_text`` (optional)
         gets each piece of text as it comes, on this thread; returning False
         from it stops the generation, and an exception it raises stops the
@@ -964,9 +1323,13 @@ class Model:
 
         ``sampling``: this request's own sampling settings (a
         :class:`Sampling`; runtime release 1.3, NotSupportedError on 1.2);
-        None: the model's."""
+        None: the model's.
+
+        Other inputs, instead of the prompt text (see hidden_states()):
+        ``tokens=``, ``embeddings=`` (with ``embedding_dim=``), ``images=``
+        / ``videos=``; and ``cross_attn=``."""
         params = _request(prompt, max_new_tokens, keep_history, enable_thinking, role, lora, cache_prefix,
-                          sampling)
+                          sampling, _input_args(inputs))
         pieces: list[str] = []
         failure: list[BaseException] = []
 
@@ -986,20 +1349,67 @@ class Model:
         status = _generate(self._handle, byref(params), callback, None, byref(stats))
         if failure:
             raise failure[0]
-        _check(status)
+        self._check(status)
         return Reply("".join(pieces), Stats._from(stats))
 
-    def stream(self, prompt: str, *, max_new_tokens: int = 0, keep_history: bool = False,
+    def stream(self, prompt: str = "", *, max_new_tokens: int = 0, keep_history: bool = False,
                enable_thinking: bool = False, role: str = "user",
                lora: Optional[str] = None, cache_prefix: Optional[str] = None,
-               sampling: Optional[Sampling] = None) -> "Stream":
+               sampling: Optional[Sampling] = None, **inputs: Any) -> "Stream":
         """Starts a generation and returns a Stream to iterate for its text
-        (``cache_prefix`` and ``sampling`` as for generate())."""
+        (``cache_prefix``, ``sampling`` and the other inputs as for
+        generate())."""
         params = _request(prompt, max_new_tokens, keep_history, enable_thinking, role, lora, cache_prefix,
-                          sampling)
+                          sampling, _input_args(inputs))
         handle = c_void_p()
         _check(_stream_open(self._handle, byref(params), byref(handle)))
         return Stream(handle)
+
+    def _tensor(self, fn, prompt: str, role: str, lora: Optional[str], cache_prefix: Optional[str],
+                inputs: dict) -> Tensor:
+        params = _request(prompt, 0, False, False, role, lora, cache_prefix, None, _input_args(inputs))
+        t = CTensor()
+        t.struct_size = ctypes.sizeof(t)
+        stats = _new_stats()
+        self._check(fn(self._handle, byref(params), byref(t), byref(stats)))
+        try:
+            values = array.array("f")
+            n = t.tokens * t.dim
+            if n:
+                values.frombytes(ctypes.string_at(t.data, 4 * n))
+            return Tensor(values, t.tokens, t.dim, Stats._from(stats))
+        finally:
+            _tensor_free(byref(t))
+
+    def hidden_states(self, prompt: str = "", *, role: str = "user", lora: Optional[str] = None,
+                      cache_prefix: Optional[str] = None, tokens=None, embeddings=None,
+                      embedding_dim: Optional[int] = None, images: Optional[Images] = None,
+                      videos: Optional[Videos] = None,
+                      cross_attn: Optional[CrossAttention] = None) -> Tensor:
+        """Runs a request and returns the last hidden layer of its input, one
+        row of the model's embedding size per token (the vectors retrieval
+        uses); nothing is generated. The input is ``prompt`` (text), or one
+        of: ``tokens`` (int32 token ids), ``embeddings`` (float32 rows of
+        ``embedding_dim``, or a 2-D array), ``images`` / ``videos``
+        (:class:`Images`, :class:`Videos`, with a prompt holding their
+        markers). Arrays are any C-contiguous buffer of the item type
+        (``array.array``, numpy, memoryview, bytes) or lists; a wrong item
+        type raises TypeError, a wrong shape ValueError
+        (InvalidArgumentError), videos on a 1.2 runtime NotSupportedError."""
+        return self._tensor(_hidden_states, prompt, role, lora, cache_prefix, dict(
+            tokens=tokens, embeddings=embeddings, embedding_dim=embedding_dim, images=images, videos=videos,
+            cross_attn=cross_attn))
+
+    def logits(self, prompt: str = "", *, role: str = "user", lora: Optional[str] = None,
+               cache_prefix: Optional[str] = None, tokens=None, embeddings=None,
+               embedding_dim: Optional[int] = None, images: Optional[Images] = None,
+               videos: Optional[Videos] = None, cross_attn: Optional[CrossAttention] = None) -> Tensor:
+        """Runs a request and returns the logits the runtime computed (rows
+        of the vocabulary's size: the last token's); inputs as for
+        hidden_states()."""
+        return self._tensor(_logits, prompt, role, lora, cache_prefix, dict(
+            tokens=tokens, embeddings=embeddings, embedding_dim=embedding_dim, images=images, videos=videos,
+            cross_attn=cross_attn))
 
     @property
     def info(self) -> ModelInfo:

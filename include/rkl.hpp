@@ -24,6 +24,16 @@
  * (`s.temperature = 0.25f`) and pass
  * `rkl::GenerateParams(prompt).set_sampling(s)`.
  *
+ * Other inputs: `rkl::GenerateParams().set_tokens(ids)` (token ids),
+ * `.set_embeddings(rows, dim)` (embedding rows), or a prompt with image
+ * markers and `.set_images(rkl::MediaInput::images(values, count, tokens,
+ * dim))`. Arrays are given as rkl::Span views of the caller's memory
+ * (std::vector, std::array, C arrays, C++20 std::span, pointer + count):
+ * they are not copied until the request is made, so they must outlive it,
+ * and a view of a temporary container does not compile.
+ * `model.hidden_states(params)` and `model.logits(params)` return an
+ * rkl::Tensor that owns the floats (`tensor.row(i)`, `tensor.values()`).
+ *
  * Isolation mode: `rkl::OpenParams(path).set_isolated().set_call_timeout(...)`
  * runs the runtime in a worker process; a crash then throws
  * rkl::RuntimeCrashed, a hang rkl::RuntimeTimeout, the process lives on and
@@ -42,10 +52,12 @@
 #include "rkl.h"
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <iterator>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -153,6 +165,134 @@ inline std::uint32_t milliseconds(std::chrono::milliseconds value, const char *w
 /** Figures of one generation (rkl_stats). */
 using Stats = rkl_stats;
 
+/** Stats with `struct_size` set, the rest 0. */
+inline Stats empty_stats() {
+    Stats stats{};
+    stats.struct_size = sizeof(Stats);
+    return stats;
+}
+
+/** A view of `size()` values of type `T` in memory rkl does not own: the
+ *  shape of std::span (C++20) for this C++17 header. Built from a pointer
+ *  and a count, or from any contiguous container with data() and size() of
+ *  the same element type (std::vector, std::array, std::span, C arrays).
+ *  A view of a temporary container is refused at compile time, because the
+ *  params that hold views keep them until the request is made. */
+template <class T>
+class Span {
+    template <class C>
+    using element_of = std::remove_pointer_t<decltype(std::data(std::declval<C &>()))>;
+    template <class C>
+    using if_container = std::enable_if_t<!std::is_same_v<std::remove_cv_t<C>, Span> &&
+                                          std::is_convertible_v<element_of<C> (*)[], T (*)[]>,
+                                          int>;
+
+public:
+    using element_type = T;
+    using value_type = std::remove_cv_t<T>;
+    using size_type = std::size_t;
+    using iterator = T *;
+
+    constexpr Span() noexcept = default;
+    constexpr Span(T *data, std::size_t size) noexcept : data_(data), size_(size) {}
+    template <class C, if_container<C> = 0>
+    constexpr Span(C &container) noexcept : data_(std::data(container)), size_(std::size(container)) {}
+    template <class C, if_container<const C> = 0>
+    constexpr Span(const C &container) noexcept : data_(std::data(container)), size_(std::size(container)) {}
+    template <class C, if_container<const C> = 0>
+    Span(const C &&container) = delete;
+
+    constexpr T *data() const noexcept { return data_; }
+    constexpr std::size_t size() const noexcept { return size_; }
+    constexpr bool empty() const noexcept { return size_ == 0; }
+    constexpr T *begin() const noexcept { return data_; }
+    constexpr T *end() const noexcept { return data_ + size_; }
+    /** Unchecked, like std::span's. */
+    constexpr T &operator[](std::size_t i) const noexcept { return data_[i]; }
+
+private:
+    T *data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+namespace detail {
+
+/** a * b, or rkl::Error (RKL_INVALID_ARGUMENT) when it overflows size_t. */
+inline std::size_t multiply(std::size_t a, std::size_t b, const char *what) {
+    if (a != 0 && b > std::numeric_limits<std::size_t>::max() / a) {
+        throw Error(RKL_INVALID_ARGUMENT, std::string(what) + ": the shape overflows size_t");
+    }
+    return a * b;
+}
+
+/** Throws RKL_INVALID_ARGUMENT unless a view holds exactly `want` values. */
+inline void expect_size(std::size_t have, std::size_t want, const char *what) {
+    if (have != want) {
+        throw Error(RKL_INVALID_ARGUMENT, std::string(what) + ": " + std::to_string(have) + " values given, the shape needs " +
+                                              std::to_string(want));
+    }
+}
+
+}  // namespace detail
+
+/** Image or video embeddings of a multimodal request (rkl_media_input), as
+ *  the vision encoder made them; built by images() or videos(), which check
+ *  the view's length against the shape. Holds a view, not a copy: the
+ *  values must live until the request is made. */
+struct MediaInput : rkl_media_input {
+    MediaInput() : rkl_media_input() {
+        detail::check(rkl_media_input_init(this, sizeof(rkl_media_input)));
+    }
+
+    /** `count` images of `tokens` rows of `dim` floats each. */
+    static MediaInput images(Span<const float> values, std::size_t count, std::size_t tokens, std::size_t dim) {
+        return videos(values, count, 0, tokens, dim);
+    }
+    /** `count` videos of `frames` frames of `tokens` rows of `dim` floats
+     *  (runtime release 1.3). `frames` 0 counts as 1 (images). */
+    static MediaInput videos(Span<const float> values, std::size_t count, std::size_t frames, std::size_t tokens,
+                             std::size_t dim) {
+        std::size_t want = detail::multiply(
+            detail::multiply(detail::multiply(count, frames ? frames : 1, "media input"), tokens, "media input"), dim,
+            "media input");
+        detail::expect_size(values.size(), want, "media input");
+        MediaInput input;
+        input.embeddings = values.data();
+        input.count = count;
+        input.frames = frames;
+        input.tokens = tokens;
+        input.dim = dim;
+        return input;
+    }
+    /** The images' (frames') size in pixels, for models that use it. */
+    MediaInput &set_pixels(std::size_t width_px, std::size_t height_px) noexcept {
+        width = width_px;
+        height = height_px;
+        return *this;
+    }
+};
+
+/** The encoder state of a cross-attention model for one request
+ *  (rkl_cross_attn_params; a model opened with OpenParams::set_cross_attn).
+ *  Holds views, not copies: they must live until the request is made. */
+struct CrossAttnParams : rkl_cross_attn_params {
+    /** `k` and `v` of the same length, a multiple of the encoder tokens;
+     *  `mask` and `positions` one value per encoder token. */
+    CrossAttnParams(Span<const float> k, Span<const float> v, Span<const float> token_mask,
+                    Span<const std::int32_t> token_positions)
+        : rkl_cross_attn_params() {
+        detail::check(rkl_cross_attn_params_init(this, sizeof(rkl_cross_attn_params)));
+        detail::expect_size(v.size(), k.size(), "cross-attention v_cache (as k_cache)");
+        detail::expect_size(token_mask.size(), token_positions.size(), "cross-attention mask (one per position)");
+        k_cache = k.data();
+        v_cache = v.data();
+        cache_floats = k.size();
+        mask = token_mask.data();
+        positions = token_positions.data();
+        num_tokens = token_positions.size();
+    }
+};
+
 /** rkl_open_params filled with the defaults by its constructor. Its fields
  *  may be set directly; the setters below cover isolation mode and automatic
  *  prompt caching. The strings it points to must live until the Model is
@@ -209,6 +349,45 @@ struct OpenParams : rkl_open_params {
         cache_max_bytes = max_bytes;
         return *this;
     }
+    /** A cross-attention model: requests pass
+     *  GenerateParams::set_cross_attn (runtime 1.2.1 or later). */
+    OpenParams &set_cross_attn(bool on = true) noexcept {
+        use_cross_attn = on ? 1 : 0;
+        return *this;
+    }
+    /** The strings the runtime puts before, after and inside each image of
+     *  a multimodal prompt (e.g. "<|vision_start|>", "<|vision_end|>",
+     *  "<|image_pad|>"): all three or none. rkl gives them to 1.2 at open
+     *  and to 1.3 with every request. They must live until the Model is
+     *  constructed. */
+    OpenParams &set_image_tags(const char *start, const char *end, const char *content) noexcept {
+        image_start = start;
+        image_end = end;
+        image_content = content;
+        return *this;
+    }
+    /** Video tags (runtime release 1.3), as set_image_tags. */
+    OpenParams &set_video_tags(const char *start, const char *end, const char *content) noexcept {
+        video_start = start;
+        video_end = end;
+        video_content = content;
+        return *this;
+    }
+    /** The caller's tokenizer (release 1.3, in-process models): a plain C
+     *  function (see ::rkl_tokenize_fn; it must not throw) and its
+     *  userdata, which must live until the Model is closed. */
+    OpenParams &set_tokenizer(rkl_tokenize_fn fn, void *userdata = nullptr) noexcept {
+        tokenizer = fn;
+        tokenizer_userdata = userdata;
+        return *this;
+    }
+    /** The caller's embedding lookup (release 1.3, in-process models), as
+     *  set_tokenizer (see ::rkl_embed_fn). */
+    OpenParams &set_embedder(rkl_embed_fn fn, void *userdata = nullptr) noexcept {
+        embedder = fn;
+        embedder_userdata = userdata;
+        return *this;
+    }
 };
 
 /** rkl_sampling_params with every field unset (::RKL_UNSET, NaN: the
@@ -256,6 +435,119 @@ struct GenerateParams : rkl_generate_params {
         return *this;
     }
     GenerateParams &set_sampling(const rkl_sampling_params &&) = delete;
+
+    /** Feeds token ids instead of a prompt (clears `prompt`). The view is
+     *  kept, not copied: the ids must live until the request is made. */
+    GenerateParams &set_tokens(Span<const std::int32_t> ids) noexcept {
+        clear_input();
+        input_kind = RKL_INPUT_TOKENS;
+        tokens = ids.data();
+        n_tokens = ids.size();
+        return *this;
+    }
+    /** Feeds embedding rows of `dim` floats instead of a prompt (clears
+     *  `prompt`); throws rkl::Error (RKL_INVALID_ARGUMENT) when the view's
+     *  length is not a multiple of `dim`. Kept, not copied. */
+    GenerateParams &set_embeddings(Span<const float> rows, std::size_t dim) {
+        if (dim == 0 || rows.size() % dim != 0) {
+            throw Error(RKL_INVALID_ARGUMENT, "embeddings: " + std::to_string(rows.size()) +
+                                                  " values are not whole rows of " + std::to_string(dim));
+        }
+        clear_input();
+        input_kind = RKL_INPUT_EMBEDDINGS;
+        embeddings = rows.data();
+        n_embedding_tokens = rows.size() / dim;
+        embedding_dim = dim;
+        return *this;
+    }
+    /** A multimodal request: the prompt (set it first) holds one image
+     *  marker per image. Not copied: `input` and its values must live
+     *  until the request is made. */
+    GenerateParams &set_images(const rkl_media_input &input) noexcept {
+        input_kind = RKL_INPUT_MULTIMODAL;
+        images = &input;
+        return *this;
+    }
+    GenerateParams &set_images(const rkl_media_input &&) = delete;
+    /** Videos of a multimodal request (runtime release 1.3), as set_images. */
+    GenerateParams &set_videos(const rkl_media_input &input) noexcept {
+        input_kind = RKL_INPUT_MULTIMODAL;
+        videos = &input;
+        return *this;
+    }
+    GenerateParams &set_videos(const rkl_media_input &&) = delete;
+    /** The encoder state for a cross-attention model; not copied until the
+     *  request is made. The runtime keeps it for later requests until
+     *  another one gives a new state. */
+    GenerateParams &set_cross_attn(const rkl_cross_attn_params &params) noexcept {
+        cross_attn = &params;
+        return *this;
+    }
+    GenerateParams &set_cross_attn(const rkl_cross_attn_params &&) = delete;
+
+private:
+    void clear_input() noexcept {
+        prompt = nullptr;
+        tokens = nullptr;
+        n_tokens = 0;
+        embeddings = nullptr;
+        n_embedding_tokens = 0;
+        embedding_dim = 0;
+        images = nullptr;
+        videos = nullptr;
+    }
+};
+
+/** Floats the runtime computed (rkl_tensor): tokens() rows of dim() values.
+ *  Owns them; move-only; frees them with rkl_tensor_free() when destroyed. */
+class Tensor {
+public:
+    Tensor() noexcept : raw_() { raw_.struct_size = sizeof raw_; }
+    Tensor(Tensor &&other) noexcept : Tensor() {
+        std::swap(raw_, other.raw_);
+        stats_ = other.stats_;
+    }
+    Tensor &operator=(Tensor &&other) noexcept {
+        if (this != &other) {
+            reset();
+            std::swap(raw_, other.raw_);
+            stats_ = other.stats_;
+        }
+        return *this;
+    }
+    Tensor(const Tensor &) = delete;
+    Tensor &operator=(const Tensor &) = delete;
+    ~Tensor() { reset(); }
+
+    /** Rows: one per token. */
+    std::size_t tokens() const noexcept { return raw_.tokens; }
+    /** Values per row: the embedding size (hidden states) or the
+     *  vocabulary size (logits). */
+    std::size_t dim() const noexcept { return raw_.dim; }
+    /** All tokens() * dim() values, row after row. */
+    Span<const float> values() const noexcept { return Span<const float>(raw_.data, raw_.tokens * raw_.dim); }
+    /** Row `i`; std::out_of_range past the last. */
+    Span<const float> row(std::size_t i) const {
+        if (i >= raw_.tokens) {
+            throw std::out_of_range("rkl::Tensor::row: " + std::to_string(i) + " of " + std::to_string(raw_.tokens) +
+                                    " rows");
+        }
+        return Span<const float>(raw_.data + i * raw_.dim, raw_.dim);
+    }
+    /** The figures of the run that computed it. */
+    const Stats &stats() const noexcept { return stats_; }
+
+    /** For Model: the C struct to fill, and the stats. */
+    rkl_tensor *raw() noexcept { return &raw_; }
+    Stats *raw_stats() noexcept { return &stats_; }
+
+private:
+    void reset() noexcept {
+        rkl_tensor_free(&raw_);
+    }
+
+    rkl_tensor raw_;
+    Stats stats_ = empty_stats();
 };
 
 /** What rkl_model_info() tells, copied. */
@@ -265,12 +557,6 @@ struct ModelInfo {
     std::string family;
     std::string runtime_version;
 };
-
-inline Stats empty_stats() {
-    Stats stats{};
-    stats.struct_size = sizeof(Stats);
-    return stats;
-}
 
 /** A prompt cache's manifest and verdict (rkl_cache_info), copied. */
 struct CacheInfo {
@@ -537,6 +823,25 @@ public:
         return Stream(handle);
     }
     Stream stream(const std::string &prompt) { return stream(GenerateParams(prompt.c_str())); }
+
+    /** Runs a request and returns the last hidden layer of its input, one
+     *  row per token (the embedding vectors retrieval uses); nothing is
+     *  generated. Takes every input kind. */
+    Tensor hidden_states(const rkl_generate_params &params) {
+        Tensor tensor;
+        detail::check(rkl_hidden_states(handle_, &params, tensor.raw(), tensor.raw_stats()));
+        return tensor;
+    }
+    Tensor hidden_states(const std::string &prompt) { return hidden_states(GenerateParams(prompt.c_str())); }
+
+    /** Runs a request and returns the logits the runtime computed (rows of
+     *  the vocabulary's size); nothing is generated. */
+    Tensor logits(const rkl_generate_params &params) {
+        Tensor tensor;
+        detail::check(rkl_logits(handle_, &params, tensor.raw(), tensor.raw_stats()));
+        return tensor;
+    }
+    Tensor logits(const std::string &prompt) { return logits(GenerateParams(prompt.c_str())); }
 
     /** Stops every running or queued generation of this model; safe from
      *  any thread and from inside a callback. */

@@ -146,10 +146,10 @@ CPP_LINK   = $$(PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig $(PKG_CONFIG) --cflags --
 cpp-check: stage $(BIND_TMP)/hello.sim
 	@mkdir -p $(BIND_TMP)
 	$(CXX) $(CPP_FLAGS) examples/cpp/chat.cpp -o $(BIND_BUILD)/cpp-chat $(CPP_LINK)
-	$(CXX) $(CPP_FLAGS) bindings/cpp/test_rkl.cpp -o $(BIND_BUILD)/cpp-test $(CPP_LINK)
+	$(CXX) $(CPP_FLAGS) $(SAN_FLAGS) bindings/cpp/test_rkl.cpp -o $(BIND_BUILD)/cpp-test $(CPP_LINK)
 	@for abi in $(BIND_ABIS); do \
-	  echo "== C++: test_rkl, ABI $$abi"; \
-	  $(BIND_ENV) RKL_TEST_TMP=$(BIND_TMP) RKLLM_SIM_ABI=$$abi $(BIND_BUILD)/cpp-test || exit 1; \
+	  echo "== C++: test_rkl (ASan/UBSan), ABI $$abi"; \
+	  $(BIND_ENV) $(ASAN_ENV) RKL_TEST_TMP=$(BIND_TMP) RKLLM_SIM_ABI=$$abi $(BIND_BUILD)/cpp-test || exit 1; \
 	done
 	@echo "== C++: chat"
 	$(call expect,$(BIND_ENV) $(BIND_BUILD)/cpp-chat $(BIND_TMP)/hello.sim C++ stream,Hello$(comma) stream! ✓)

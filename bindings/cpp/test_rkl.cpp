@@ -13,6 +13,7 @@
 #include <iostream>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 #include <unistd.h>
 
@@ -390,6 +391,195 @@ void test_automatic_caching() {
     std::filesystem::remove_all(dir);
 }
 
+std::string collect(rkl::Model &model, const rkl_generate_params &params) {
+    std::string text;
+    model.generate(params, [&](std::string_view piece) { text += piece; });
+    return text;
+}
+
+template <class E, class F>
+bool throws_std(F f) {
+    try {
+        f();
+    } catch (const E &) {
+        return true;
+    }
+    return false;
+}
+
+// --- Other inputs and the float outputs (sim/README.md, "The reply" and
+// "Infer modes"): the simulator echoes what arrived through {input}. ---
+
+constexpr std::size_t kDim = 8;
+
+std::string inputs_model(const std::string &name, const std::string &reply) {
+    std::string path = write_model(name, "");
+    std::ofstream(path) << "RKLLM-SIM 1\nreply = " << reply << "\nhidden_size = 8\nvocab_size = 50\ntime_scale = 0\n";
+    return path;
+}
+
+std::string fnv(const void *data, std::size_t n, std::uint64_t h = 0xcbf29ce484222325ull) {
+    const unsigned char *bytes = static_cast<const unsigned char *>(data);
+    for (std::size_t i = 0; i < n; i++) h = (h ^ bytes[i]) * 0x100000001b3ull;
+    char text[17];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+    return text;
+}
+
+template <class T>
+std::string fnv(const std::vector<T> &values) {
+    return fnv(values.data(), values.size() * sizeof(T));
+}
+
+// The simulator's element [t][j] for an input whose hash is `hash`.
+float sim_value(const std::string &hash, std::uint32_t t, std::uint32_t j) {
+    std::uint64_t x = std::stoull(hash, nullptr, 16);
+    std::uint32_t seed = static_cast<std::uint32_t>(x ^ (x >> 32));
+    return (static_cast<float>((seed + 131u * t + 7u * j) % 2003u) - 1001.0f) / 1024.0f;
+}
+
+std::vector<float> floats(std::size_t n, float salt = 0.0f) {
+    std::vector<float> v(n);
+    for (std::size_t i = 0; i < n; i++) v[i] = static_cast<float>(i) * 0.25f - salt;
+    return v;
+}
+
+// A view of a temporary would dangle in the params: refused at compile time.
+static_assert(std::is_constructible_v<rkl::Span<const float>, std::vector<float> &>);
+static_assert(std::is_constructible_v<rkl::Span<const float>, const std::vector<float> &>);
+static_assert(!std::is_constructible_v<rkl::Span<const float>, std::vector<float> &&>);
+static_assert(!std::is_constructible_v<rkl::Span<const float>, std::vector<double> &>);
+static_assert(!std::is_constructible_v<rkl::Span<float>, const std::vector<float> &>);
+
+void test_tokens_and_embeddings() {
+    rkl::Model model(inputs_model("tokens", "[{input}|{prefill}]"));
+    std::vector<std::int32_t> ids{3, 1, 4, 1, 5};
+    std::string want = "[tokens n=5 fnv=" + fnv(ids) + "|5]";
+    rkl::GenerateParams params;
+    CHECK(collect(model, params.set_tokens(ids)) == want);
+    std::int32_t raw[] = {3, 1, 4, 1, 5};
+    CHECK(collect(model, rkl::GenerateParams().set_tokens(raw)) == want);
+    CHECK(collect(model, rkl::GenerateParams().set_tokens({raw, 5})) == want);
+
+    std::vector<float> rows = floats(3 * kDim, 1.0f);
+    want = "[embed n=3 dim=8 fnv=" + fnv(rows) + "|3]";
+    rkl::GenerateParams embed;
+    embed.set_embeddings(rows, kDim);
+    CHECK(embed.prompt == nullptr && embed.n_embedding_tokens == 3);
+    CHECK(collect(model, embed) == want);
+    std::string streamed;
+    for (std::string_view piece : model.stream(embed)) streamed += piece;
+    CHECK(streamed == want);
+
+    // Shapes: rows must be whole, dim not 0; empty inputs are the library's to refuse.
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { rkl::GenerateParams().set_embeddings(rows, 5); }, "whole rows"));
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { rkl::GenerateParams().set_embeddings(rows, 0); }));
+    std::vector<std::int32_t> none;
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { collect(model, rkl::GenerateParams().set_tokens(none)); }));
+    std::vector<std::int32_t> negative{1, -2};
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { collect(model, rkl::GenerateParams().set_tokens(negative)); }));
+}
+
+void test_images_and_videos() {
+    rkl::OpenParams open(nullptr);
+    std::string path = inputs_model("images", "[{input}|{prompt}]");
+    open.model_path = path.c_str();
+    open.set_image_tags("<|vs|>", "<|ve|>", "<|pad|>").set_video_tags("<v>", "</v>", "<vp>");
+    rkl::Model model(open);
+
+    std::vector<float> values = floats(2 * 4 * kDim, 0.5f);
+    std::string prompt = "<image><image>Compare.";
+    rkl::MediaInput images = rkl::MediaInput::images(values, 2, 4, kDim).set_pixels(448, 336);
+    std::string hashed = prompt + std::string(reinterpret_cast<const char *>(values.data()), values.size() * 4);
+    std::string want = "[multimodal images=2 tokens=4 size=448x336 tags=<|vs|>|<|ve|>|<|pad|> fnv=" +
+                       fnv(hashed.data(), hashed.size()) + "|" + prompt + "]";
+    CHECK(collect(model, rkl::GenerateParams(prompt.c_str()).set_images(images)) == want);
+    // One marker per image: the library counts them.
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT,
+                             [&] { collect(model, rkl::GenerateParams("<image>").set_images(images)); }, "marker"));
+    // The view must hold exactly the shape's values, and the shape must not overflow.
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { rkl::MediaInput::images(values, 3, 4, kDim); }, "needs"));
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT,
+                             [&] { rkl::MediaInput::videos(values, SIZE_MAX / 2, 3, 4, kDim); }, "overflows"));
+
+    std::vector<float> frames = floats(2 * 3 * 2 * kDim);
+    rkl::MediaInput videos = rkl::MediaInput::videos(frames, 2, 3, 2, kDim).set_pixels(64, 48);
+    rkl::GenerateParams video_request("<video>and<video>");
+    video_request.set_videos(videos);
+    const char *abi = std::getenv("RKLLM_SIM_ABI");
+    if (abi && std::string(abi) == "1.2") {
+        CHECK(throws<rkl::Error>(RKL_NOT_SUPPORTED, [&] { collect(model, video_request); }, "1.3"));
+    } else {
+        CHECK(collect(model, video_request).find("videos=2 frames=3 frame_tokens=2 frame=64x48 video_tags=<v>|</v>|<vp>") !=
+              std::string::npos);
+    }
+}
+
+void test_hidden_states_and_logits() {
+    rkl::Model model(inputs_model("outputs", "never generated"));
+    std::string prompt = "Embed this sentence.";
+    std::string hash = fnv(prompt.data(), prompt.size());
+    rkl::Tensor hidden = model.hidden_states(prompt);
+    // The prefilled text is "<user>" + prompt + "</user><assistant>", a token per 4 characters.
+    std::size_t tokens = (std::string("<user>").size() + prompt.size() + std::string("</user><assistant>").size() + 3) / 4;
+    CHECK(hidden.tokens() == tokens && hidden.dim() == kDim && hidden.values().size() == tokens * kDim);
+    CHECK(hidden.row(0)[0] == sim_value(hash, 0, 0));
+    CHECK(hidden.row(0)[kDim - 1] == sim_value(hash, 0, kDim - 1));
+    CHECK(hidden.row(tokens - 1)[3] == sim_value(hash, static_cast<std::uint32_t>(tokens - 1), 3));
+    CHECK(hidden.row(1).data() == hidden.values().data() + kDim);
+    CHECK(throws_std<std::out_of_range>([&] { hidden.row(tokens); }));
+    CHECK(hidden.stats().tokens == 0 && hidden.stats().prefill_tokens == tokens);
+
+    // Moved, the floats go with the new owner; the old one is empty.
+    rkl::Tensor moved = std::move(hidden);
+    CHECK(moved.tokens() == tokens && hidden.tokens() == 0 && hidden.values().empty());
+    CHECK(moved.stats().prefill_tokens == tokens);
+    float sum = 0;
+    for (float v : moved.values()) sum += v;
+    CHECK(sum != 0);
+
+    rkl::Tensor logits = model.logits(prompt);
+    CHECK(logits.tokens() == 1 && logits.dim() == 50);
+    CHECK(logits.row(0)[49] == sim_value(hash, 0, 49));
+
+    std::vector<float> rows = floats(2 * kDim, 3.0f);
+    rkl::Tensor from_rows = model.hidden_states(rkl::GenerateParams().set_embeddings(rows, kDim));
+    CHECK(from_rows.tokens() == 2 && from_rows.row(1)[1] == sim_value(fnv(rows), 1, 1));
+    std::vector<std::int32_t> ids{7, 8, 9};
+    CHECK(model.logits(rkl::GenerateParams().set_tokens(ids)).values()[5] == sim_value(fnv(ids), 0, 5));
+    CHECK(model.complete("x") == "never generated");
+}
+
+void test_cross_attention() {
+    rkl::OpenParams open;
+    std::string path = inputs_model("cross", "[{cross_attn}]");
+    open.model_path = path.c_str();
+    rkl::Model model(open.set_cross_attn());
+    std::vector<float> k = floats(3 * 32), v = floats(3 * 32, 1.0f), mask = floats(3);
+    std::vector<std::int32_t> positions{0, 1, 2};
+    rkl::CrossAttnParams state(k, v, mask, positions);
+    CHECK(state.num_tokens == 3 && state.cache_floats == 96);
+    std::vector<unsigned char> raw;
+    auto append = [&](const void *p, std::size_t n) {
+        raw.insert(raw.end(), static_cast<const unsigned char *>(p), static_cast<const unsigned char *>(p) + n);
+    };
+    append(k.data(), k.size() * 4);
+    append(v.data(), v.size() * 4);
+    append(mask.data(), mask.size() * 4);
+    append(positions.data(), positions.size() * 4);
+    std::string want = "[tokens=3 fnv=" + fnv(raw) + "]";
+    CHECK(collect(model, rkl::GenerateParams("x").set_cross_attn(state)) == want);
+    CHECK(model.complete("y") == want);  // the runtime keeps the state
+    std::vector<float> short_v(v.begin(), v.begin() + 3);
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { rkl::CrossAttnParams(k, short_v, mask, positions); }));
+    std::vector<float> short_mask(mask.begin(), mask.begin() + 2);
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT, [&] { rkl::CrossAttnParams(k, v, short_mask, positions); }));
+
+    rkl::Model plain(inputs_model("plain", "x"));
+    CHECK(throws<rkl::Error>(RKL_INVALID_ARGUMENT,
+                             [&] { collect(plain, rkl::GenerateParams("x").set_cross_attn(state)); }, "use_cross_attn"));
+}
+
 void test_isolated_generate() {
     rkl::Model model = open_isolated(fast_model());
     CHECK(model.complete("isolated") == expected("isolated"));
@@ -449,6 +639,10 @@ int main() {
     run("cache_errors_are_typed", test_cache_errors_are_typed);
     run("automatic_caching", test_automatic_caching);
     run("sampling", test_sampling);
+    run("tokens_and_embeddings", test_tokens_and_embeddings);
+    run("images_and_videos", test_images_and_videos);
+    run("hidden_states_and_logits", test_hidden_states_and_logits);
+    run("cross_attention", test_cross_attention);
     run("isolated_generate", test_isolated_generate);
     run("isolated_crash_is_survived", test_isolated_crash_is_survived);
     run("isolated_hang_times_out", test_isolated_hang_times_out);

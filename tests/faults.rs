@@ -51,15 +51,18 @@ fn isolated_open_time() -> Duration {
 }
 
 /// The call_timeout of every model here (it bounds an isolated open too):
-/// 300 ms, or four times [`isolated_open_time`] where that is more.
+/// 300 ms, or eight times [`isolated_open_time`] where that is more. Four
+/// times was too little under emulation with the two test threads and
+/// other work sharing two cores: one open there took 3.4 s against a
+/// measured 860 ms.
 fn timeout() -> Duration {
-    Duration::from_millis(300).max(isolated_open_time() * 4)
+    Duration::from_millis(300).max(isolated_open_time() * 8)
 }
 
 /// Time allowed on top of a limit for the kill and the report: 500 ms, or
-/// twice [`isolated_open_time`] where that is more.
+/// four times [`isolated_open_time`] where that is more.
 fn slack() -> Duration {
-    Duration::from_millis(500).max(isolated_open_time() * 2)
+    Duration::from_millis(500).max(isolated_open_time() * 4)
 }
 
 /// The abort grace where it matters.

@@ -227,3 +227,20 @@ func TestBadShapesAreRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestFunctionToolsReachTheRuntime(t *testing.T) {
+	m := inputsModel(t, "{role}: {tools}")
+	tools := `[{"name": "clock"}]`
+	if err := m.SetFunctionTools("You may call tools ✓", tools, "<tool_response>"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := complete(t, m, rkl.Request{Prompt: "what time is it?"}); err != nil || got != "user: "+tools {
+		t.Errorf("user turn: %q %v", got, err)
+	}
+	if got, err := complete(t, m, rkl.Request{Prompt: `{"time": "12:00"}`, Role: rkl.RoleTool}); err != nil || got != "tool: "+tools {
+		t.Errorf("tool turn: %q %v", got, err)
+	}
+	if err := m.SetFunctionTools("a\x00b", tools, ""); !errors.Is(err, rkl.ErrInvalidArgument) {
+		t.Errorf("NUL in system: %v", err)
+	}
+}

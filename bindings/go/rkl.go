@@ -423,6 +423,18 @@ func (m *Model) SetChatTemplate(system, prefix, postfix string) error {
 	return call(func() C.rkl_status { return C.rkl_set_chat_template(m.h, strs[0], strs[1], strs[2]) })
 }
 
+// SetFunctionTools sets up function calling: the system prompt, the tools
+// as JSON (the model's schema) and the text that introduces a tool's
+// answer; later requests with Role RoleTool carry tool results.
+func (m *Model) SetFunctionTools(system, tools, toolResponse string) error {
+	strs, err := cStrings("rkl_set_function_tools", "system", system, "tools", tools, "toolResponse", toolResponse)
+	if err != nil {
+		return err
+	}
+	defer freeAll(strs)
+	return call(func() C.rkl_status { return C.rkl_set_function_tools(m.h, strs[0], strs[1], strs[2]) })
+}
+
 // LoadLora loads a LoRA adapter that requests select by name (Request.Lora).
 func (m *Model) LoadLora(path, name string, scale float32) error {
 	strs, err := cStrings("rkl_load_lora", "path", path, "name", name)

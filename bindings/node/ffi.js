@@ -253,6 +253,7 @@ function declare(library) {
     clear_history: lib.func('int32_t rkl_clear_history(rkl_model *model, int keep_system_prompt)'),
     kv_cache_tokens: lib.func('int32_t rkl_kv_cache_tokens(rkl_model *model, _Out_ uint32_t *out)'),
     set_chat_template: lib.func('int32_t rkl_set_chat_template(rkl_model *model, const char *system, const char *prefix, const char *postfix)'),
+    set_function_tools: lib.func('int32_t rkl_set_function_tools(rkl_model *model, const char *system, const char *tools, const char *tool_response)'),
     load_lora: lib.func('int32_t rkl_load_lora(rkl_model *model, const char *path, const char *name, float scale)'),
     // The cache functions take the rkl_cache_info as memory rkl fills and
     // later frees (koffi.alloc), never as a JS object: rkl_cache_info_free

@@ -359,6 +359,8 @@ export declare class Model {
   clearHistory(keepSystemPrompt?: boolean): void;
   kvCacheTokens(): number;
   setChatTemplate(system: string, prefix: string, postfix: string): void;
+  /** Function calling: system prompt, tools JSON, the text before a tool's answer; requests with role 'tool' carry results. */
+  setFunctionTools(system: string, tools: string, toolResponse: string): void;
   loadLora(path: string, name: string, scale?: number): void;
   /** Saves a prompt cache of `prompt` (prefilled as a request would be) at
    *  `manifestPath`; leaves the history empty. Refused while a cache is

@@ -569,6 +569,16 @@ class Model {
     check(c.set_chat_template(this.#h, cText('system', system), cText('prefix', prefix), cText('postfix', postfix)));
   }
 
+  /**
+   * Function calling: the system prompt, the tools as JSON (the model's
+   * schema) and the text that introduces a tool's answer; later requests
+   * with role 'tool' carry tool results.
+   */
+  setFunctionTools(system, tools, toolResponse) {
+    check(c.set_function_tools(this.#h, cText('system', system), cText('tools', tools),
+      cText('toolResponse', toolResponse)));
+  }
+
   loadLora(path, name, scale = 1.0) {
     check(c.load_lora(this.#h, cText('path', path), cText('name', name), scale));
   }

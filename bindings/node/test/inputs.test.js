@@ -147,3 +147,13 @@ test('bad inputs are refused', async () => {
   for (const req of types) await assert.rejects(m.logits(req), TypeError, JSON.stringify(req));
   await assert.rejects(m.generate('text', { tokens: [1] }), /no prompt text/);
 });
+
+test('function tools reach the runtime, and tool results go with role tool', async () => {
+  const m = model('tools', '{role}: {tools}');
+  const tools = '[{"name": "clock"}]';
+  m.setFunctionTools('You may call tools ✓', tools, '<tool_response>');
+  assert.equal((await m.generate('what time is it?')).text, `user: ${tools}`);
+  assert.equal((await m.generate('{"time": "12:00"}', { role: 'tool' })).text, `tool: ${tools}`);
+  assert.throws(() => m.setFunctionTools('a\0b', tools, ''), { code: 'RKL_INVALID_ARGUMENT', message: /NUL/ });
+  assert.throws(() => m.setFunctionTools('s', 42, ''), TypeError);
+});

@@ -23,6 +23,7 @@ async function main(): Promise<void> {
   const mtime: bigint = loaded.modelMtimeNs;
   console.log(prefill, verdict, mtime, loaded.chatTemplate?.system, loaded.verdictCode);
   model.releaseCache();
+  model.setFunctionTools('You may call tools.', '[]', '<tool_response>');
   const rows: rkl.Tensor = await model.hiddenStates({ embeddings: new Float32Array(16), embeddingDim: 8 });
   const v: Float32Array = rows.values;
   const lg = await model.logits({ tokens: [1, 2], crossAttn: { kCache: [0], vCache: [0], mask: [1], positions: new Int32Array(1) } });

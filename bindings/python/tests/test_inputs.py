@@ -222,3 +222,15 @@ def test_tokenizer_and_embedder_are_called_on_1_3_only(tmp_path, abi):
         assert m.generate("x").text.startswith("[builtin|builtin|")
     with pytest.raises(TypeError):
         rkl.Model(path, tokenizer="not callable")
+
+
+def test_function_tools_reach_the_runtime(tmp_path):
+    with rkl.Model(model_file(tmp_path, "{role}: {tools}", "tools")) as m:
+        tools = '[{"name": "clock"}]'
+        m.set_function_tools("You may call tools ✓", tools, "<tool_response>")
+        assert m.generate("what time is it?").text == "user: " + tools
+        assert m.generate('{"time": "12:00"}', role="tool").text == "tool: " + tools
+        with pytest.raises(rkl.InvalidArgumentError, match="NUL"):
+            m.set_function_tools("a\0b", tools, "")
+        with pytest.raises(TypeError):
+            m.set_function_tools("s", 42, "")  # type: ignore[arg-type]

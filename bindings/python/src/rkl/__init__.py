@@ -629,6 +629,7 @@ _stream_close = _fn("rkl_stream_close", c_int32, c_void_p)
 _clear_history = _fn("rkl_clear_history", c_int32, c_void_p, c_int)
 _kv_cache_tokens = _fn("rkl_kv_cache_tokens", c_int32, c_void_p, POINTER(c_uint32))
 _set_chat_template = _fn("rkl_set_chat_template", c_int32, c_void_p, c_char_p, c_char_p, c_char_p)
+_set_function_tools = _fn("rkl_set_function_tools", c_int32, c_void_p, c_char_p, c_char_p, c_char_p)
 _load_lora = _fn("rkl_load_lora", c_int32, c_void_p, c_char_p, c_char_p, c_float)
 _model_restart = _fn("rkl_model_restart", c_int32, c_void_p)
 _cache_save = _fn("rkl_cache_save", c_int32, c_void_p, POINTER(GenerateParams), c_char_p, POINTER(CCacheInfo))
@@ -1430,6 +1431,13 @@ class Model:
     def set_chat_template(self, system: str, prefix: str, postfix: str) -> None:
         _check(_set_chat_template(self._handle, _text(system, "system"), _text(prefix, "prefix"),
                                   _text(postfix, "postfix")))
+
+    def set_function_tools(self, system: str, tools: str, tool_response: str) -> None:
+        """Function calling: the system prompt, the tools as JSON (the
+        model's schema) and the text that introduces a tool's answer; later
+        requests with ``role="tool"`` carry tool results."""
+        _check(_set_function_tools(self._handle, _text(system, "system"), _text(tools, "tools"),
+                                   _text(tool_response, "tool_response")))
 
     def load_lora(self, path: str, name: str, scale: float = 1.0) -> None:
         _check(_load_lora(self._handle, _path(path, "path"), _text(name, "name"), scale))

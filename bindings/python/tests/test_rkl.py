@@ -307,3 +307,32 @@ def test_concurrent_generations_are_serialised(slow_model):
     # about as long as the earlier one took.
     a, b = sorted((replies[p].stats for p in prompts), key=lambda s: s.queue_ms)
     assert b.queue_ms >= 0.7 * (a.total_ms - a.queue_ms), (a, b)
+
+
+def test_log_callback_receives_rkls_messages(fast_model):
+    got = []
+    lock = threading.Lock()
+
+    def receive(level: int, target: str, message: str) -> None:
+        with lock:
+            got.append((level, target, message))
+        raise RuntimeError("dropped, never unwinds into librkl")
+
+    rkl.set_log_callback(receive, rkl.LOG_DEBUG)
+    try:
+        with rkl.Model(fast_model) as m:
+            assert m.generate("logged").text == expected("logged")
+    finally:
+        rkl.set_log_callback(None)
+    with lock:
+        seen = list(got)
+    assert any("rkl_open" in message for _, _, message in seen), seen
+    assert all(rkl.LOG_ERROR <= level <= rkl.LOG_DEBUG and target.startswith("rkl") for level, target, _ in seen)
+    # Removed: nothing more arrives.
+    with rkl.Model(fast_model) as m:
+        m.generate("quiet")
+    assert len(got) == len(seen)
+    with pytest.raises(rkl.InvalidArgumentError):
+        rkl.set_log_callback(receive, 9)
+    with pytest.raises(TypeError):
+        rkl.set_log_callback("not callable")  # type: ignore[arg-type]

@@ -44,6 +44,7 @@ import ctypes
 import math
 import os
 import array
+import atexit
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -66,6 +67,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 __all__ = [
+    "set_log_callback",
+    "LOG_OFF",
+    "LOG_ERROR",
+    "LOG_WARN",
+    "LOG_INFO",
+    "LOG_DEBUG",
+    "LOG_TRACE",
     "Model",
     "Stream",
     "Stats",
@@ -643,6 +651,53 @@ _hidden_states = _fn("rkl_hidden_states", c_int32, c_void_p, POINTER(GeneratePar
                      POINTER(CStats))
 _logits = _fn("rkl_logits", c_int32, c_void_p, POINTER(GenerateParams), POINTER(CTensor), POINTER(CStats))
 _tensor_free = _fn("rkl_tensor_free", c_int32, POINTER(CTensor))
+
+
+# rkl_log_level: a callback gets messages at its level and more severe.
+LOG_OFF, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE = range(6)
+LOG_FN = CFUNCTYPE(None, c_int32, c_char_p, c_char_p, c_void_p)
+_set_log_callback = _fn("rkl_set_log_callback", c_int32, LOG_FN, c_int32, c_void_p)
+# The installed callback's ctypes thunk: librkl holds its address, so it must
+# live until the callback is replaced or removed.
+_log_thunk: Optional[Any] = None
+
+
+def set_log_callback(callback: Optional[Callable[[int, str, str], None]], max_level: int = LOG_INFO) -> None:
+    """Routes librkl's log messages to ``callback(level, target, message)``
+    (``level`` one of LOG_ERROR .. LOG_TRACE, ``target`` e.g.
+    "rkl::runtime"), for messages at ``max_level`` and more severe; ``None``
+    removes it (stderr again). It runs on whichever thread logs, rkl's own
+    threads included, so it must be thread-safe; an exception it raises is
+    dropped (a log call must not fail), and it must not call rkl functions
+    other than version(). Removed again at interpreter exit. To forward to
+    ``logging``: ``rkl.set_log_callback(lambda lv, t, m: log.log(50 - 10 * lv, m))``."""
+    global _log_thunk
+    if callback is None:
+        _check(_set_log_callback(LOG_FN(), LOG_OFF, None))
+        _log_thunk = None
+        return
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+
+    def deliver(level: int, target: Optional[bytes], message: Optional[bytes], _userdata: Any) -> None:
+        try:
+            callback(level, (target or b"").decode("utf-8", "replace"), (message or b"").decode("utf-8", "replace"))
+        except BaseException:  # noqa: BLE001 - nothing may unwind into librkl's logger
+            pass
+
+    thunk = LOG_FN(deliver)
+    _check(_set_log_callback(thunk, int(max_level), None))
+    _log_thunk = thunk  # the old thunk is no longer called once the call returned
+
+
+def _remove_log_callback_at_exit() -> None:
+    # rkl's threads may log while the interpreter shuts down; a ctypes
+    # thunk called then would run Python code that is being torn down.
+    if _log_thunk is not None:
+        _set_log_callback(LOG_FN(), LOG_OFF, None)
+
+
+atexit.register(_remove_log_callback_at_exit)
 
 
 def version() -> str:

@@ -537,11 +537,9 @@ public:
     /** The figures of the run that computed it. */
     const Stats &stats() const noexcept { return stats_; }
 
-    /** For Model: the C struct to fill, and the stats. */
-    rkl_tensor *raw() noexcept { return &raw_; }
-    Stats *raw_stats() noexcept { return &stats_; }
-
 private:
+    friend class Model;  // fills raw_ and stats_ through rkl_hidden_states() / rkl_logits()
+
     void reset() noexcept {
         rkl_tensor_free(&raw_);
     }
@@ -829,7 +827,7 @@ public:
      *  generated. Takes every input kind. */
     Tensor hidden_states(const rkl_generate_params &params) {
         Tensor tensor;
-        detail::check(rkl_hidden_states(handle_, &params, tensor.raw(), tensor.raw_stats()));
+        detail::check(rkl_hidden_states(handle_, &params, &tensor.raw_, &tensor.stats_));
         return tensor;
     }
     Tensor hidden_states(const std::string &prompt) { return hidden_states(GenerateParams(prompt.c_str())); }
@@ -838,7 +836,7 @@ public:
      *  the vocabulary's size); nothing is generated. */
     Tensor logits(const rkl_generate_params &params) {
         Tensor tensor;
-        detail::check(rkl_logits(handle_, &params, tensor.raw(), tensor.raw_stats()));
+        detail::check(rkl_logits(handle_, &params, &tensor.raw_, &tensor.stats_));
         return tensor;
     }
     Tensor logits(const std::string &prompt) { return logits(GenerateParams(prompt.c_str())); }
